@@ -1,0 +1,68 @@
+"""obspy-level API: Traces and Streams in, tokens or Traces out (ids and start times kept)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .model import EncodedWaveform, EQCodec
+from .preprocess import SAMPLING_RATE, check_no_gaps, trace_to_codec_input
+
+
+@dataclass
+class EncodedTrace:
+    """One trace's tokens, side information and identity.
+
+    encoded: EncodedWaveform with batch size 1 (codes [1, K, T], gain [1, T])
+    trace_id: NET.STA.LOC.CHA; starttime: obspy UTCDateTime of sample 0
+    original_sampling_rate: rate of the input before resampling to 40 Hz
+    """
+
+    encoded: EncodedWaveform
+    trace_id: str
+    starttime: object
+    original_sampling_rate: float
+
+    @property
+    def codes(self) -> np.ndarray:
+        """[K, T] int16 codes."""
+        return self.encoded.codes[0].cpu().numpy().astype(np.int16)
+
+    @property
+    def gain(self) -> np.ndarray:
+        """[T] uint8 gain levels."""
+        return self.encoded.gain[0].cpu().numpy().astype(np.uint8)
+
+
+def encode_trace(codec: EQCodec, trace, *, allow_clipped: bool = False) -> EncodedTrace:
+    """Check, resample to 40 Hz and encode one obspy Trace."""
+    samples = trace_to_codec_input(trace, allow_clipped=allow_clipped)
+    return EncodedTrace(codec.encode(samples), trace.id, trace.stats.starttime, float(trace.stats.sampling_rate))
+
+
+def decode_trace(codec: EQCodec, encoded: EncodedTrace, num_codebooks: int | None = None):
+    """EncodedTrace -> obspy Trace at 40 Hz in the input's physical units, same id and start time."""
+    import obspy
+
+    samples = codec.decode(encoded.encoded, num_codebooks)[0].cpu().numpy()
+    net, sta, loc, cha = encoded.trace_id.split(".")
+    header = {"network": net, "station": sta, "location": loc, "channel": cha,
+              "starttime": encoded.starttime, "sampling_rate": SAMPLING_RATE}
+    return obspy.Trace(samples.astype(np.float64), header=header)
+
+
+def encode_stream(codec: EQCodec, stream, *, source: str = "stream", allow_clipped: bool = False) -> list[EncodedTrace]:
+    """Encode every trace of a Stream (gaps are refused: split the stream first)."""
+    check_no_gaps(stream, source)
+    return [encode_trace(codec, tr, allow_clipped=allow_clipped) for tr in stream]
+
+
+def reconstruct_stream(codec: EQCodec, stream, num_codebooks: int | None = None, *,
+                       source: str = "stream", allow_clipped: bool = False):
+    """Encode and decode a Stream from the first k codebooks: the Stream the codec's tokens carry."""
+    import obspy
+
+    k = codec.check_num_codebooks(num_codebooks)
+    return obspy.Stream([decode_trace(codec, e, k) for e in
+                         encode_stream(codec, stream, source=source, allow_clipped=allow_clipped)])

@@ -1,0 +1,298 @@
+"""EQcodec: the 40 Hz seismic neural codec (config + model, Hugging Face conventions).
+
+Pipeline for a trace x sampled at 40 Hz (physical units):
+
+    offset  = mean(x)                                   side info, 1 float / trace
+    frames  = (x - offset) cut into 1-s frames          [B, T, 40]
+    g_t     = 8-bit log-RMS gain level per frame        side info, 8 bits / s   (codec.gain)
+    z       = encoder(frames / G_t, gain context)       [B, D, T]
+    codes   = residual VQ of z, 8 codebooks x 1024      [B, K, T]  10 bits / codebook / s
+    x_hat   = decoder(sum of first k code vectors, gain context) * G_t + offset
+
+so decoding from the first k codebooks costs 10 k + 8 bits/s.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import gain as gainlib
+from .modules import FrameConvNet
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt or of another kind; the message names the path."""
+
+
+@dataclass
+class EQCodecConfig:
+    """Sizes of the codec. Saved as config.json beside the weights."""
+
+    sampling_rate: float = 40.0
+    frame_length: int = 40  # samples per frame (1 s at 40 Hz)
+    num_codebooks: int = 8
+    codebook_size: int = 1024
+    latent_dim: int = 32
+    hidden_channels: int = 128
+    residual_layers: int = 4
+    # Residual VQ training (vector-quantize-pytorch): EMA updates, k-means init, dead-code reset.
+    ema_decay: float = 0.99
+    kmeans_iters: int = 10
+    dead_code_threshold: float = 2.0
+    commitment_weight: float = 1.0
+    model_type: str = "eqcodec"
+
+    @property
+    def bits_per_second(self) -> list[float]:
+        """Bit rate at k = 1..K codebooks, gain side information included."""
+        frames_per_second = self.sampling_rate / self.frame_length
+        bits = math.log2(self.codebook_size)
+        return [frames_per_second * (k * bits + gainlib.GAIN_BITS_PER_FRAME)
+                for k in range(1, self.num_codebooks + 1)]
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "EQCodecConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown EQCodecConfig fields: {sorted(unknown)}")
+        return cls(**values)
+
+
+@dataclass
+class EncodedWaveform:
+    """Tokens and side information of B traces of equal length.
+
+    codes:  [B, K, T] int64 codebook indices
+    gain:   [B, T] int64 8-bit gain levels
+    scale:  [B] float64 reference amplitude of the gain levels
+    offset: [B] float64 mean removed before coding
+    length: samples at 40 Hz (the last frame may be padded)
+    """
+
+    codes: torch.Tensor
+    gain: torch.Tensor
+    scale: torch.Tensor
+    offset: torch.Tensor
+    length: int
+    extra: dict = field(default_factory=dict)
+
+    def __getitem__(self, index) -> "EncodedWaveform":
+        """Select traces along the batch axis (keeps the batch dimension for ints)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return EncodedWaveform(self.codes[index], self.gain[index], self.scale[index],
+                               self.offset[index], self.length)
+
+
+class EQCodec(nn.Module):
+    """Encoder, residual vector quantizer and decoder. See the module docstring for the pipeline."""
+
+    def __init__(self, config: EQCodecConfig | None = None):
+        super().__init__()
+        from vector_quantize_pytorch import ResidualVQ
+
+        self.config = config = config or EQCodecConfig()
+        F, D, W, L = config.frame_length, config.latent_dim, config.hidden_channels, config.residual_layers
+        self.encoder = FrameConvNet(F + 2, W, D, L)
+        self.decoder = FrameConvNet(D + 2, W, F, L)
+        self.quantizer = ResidualVQ(
+            dim=D,
+            num_quantizers=config.num_codebooks,
+            codebook_size=config.codebook_size,
+            decay=config.ema_decay,
+            kmeans_init=True,
+            kmeans_iters=config.kmeans_iters,
+            threshold_ema_dead_code=config.dead_code_threshold,
+            commitment_weight=config.commitment_weight,
+            quantize_dropout=True,  # trains every k in 1..K from one model
+            quantize_dropout_cutoff_index=0,
+        )
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write config.json and model.safetensors into `directory`."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp_config = directory / (CONFIG_NAME + ".tmp")
+        tmp_weights = directory / (WEIGHTS_NAME + ".tmp")
+        tmp_config.write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(tmp_weights), metadata={"format": "pt", "model_type": "eqcodec"})
+        tmp_config.replace(directory / CONFIG_NAME)
+        tmp_weights.replace(directory / WEIGHTS_NAME)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path | None = None) -> "EQCodec":
+        """Load a codec saved by save_pretrained; None loads the shipped default."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory) if directory is not None else PRETRAINED_DIR
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise CheckpointError(f"{path}: codec checkpoint file is missing")
+        try:
+            values = json.loads(config_path.read_text())
+            if values.get("model_type", "eqcodec") != "eqcodec":
+                raise ValueError(f"model_type is {values.get('model_type')!r}, not 'eqcodec'")
+            config = EQCodecConfig.from_dict(values)
+        except (ValueError, TypeError) as err:
+            raise CheckpointError(f"{config_path}: not a valid EQcodec config ({err})") from None
+        model = cls(config)
+        try:
+            state = load_file(str(weights_path))
+            model.load_state_dict(state, strict=True)
+        except Exception as err:
+            raise CheckpointError(f"{weights_path}: corrupt or incompatible codec weights ({err})") from None
+        return model.eval()
+
+    def identity(self) -> str:
+        """Short hash of config and weights: tokens from two codecs mix only if these match."""
+        import hashlib
+
+        digest = hashlib.sha256(json.dumps(asdict(self.config), sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    # ------------------------------------------------------------------ framing and gain
+    def normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[B, N] samples (physical) -> unit-RMS frames [B, F, T] (float32), gain [B, T], scale [B], offset [B]."""
+        F = self.config.frame_length
+        x = x.double()
+        offset = x.mean(-1)
+        x = x - offset[:, None]
+        pad = (-x.shape[-1]) % F
+        if pad:
+            x = torch.nn.functional.pad(x, (0, pad))
+        frames = x.reshape(x.shape[0], -1, F)  # [B, T, F]
+        rms = gainlib.frame_rms(frames)
+        scale = gainlib.choose_scale(rms)
+        gain = gainlib.quantize_gain(rms, scale)
+        unit = frames / gainlib.dequantize_gain(gain, scale)[..., None]
+        return unit.transpose(1, 2).float(), gain, scale, offset
+
+    def denormalize(self, unit: torch.Tensor, gain: torch.Tensor, scale: torch.Tensor,
+                    offset: torch.Tensor, length: int) -> torch.Tensor:
+        """Unit-RMS frames [B, F, T] -> [B, length] samples in physical units (float64)."""
+        frames = unit.transpose(1, 2).double() * gainlib.dequantize_gain(gain, scale)[..., None]
+        x = frames.reshape(frames.shape[0], -1)[:, :length]
+        return x + offset[:, None]
+
+    # ------------------------------------------------------------------ networks
+    def _encode_frames(self, unit: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+        """[B, F, T] unit frames -> [B, D, T] latents."""
+        return self.encoder(torch.cat([unit, gainlib.gain_context(gain)], dim=1))
+
+    def _decode_latents(self, latent: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+        """[B, D, T] quantized latents -> [B, F, T] unit frames."""
+        return self.decoder(torch.cat([latent, gainlib.gain_context(gain)], dim=1))
+
+    def _nearest_codes(self, latent: torch.Tensor) -> torch.Tensor:
+        """[B, D, T] latents -> [B, K, T] residual nearest-neighbour indices (inference)."""
+        codebooks = self.quantizer.codebooks  # [K, C, D]
+        norms = codebooks.pow(2).sum(-1)
+        B, D, T = latent.shape
+        residual = latent.transpose(1, 2).reshape(-1, D)
+        codes = []
+        for books, book_norms in zip(codebooks, norms):
+            # argmin ||r - c||^2 = argmin (||c||^2 - 2 r.c)
+            index = torch.addmm(book_norms, residual, books.T, alpha=-2).argmin(-1)
+            residual = residual - books[index]
+            codes.append(index)
+        return torch.stack(codes, 0).reshape(-1, B, T).transpose(0, 1)
+
+    def _codes_to_latents(self, codes: torch.Tensor) -> torch.Tensor:
+        """[B, k, T] indices of the first k codebooks -> [B, D, T] summed code vectors."""
+        codebooks = self.quantizer.codebooks
+        latent = sum(codebooks[q][codes[:, q]] for q in range(codes.shape[1]))  # [B, T, D]
+        return latent.transpose(1, 2)
+
+    def _chunked(self, fn, x: torch.Tensor, gain: torch.Tensor, radius: int, chunk_frames: int) -> torch.Tensor:
+        """Apply a frame-rate network to [B, C, T] in overlapping chunks.
+
+        Each chunk carries `radius` frames of real context on each side, so
+        every kept output frame sees exactly what it would in a single pass.
+        """
+        T = x.shape[-1]
+        if T <= chunk_frames:
+            return fn(x, gain)
+        outputs = []
+        for start in range(0, T, chunk_frames):
+            stop = min(start + chunk_frames, T)
+            lo, hi = max(start - radius, 0), min(stop + radius, T)
+            y = fn(x[..., lo:hi], gain[..., lo:hi])
+            outputs.append(y[..., start - lo : start - lo + stop - start])
+        return torch.cat(outputs, dim=-1)
+
+    # ------------------------------------------------------------------ public API
+    @torch.inference_mode()
+    def encode(self, x, chunk_frames: int = 1024) -> EncodedWaveform:
+        """[B, N] or [N] samples at 40 Hz (numpy or torch, physical units) -> EncodedWaveform.
+
+        Memory does not grow with N beyond the input and the tokens: the
+        networks run on chunks of `chunk_frames` frames.
+        """
+        x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
+        if x.ndim == 1:
+            x = x[None]
+        if x.ndim != 2:
+            raise ValueError(f"encode expects [B, N] or [N] samples, got shape {tuple(x.shape)}")
+        device = next(self.parameters()).device
+        unit, gain, scale, offset = self.normalize(x.to(device))
+        radius = self.encoder.receptive_radius
+        encode_chunk = lambda u, g: self._nearest_codes(self._encode_frames(u, g))  # noqa: E731
+        codes = self._chunked(encode_chunk, unit, gain, radius, chunk_frames)
+        return EncodedWaveform(codes, gain, scale, offset, x.shape[-1])
+
+    @torch.inference_mode()
+    def decode(self, encoded: EncodedWaveform, num_codebooks: int | None = None,
+               chunk_frames: int = 1024) -> torch.Tensor:
+        """EncodedWaveform -> [B, N] float64 samples in physical units, from the first k codebooks."""
+        k = self.check_num_codebooks(num_codebooks)
+        codes = encoded.codes[:, :k]
+        if codes.shape[1] < k:
+            raise ValueError(f"asked for {k} codebooks but the tokens hold only {codes.shape[1]}")
+        radius = self.decoder.receptive_radius
+
+        def decode_chunk(c, g):
+            return self._decode_latents(self._codes_to_latents(c), g)
+
+        unit = self._chunked(decode_chunk, codes, encoded.gain, radius, chunk_frames)
+        return self.denormalize(unit, encoded.gain, encoded.scale, encoded.offset, encoded.length)
+
+    def check_num_codebooks(self, k: int | None) -> int:
+        K = self.config.num_codebooks
+        if k is None:
+            return K
+        if not isinstance(k, (int, np.integer)) or not 1 <= k <= K:
+            raise ValueError(f"number of codebooks must be an integer in 1..{K}, got {k!r}")
+        return int(k)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, x: torch.Tensor) -> dict:
+        """Training pass on [B, N] samples: returns unit-domain target, reconstruction and VQ loss.
+
+        The residual VQ drops a random number of trailing codebooks per batch
+        (quantizer dropout), so every k is trained.
+        """
+        unit, gain, _, _ = self.normalize(x)
+        latent = self._encode_frames(unit, gain)
+        quantized, _, commit_loss = self.quantizer(latent.transpose(1, 2))
+        recon = self._decode_latents(quantized.transpose(1, 2), gain)
+        return {"target": unit, "recon": recon, "commit_loss": commit_loss.sum()}

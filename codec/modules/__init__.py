@@ -1,0 +1,5 @@
+"""Neural building blocks of the codec."""
+
+from .seanet import FrameConvNet, ResidualUnit
+
+__all__ = ["FrameConvNet", "ResidualUnit"]

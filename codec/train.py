@@ -1,0 +1,202 @@
+"""`eqcodec train-codec`: train EQcodec with accelerate (CPU, one GPU or several).
+
+Losses, all in the unit-RMS frame domain so that quiet and loud seconds weigh
+the same: mean squared error of the samples, a multi-resolution STFT loss
+(linear and log magnitudes at 4 window sizes), and the residual VQ's
+commitment loss. The RVQ uses k-means initialisation, EMA codebook updates,
+dead-code replacement and quantizer dropout (vector-quantize-pytorch).
+
+Checkpoints (accelerate state + step) are written every --eval-every steps to
+OUT/checkpoint; rerunning the same command resumes from there exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .data import load_traces, nc_events_split, obspy_recordings
+from .metrics import segmental_snr_db, snr_db
+from .model import EQCodec, EQCodecConfig
+
+
+class RandomCrops(torch.utils.data.Dataset):
+    """Item i is a crop of `crop` samples at a random (seeded by i) trace and sample offset.
+
+    Crops start at any sample, not only at frame boundaries, and flip polarity
+    at random: both multiply the variety of frames seen in a small corpus.
+    """
+
+    def __init__(self, traces: list[np.ndarray], crop: int, length: int, seed: int = 0):
+        self.traces = [t for t in traces if len(t) >= crop]
+        if not self.traces:
+            raise ValueError(f"no training trace is at least {crop} samples long")
+        lengths = np.array([len(t) - crop + 1 for t in self.traces], dtype=np.float64)
+        self.weights = lengths / lengths.sum()
+        self.crop, self.length, self.seed = crop, length, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        rng = np.random.default_rng((self.seed, i))
+        trace = self.traces[rng.choice(len(self.traces), p=self.weights)]
+        start = rng.integers(0, len(trace) - self.crop + 1)
+        crop = trace[start : start + self.crop] * rng.choice([-1.0, 1.0])
+        return torch.from_numpy(crop.copy())
+
+
+def multi_resolution_stft_loss(target: torch.Tensor, recon: torch.Tensor,
+                               windows=(16, 32, 64, 128)) -> torch.Tensor:
+    """Mean over window sizes of L1(|S| - |S_hat|) + L1(log |S| - log |S_hat|); inputs [B, N]."""
+    loss = 0.0
+    for n in windows:
+        window = torch.hann_window(n, device=target.device)
+        spec = lambda x: torch.stft(x, n, hop_length=n // 4, window=window, return_complex=True).abs()  # noqa: E731
+        s, s_hat = spec(target), spec(recon)
+        loss = loss + F.l1_loss(s_hat, s) + F.l1_loss(torch.log(s_hat + 1e-4), torch.log(s + 1e-4))
+    return loss / len(windows)
+
+
+def codec_losses(model: EQCodec, batch: torch.Tensor, spectral_weight: float) -> dict:
+    out = model(batch)
+    target = out["target"].transpose(1, 2).reshape(batch.shape[0], -1)  # [B, N] unit domain
+    recon = out["recon"].transpose(1, 2).reshape(batch.shape[0], -1)
+    mse = F.mse_loss(recon, target)
+    spectral = multi_resolution_stft_loss(target, recon)
+    total = mse + spectral_weight * spectral + out["commit_loss"]
+    return {"loss": total, "mse": mse, "spectral": spectral, "commit": out["commit_loss"]}
+
+
+def evaluate(model: EQCodec, traces: list[np.ndarray], levels=(1, 2, 4, 8)) -> dict:
+    """Median whole-trace SNR and mean segmental SNR (dB) over traces, per number of codebooks."""
+    was_training = model.training
+    model.eval()
+    results = {}
+    encoded = [model.encode(x) for x in traces]
+    for k in levels:
+        snrs, segs = [], []
+        for x, enc in zip(traces, encoded):
+            y = model.decode(enc, k)[0].cpu().numpy()
+            snrs.append(snr_db(x, y))
+            segs.append(segmental_snr_db(x, y))
+        results[f"snr_k{k}"] = float(np.median(snrs))
+        results[f"segsnr_k{k}"] = float(np.mean(segs))
+    model.train(was_training)
+    return results
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    """Linear warm-up, then cosine decay to 10 % of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="eqcodec train-codec", description=__doc__)
+    parser.add_argument("--data", required=True, help="folder of event-window miniSEED files (nc-events layout)")
+    parser.add_argument("--out", required=True, help="output folder: checkpoint/, final/, metrics.jsonl, train.log")
+    parser.add_argument("--no-obspy-recordings", action="store_true",
+                        help="do not add the real recordings bundled with obspy to the training data")
+    parser.add_argument("--config", help="codec config JSON (sizes); default: EQCodecConfig()")
+    parser.add_argument("--init", help="start from this codec checkpoint (fine-tuning)")
+    parser.add_argument("--steps", type=int, default=20000, help="optimizer steps (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64, help="crops per step (default: %(default)s)")
+    parser.add_argument("--crop-seconds", type=int, default=32, help="crop length in seconds (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=500, help="warm-up steps (default: %(default)s)")
+    parser.add_argument("--spectral-weight", type=float, default=0.1,
+                        help="weight of the multi-resolution STFT loss (default: %(default)s)")
+    parser.add_argument("--eval-every", type=int, default=1000, help="validate and checkpoint every N steps")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    accelerator = Accelerator()
+    set_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "train.log"
+
+    def log(message: str) -> None:
+        if accelerator.is_main_process:
+            line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
+            with open(log_path, "a") as f:
+                f.write(line + "\n")
+            tqdm.write(line)
+
+    train_files, eval_files = nc_events_split(args.data)
+    extra = [] if args.no_obspy_recordings else obspy_recordings()
+    train_traces = [x for _, x in load_traces(train_files + extra, include_obspy_example=not args.no_obspy_recordings)]
+    eval_traces = [x for _, x in load_traces(eval_files)]
+    (out / "split.json").write_text(json.dumps(
+        {"train": [f.name for f in train_files], "eval": [f.name for f in eval_files],
+         "obspy_recordings": [str(p.name) for p in extra]}, indent=1))
+    log(f"training traces: {len(train_traces)} ({sum(map(len, train_traces)) / 40 / 3600:.2f} h) "
+        f"from {len(train_files)} nc-events files + {len(extra)} obspy files; "
+        f"held-out traces: {len(eval_traces)} from {len(eval_files)} files")
+
+    if args.init:
+        model = EQCodec.from_pretrained(args.init).train()
+    else:
+        config = EQCodecConfig.from_dict(json.loads(Path(args.config).read_text())) if args.config else EQCodecConfig()
+        model = EQCodec(config)
+    crop = args.crop_seconds * model.config.frame_length
+    dataset = RandomCrops(train_traces, crop, length=args.steps * args.batch_size, seed=args.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+
+    step = 0
+    checkpoint = out / "checkpoint"
+    if (checkpoint / "step.json").is_file():
+        accelerator.load_state(str(checkpoint))
+        step = json.loads((checkpoint / "step.json").read_text())["step"]
+        log(f"resumed from {checkpoint} at step {step}")
+    batches = accelerator.skip_first_batches(loader, step) if step else loader
+
+    unwrapped = accelerator.unwrap_model(model)
+    progress = tqdm(total=args.steps, initial=step, desc="train-codec", disable=not accelerator.is_local_main_process)
+    model.train()
+    for batch in batches:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.warmup, args.lr)
+        losses = codec_losses(model, batch, args.spectral_weight)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(losses["loss"])
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        progress.update(1)
+        progress.set_postfix(loss=f"{losses['loss'].item():.4f}", mse=f"{losses['mse'].item():.4f}")
+        if step % args.eval_every == 0 or step == args.steps:
+            record = {"step": step, **{k: round(v.item(), 5) for k, v in losses.items()}}
+            if accelerator.is_main_process:
+                record.update(evaluate(unwrapped, eval_traces))
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            log(json.dumps(record))
+            accelerator.wait_for_everyone()
+            accelerator.save_state(str(checkpoint))
+            if accelerator.is_main_process:
+                (checkpoint / "step.json").write_text(json.dumps({"step": step}))
+                unwrapped.save_pretrained(out / "final")
+        if step >= args.steps:
+            break
+    progress.close()
+    log(f"done: {out / 'final'}")
+    return 0
