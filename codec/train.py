@@ -75,8 +75,10 @@ def codec_losses(model: EQCodec, batch: torch.Tensor, spectral_weight: float) ->
     return {"loss": total, "mse": mse, "spectral": spectral, "commit": out["commit_loss"]}
 
 
-def evaluate(model: EQCodec, traces: list[np.ndarray], levels=(1, 2, 4, 8)) -> dict:
-    """Median whole-trace SNR and mean segmental SNR (dB) over traces, per number of codebooks."""
+def evaluate(model: EQCodec, traces: list[np.ndarray]) -> dict:
+    """Median whole-trace SNR and mean segmental SNR (dB) over traces, at k = 1, 2, 4, ..., K codebooks."""
+    K = model.config.num_codebooks
+    levels = sorted({k for k in (1, 2, 4, 8) if k <= K} | {K})
     was_training = model.training
     model.eval()
     results = {}
