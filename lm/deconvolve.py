@@ -1,0 +1,289 @@
+"""Predictive deconvolution: keep what a trace's own past cannot predict at a given lag.
+
+For each trace (resampled to 40 Hz, offset removed) a predictor estimates
+x[n] from the samples up to n - lag only; the prediction error x - prediction
+keeps the unpredictable part (primary arrivals) and drops the predictable one
+(reverberations, multiples with period >= lag). Writes the prediction-error
+traces to --out as miniSEED (same ids and start times, 40 Hz, input units),
+prints per trace the autocorrelation energy removed at lags [lag, lag + L],
+and with --plot draws input, prediction and error.
+
+methods:
+  wiener  Wiener prediction-error filter (Peacock and Treitel 1969): an operator
+          of --operator-seconds L, least-squares on the trace's autocorrelation,
+          with --prewhitening; --design-window makes it time-varying
+  lm      the token language model's prediction (not available yet)
+
+Choose --lag at or slightly before the first multiple (e.g. the water-layer
+two-way time, seen as a strong peak of the trace's autocorrelation), and an
+operator at least as long as the reverberating wavelet; for a Backus
+(source + receiver) water layer of period tau the operator must reach the
+second multiple: L > 2 tau - lag (about the lag when lag = tau).
+
+example:
+  eqcodec deconvolve event.mseed --lag 4.0 --operator-seconds 5 --out decon.mseed --plot decon.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from codec.model import CheckpointError
+from codec.preprocess import SAMPLING_RATE, InputError, read_stream, trace_label, trace_to_codec_input
+
+from .baselines import DEFAULT_PREWHITENING, time_varying_wiener_prediction_error, wiener_prediction_error
+from .forecast_metrics import autocorrelation_reduction_db
+
+#: A trace must hold this many times lag + operator samples: the autocorrelation
+#: at the longest lag the normal equations use must average enough products.
+MIN_LENGTH_FACTOR = 2
+
+#: At most this many traces are drawn by --plot.
+MAX_PLOTTED_TRACES = 6
+
+
+class LMUnavailableError(CheckpointError):
+    """--method lm was asked for but the token LM cannot be used."""
+
+
+# ------------------------------------------------------------------ predictors
+# A predictor maps (samples [N] at 40 Hz with the offset removed, lag in
+# samples, operator/context length in samples) to a prediction [N] in which
+# prediction[n] depends on samples[: n - lag + 1] only. The deconvolved trace
+# is samples - prediction, computed in one place (deconvolve_samples).
+
+def wiener_prediction(samples: np.ndarray, lag_samples: int, operator_samples: int, *,
+                      prewhitening: float = DEFAULT_PREWHITENING,
+                      design_window_samples: int | None = None) -> np.ndarray:
+    """[N]: the Wiener prediction-error filter's prediction (time-varying with a design window)."""
+    if design_window_samples:
+        prediction, _ = time_varying_wiener_prediction_error(
+            samples, lag_samples, operator_samples, design_window_samples, prewhitening)
+    else:
+        prediction, _ = wiener_prediction_error(samples, lag_samples, operator_samples, prewhitening)
+    return prediction
+
+
+def lm_available() -> bool:
+    """True once the token LM's generation code (lm/generate.py) is installed."""
+    return importlib.util.find_spec("lm.generate") is not None
+
+
+def lm_prediction(samples: np.ndarray, lag_samples: int, context_samples: int) -> np.ndarray:
+    """[N]: the token LM's prediction of samples[n] from samples[: n - lag + 1] (interface slot).
+
+    To be filled in once lm/ can continue traces: encode the trace with the
+    codec, and for each block of `lag_samples` (whole 1-s frames) condition
+    the LM on up to `context_samples` of tokens ending `lag_samples` before
+    the block, sample continuations, decode them, and take their mean (the
+    conditional-mean prediction, as the Wiener filter gives). Until then this
+    raises LMUnavailableError: no placeholder prediction is ever returned.
+    """
+    if not lm_available():
+        raise LMUnavailableError(
+            "--method lm needs the token language model's generation code (lm/generate.py), "
+            "which this installation does not have yet; use --method wiener")
+    raise LMUnavailableError(
+        "--method lm: the token LM is installed but its deconvolution predictor "
+        "(lm.deconvolve.lm_prediction) is not connected yet; use --method wiener")
+
+
+METHODS = ("wiener", "lm")
+
+
+# ------------------------------------------------------------ deconvolution
+
+@dataclass
+class DeconvolvedTrace:
+    """One trace's deconvolution, all [N] at 40 Hz in the input's units with the offset removed."""
+
+    trace_id: str
+    starttime: object
+    samples: np.ndarray
+    prediction: np.ndarray
+    error: np.ndarray
+    lag_samples: int
+    operator_samples: int
+
+    @property
+    def autocorrelation_reduction_db(self) -> float:
+        return autocorrelation_reduction_db(self.samples, self.error, self.lag_samples, self.operator_samples)
+
+
+def seconds_to_samples(seconds: float, what: str) -> int:
+    """Round a duration to samples at 40 Hz; InputError unless it is at least one sample."""
+    if not np.isfinite(seconds) or seconds <= 0:
+        raise InputError(f"{what} must be a positive number of seconds, got {seconds:g}")
+    samples = int(round(seconds * SAMPLING_RATE))
+    if samples < 1:
+        raise InputError(f"{what} {seconds:g} s is shorter than one sample at {SAMPLING_RATE:g} Hz")
+    return samples
+
+
+def check_lengths(label: str, n_samples: int, lag: int, operator: int,
+                  design_window: int | None = None) -> None:
+    """InputError naming the trace when lag, operator or design window do not fit its length."""
+    seconds = lambda n: f"{n / SAMPLING_RATE:g} s"  # noqa: E731
+    if lag >= n_samples:
+        raise InputError(f"{label}: lag {seconds(lag)} is not shorter than the trace ({seconds(n_samples)} at 40 Hz)")
+    if operator >= n_samples:
+        raise InputError(f"{label}: operator {seconds(operator)} is longer than the data ({seconds(n_samples)})")
+    if MIN_LENGTH_FACTOR * (lag + operator) > n_samples:
+        raise InputError(
+            f"{label}: trace too short ({seconds(n_samples)}) for lag {seconds(lag)} + operator "
+            f"{seconds(operator)}: it must be at least {MIN_LENGTH_FACTOR}x their sum")
+    if design_window is not None and design_window <= lag + operator:
+        raise InputError(f"{label}: design window {seconds(design_window)} must be longer than "
+                             f"lag + operator ({seconds(lag + operator)})")
+
+
+def deconvolve_samples(samples: np.ndarray, lag_samples: int, operator_samples: int,
+                       predictor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(samples - mean, prediction, error), each [N]; `predictor` as described above."""
+    centred = np.asarray(samples, dtype=np.float64) - np.mean(samples)
+    prediction = predictor(centred, lag_samples, operator_samples)
+    return centred, prediction, centred - prediction
+
+
+def make_predictor(method: str, prewhitening: float = DEFAULT_PREWHITENING,
+                   design_window_samples: int | None = None):
+    """The predictor function of a method name, options bound."""
+    if method == "wiener":
+        return partial(wiener_prediction, prewhitening=prewhitening,
+                       design_window_samples=design_window_samples)
+    if method == "lm":
+        return lm_prediction
+    raise InputError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
+
+
+def deconvolve_stream(stream, lag_s: float, operator_s: float, predictor, *,
+                      design_window_s: float | None = None,
+                      allow_clipped: bool = False) -> list[DeconvolvedTrace]:
+    """Deconvolve every trace of an obspy Stream (pieces split by gaps are handled separately)."""
+    lag = seconds_to_samples(lag_s, "--lag")
+    operator = seconds_to_samples(operator_s, "--operator-seconds")
+    window = seconds_to_samples(design_window_s, "--design-window") if design_window_s else None
+    results = []
+    for trace in stream:
+        samples = trace_to_codec_input(trace, allow_clipped=allow_clipped)
+        check_lengths(trace_label(trace), len(samples), lag, operator, window)
+        centred, prediction, error = deconvolve_samples(samples, lag, operator, predictor)
+        results.append(DeconvolvedTrace(trace.id, trace.stats.starttime, centred, prediction, error,
+                                        lag, operator))
+    return results
+
+
+# ------------------------------------------------------------------ output
+
+def to_stream(results: list[DeconvolvedTrace], which: str = "error"):
+    """obspy Stream of the error (or prediction) traces: same ids and start times, 40 Hz."""
+    import obspy
+
+    traces = []
+    for r in results:
+        net, sta, loc, cha = r.trace_id.split(".")
+        header = {"network": net, "station": sta, "location": loc, "channel": cha,
+                  "starttime": r.starttime, "sampling_rate": SAMPLING_RATE}
+        traces.append(obspy.Trace(getattr(r, which).astype(np.float64), header=header))
+    return obspy.Stream(traces)
+
+
+def write_atomically(write, path: Path) -> None:
+    """Call write(temporary path) next to `path`, then rename: no half-written output."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def plot_deconvolution(results: list[DeconvolvedTrace], path: Path, title: str) -> None:
+    """Input, prediction and error of each trace (up to MAX_PLOTTED_TRACES), on one amplitude scale per trace."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = results[:MAX_PLOTTED_TRACES]
+    fig, axes = plt.subplots(3 * len(shown), 1, figsize=(10, 1.4 * 3 * len(shown)), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    for i, r in enumerate(shown):
+        t = np.arange(len(r.samples)) / SAMPLING_RATE
+        limit = 1.05 * np.abs(r.samples).max()
+        rows = [("input", r.samples, "black"), ("prediction", r.prediction, "tab:orange"),
+                ("error", r.error, "tab:blue")]
+        for ax, (name, data, color) in zip(axes[3 * i : 3 * i + 3], rows):
+            ax.plot(t, data, color=color, lw=0.6)
+            ax.set_ylim(-limit, limit)
+            ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+        axes[3 * i].set_title(f"{r.trace_id}: lag {r.lag_samples / SAMPLING_RATE:g} s, operator "
+                              f"{r.operator_samples / SAMPLING_RATE:g} s, autocorrelation at "
+                              f"lags >= lag reduced by {r.autocorrelation_reduction_db:.1f} dB", fontsize=9)
+    axes[-1].set_xlabel(f"seconds after {shown[0].starttime}")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    write_atomically(lambda tmp: fig.savefig(tmp, dpi=110, format="png"), path)
+    plt.close(fig)
+
+
+def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("input", metavar="INPUT", help="waveform file obspy can read (miniSEED, SAC, ...)")
+    parser.add_argument("--lag", type=float, required=True, metavar="SECONDS",
+                        help="prediction distance: the part predictable from samples at least this far back is removed")
+    parser.add_argument("--out", required=True, metavar="FILE", help="miniSEED file for the prediction-error traces")
+    parser.add_argument("--operator-seconds", type=float, default=1.0, metavar="L",
+                        help="operator length (Wiener) or context (LM) beyond the lag (default: %(default)s s)")
+    parser.add_argument("--method", choices=METHODS, default="wiener", help="predictor (default: %(default)s)")
+    parser.add_argument("--prewhitening", type=float, default=100 * DEFAULT_PREWHITENING, metavar="PERCENT",
+                        help="white noise added to the zero-lag autocorrelation, in %% (Wiener; default: %(default)s)")
+    parser.add_argument("--design-window", type=float, default=None, metavar="SECONDS",
+                        help="time-varying Wiener filter: one operator per window of this length, half overlapping")
+    parser.add_argument("--prediction-out", default=None, metavar="FILE", help="also write the prediction as miniSEED")
+    parser.add_argument("--plot", default=None, metavar="FIG.png", help="draw input, prediction and error")
+    parser.add_argument("--allow-clipped", action="store_true", help="process traces that look clipped")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.prewhitening < 0:
+        raise InputError(f"--prewhitening must not be negative, got {args.prewhitening:g} %")
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        raise InputError(f"--plot {args.plot}: expected a .png file name")
+    predictor = make_predictor(args.method, args.prewhitening / 100,
+                               seconds_to_samples(args.design_window, "--design-window")
+                               if args.design_window else None)
+    stream = read_stream(args.input)
+    # Everything is computed before anything is written: a bad trace leaves no output.
+    results = deconvolve_stream(stream, args.lag, args.operator_seconds, predictor,
+                                design_window_s=args.design_window, allow_clipped=args.allow_clipped)
+
+    out = Path(args.out)
+    write_atomically(lambda tmp: to_stream(results).write(str(tmp), format="MSEED", encoding="FLOAT64"), out)
+    written = [str(out)]
+    if args.prediction_out:
+        path = Path(args.prediction_out)
+        write_atomically(lambda tmp: to_stream(results, "prediction").write(str(tmp), format="MSEED",
+                                                                            encoding="FLOAT64"), path)
+        written.append(str(path))
+    if args.plot:
+        plot_deconvolution(results, Path(args.plot), f"{Path(args.input).name}: {args.method} predictive deconvolution")
+        written.append(args.plot)
+
+    print("| trace | samples | lag s | operator s | autocorr. reduction dB | error / input energy dB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        ratio = 10 * np.log10(np.sum(r.error**2) / np.sum(r.samples**2))
+        print(f"| {r.trace_id} | {len(r.samples)} | {r.lag_samples / SAMPLING_RATE:g} | "
+              f"{r.operator_samples / SAMPLING_RATE:g} | {r.autocorrelation_reduction_db:.1f} | {ratio:.1f} |")
+    print(f"\nwrote {', '.join(written)}")
+    return 0
