@@ -1,0 +1,106 @@
+"""Turn waveform files or an SDS archive into a token corpus (a Hugging Face dataset folder).
+
+examples:
+  eqcodec tokenize archive/ --out corpus
+  eqcodec tokenize 'data/**/*.mseed' events/*.SAC --out corpus --num-proc 4
+  eqcodec tokenize --sds /data/sds --start 2024-01-01 --end 2024-02-01 --seed-id 'CH.*..HH?' --out corpus
+
+Each waveform is merged per channel without filling gaps (a gap ends a
+segment), detrended, resampled to 40 Hz, cut into windows and encoded by
+EQcodec; one row per window (see tokenized_data.schema). Problems with single
+files are reported and the rest is tokenized; the exit status is 1 if any file
+had a problem, unless --allow-failures. An interrupted run continues where it
+stopped when the same command is run again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+from .prepare import Preprocessing
+from .writer import tokenize
+
+
+def available_cpus() -> int:
+    """CPUs this process may use (the default number of worker processes)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def build_parser(parser) -> None:
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="waveform files, directories (searched recursively) or glob patterns "
+                             "('data/**/*.mseed'): any format obspy reads (miniSEED, SAC, GSE2, SEG-Y, ...)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="corpus folder to create")
+    parser.add_argument("--codec", default=None, metavar="PATH",
+                        help="codec checkpoint folder (default: the shipped EQcodec)")
+    parser.add_argument("--window-seconds", type=int, default=120,
+                        help="window length in s = frames (default 120: a local/regional event with its "
+                             "coda fits in one window, and it is a convenient LM context)")
+    parser.add_argument("--hop-seconds", type=int, default=None,
+                        help="start-to-start distance of windows in s (default: the window length, so "
+                             "windows tile the data and no token appears twice)")
+    parser.add_argument("--min-window-seconds", type=int, default=10,
+                        help="keep a last, shorter window of a segment if it has at least this many "
+                             "seconds (default 10: short event files and segment ends are kept, "
+                             "fragments between gaps are not)")
+    parser.add_argument("--num-proc", type=int, default=available_cpus(),
+                        help="worker processes, one codec each (default: the CPUs available, %(default)s)")
+    parser.add_argument("--seed-id", default="*", metavar="PATTERN",
+                        help="only channels whose NET.STA.LOC.CHA matches this fnmatch pattern, "
+                             "e.g. '*.HH?' (default: all)")
+    sds = parser.add_argument_group("SDS archive (instead of INPUT)")
+    sds.add_argument("--sds", metavar="ROOT", help="root of a local SDS archive (YEAR/NET/STA/CHA.D/...)")
+    sds.add_argument("--start", metavar="T0", help="first time to read (UTC, e.g. 2024-01-01)")
+    sds.add_argument("--end", metavar="T1", help="end of the time to read (UTC, exclusive)")
+    parser.add_argument("--allow-clipped", action="store_true",
+                        help="tokenize clipped windows too (default: skip and count them)")
+    parser.add_argument("--allow-failures", action="store_true",
+                        help="exit 0 even if some files could not be (fully) tokenized")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="tokenize only part I of N (0 <= I < N) of the sorted inputs, e.g. one "
+                             "machine of N; merge the parts with load_tokenized([...])")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main(args) -> int:
+    from codec.cli import UsageError
+
+    if args.sds and args.inputs:
+        raise UsageError("give INPUT files or --sds, not both")
+    if not args.sds and not args.inputs:
+        raise UsageError("give INPUT files, directories or patterns, or --sds ROOT --start T0 --end T1")
+    if args.sds and not (args.start and args.end):
+        raise UsageError("--sds needs --start and --end")
+    if args.num_proc < 1:
+        raise UsageError("--num-proc must be at least 1")
+    shard = None
+    if args.shard:
+        match = re.fullmatch(r"(\d+)/(\d+)", args.shard)
+        if not match or not int(match[1]) < int(match[2]):
+            raise UsageError(f"--shard must be I/N with 0 <= I < N, got {args.shard!r}")
+        shard = (int(match[1]), int(match[2]))
+    prep = Preprocessing(window_seconds=args.window_seconds,
+                         hop_seconds=args.hop_seconds or args.window_seconds,
+                         min_window_seconds=args.min_window_seconds,
+                         allow_clipped=args.allow_clipped, seed_id=args.seed_id)
+    sds = {"root": args.sds, "start": args.start, "end": args.end} if args.sds else None
+    try:
+        summary = tokenize(args.inputs, args.out, codec_path=args.codec, prep=prep, sds=sds,
+                           num_proc=args.num_proc, shard=shard, overwrite=args.overwrite,
+                           progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\nstopped: finished files are kept in {args.out}.partial; run the same command again "
+              "to continue", file=sys.stderr)
+        raise
+    print(summary.format())
+    if summary.corpus is None:
+        print("eqcodec tokenize: error: no window could be tokenized; nothing was written", file=sys.stderr)
+        return 1
+    if summary.files_failed and not args.allow_failures:
+        print(f"eqcodec tokenize: {summary.files_failed} file(s) had problems (listed above); the corpus holds "
+              "the rest. Exit status 1; pass --allow-failures to exit 0.", file=sys.stderr)
+        return 1
+    return 0

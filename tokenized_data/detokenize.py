@@ -1,0 +1,127 @@
+"""Decode a token corpus back to miniSEED: the waveforms its tokens carry.
+
+One miniSEED file per source file of the corpus, named after it, holding its
+channels at 40 Hz in the input's physical units (FLOAT32 encoding), with the
+windows' SEED ids and start times. Consecutive windows of a segment are joined
+into one trace (obspy merge, no filling), so gaps stay gaps. `--codebooks k`
+decodes from the first k codebooks only (10 k + 8 bits/s).
+
+The corpus must be decoded by the codec that made it: the default is the
+shipped EQcodec; pass the same `--codec` as for `eqcodec tokenize` otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codec.model import CheckpointError, EncodedWaveform
+from codec.preprocess import FRAME_LENGTH, SAMPLING_RATE
+
+from .reader import load_tokenized
+from .writer import one_torch_thread
+
+#: Rows decoded together (one batch per window length).
+DECODE_BATCH = 64
+
+
+def build_parser(parser) -> None:
+    parser.add_argument("corpus", nargs="+", help="token corpus folder(s) made by `eqcodec tokenize`")
+    parser.add_argument("--out", required=True, help="folder for the miniSEED files (created if missing)")
+    parser.add_argument("--codebooks", type=int, default=None, metavar="k",
+                        help="decode from the first k codebooks (default: all)")
+    parser.add_argument("--codec", default=None, metavar="PATH",
+                        help="codec checkpoint folder (default: the shipped EQcodec); must be the corpus's codec")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main(args) -> int:
+    from codec import EQCodec
+
+    corpus = load_tokenized(args.corpus if len(args.corpus) > 1 else args.corpus[0])
+    codec = EQCodec.from_pretrained(args.codec)
+    written = detokenize(corpus, codec, args.out, args.codebooks, progress=not args.no_progress)
+    hours = corpus.counts()["channel_hours"]
+    print(f"wrote {len(written)} miniSEED files ({len(corpus)} windows, {hours:.3f} channel-hours, "
+          f"{args.codebooks or corpus.num_codebooks} codebooks) to {args.out}")
+    return 0
+
+
+def check_codec(corpus, codec) -> None:
+    """Refuse to decode tokens with another codec than the one that made them."""
+    if codec.identity() != corpus.codec_id:
+        raise CheckpointError(
+            f"the corpus was tokenized with codec {corpus.codec_id} "
+            f"({corpus.metadata['codec'].get('checkpoint', '?')}), but the codec given is {codec.identity()}; "
+            "pass --codec with the checkpoint that made the corpus")
+
+
+def decode_rows(codec, rows: dict, num_codebooks: int | None = None) -> list:
+    """Rows of a corpus (a dict of columns, numpy format) -> one obspy Trace per window (40 Hz)."""
+    import obspy
+
+    traces = []
+    lengths = np.asarray(rows["num_frames"])
+    for frames in np.unique(lengths):
+        where = np.flatnonzero(lengths == frames)
+        for lo in range(0, len(where), DECODE_BATCH):
+            batch = where[lo:lo + DECODE_BATCH]
+            encoded = EncodedWaveform(
+                codes=torch.as_tensor(np.stack([rows["codes"][i] for i in batch])).long(),  # [B, K, T]
+                gain=torch.as_tensor(np.stack([rows["gain"][i] for i in batch])).long(),  # [B, T]
+                scale=torch.as_tensor(np.asarray(rows["scale"])[batch], dtype=torch.float64),
+                offset=torch.as_tensor(np.asarray(rows["offset"])[batch], dtype=torch.float64),
+                length=int(frames) * FRAME_LENGTH)
+            samples = codec.decode(encoded, num_codebooks).cpu().numpy()  # [B, N]
+            for b, i in enumerate(batch):
+                header = {key: str(rows[key][i]) for key in ("network", "station", "location", "channel")}
+                header.update(starttime=obspy.UTCDateTime(str(rows["starttime"][i])), sampling_rate=SAMPLING_RATE)
+                traces.append((int(i), obspy.Trace(samples[b].astype(np.float32), header=header)))
+    return [trace for _, trace in sorted(traces, key=lambda item: item[0])]
+
+
+def detokenize(corpus, codec, out, num_codebooks: int | None = None, *, progress: bool = True) -> list[Path]:
+    """Write one miniSEED file per source file of `corpus` into `out`; returns their paths."""
+    import obspy
+    from tqdm.auto import tqdm
+
+    check_codec(corpus, codec)
+    k = codec.check_num_codebooks(num_codebooks)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = corpus.dataset.select_columns(["source_file"]).to_pandas().source_file
+    rows_of = {source: list(rows) for source, rows in sources.groupby(sources, sort=False).groups.items()}
+    names = _file_names(list(rows_of))
+    numpy_rows = corpus.dataset.with_format("numpy")
+    written = []
+    for source, rows in tqdm(rows_of.items(), desc="detokenize", unit="file", disable=not progress):
+        with one_torch_thread():
+            stream = obspy.Stream(decode_rows(codec, numpy_rows[rows], k))
+        stream.merge(method=-1)  # joins windows that follow each other; gaps and overlaps stay
+        stream.sort()
+        path = out / names[source]
+        tmp = path.with_name(path.name + ".tmp")
+        stream.write(str(tmp), format="MSEED", encoding="FLOAT32")
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
+def _file_names(sources: list[str]) -> dict[str, str]:
+    """source file -> '<stem>.mseed', with a hash of the source added where two stems collide."""
+    stems = {source: _stem(source) for source in sources}
+    taken = {}
+    for stem in stems.values():
+        taken[stem] = taken.get(stem, 0) + 1
+    return {source: (f"{stem}.mseed" if taken[stem] == 1 else
+                     f"{stem}-{hashlib.sha1(source.encode()).hexdigest()[:8]}.mseed")
+            for source, stem in stems.items()}
+
+
+def _stem(source: str) -> str:
+    """File name without a format suffix ('.mseed', '.SAC', '.gz'); SDS names ('...2010.147') stay whole."""
+    path = Path(source)
+    return path.stem if path.suffix[1:].isalpha() else path.name

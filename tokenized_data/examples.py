@@ -1,0 +1,77 @@
+"""Fixed-length training examples for the token language model.
+
+    examples = LMExamples(corpus, length=64, random_crop=True, seed=0)
+    item = examples[i]        # {"tokens": LongTensor [K+1, 64], "mask": BoolTensor [64]}
+    loader = torch.utils.data.DataLoader(examples, batch_size=16, shuffle=True, collate_fn=collate)
+
+A window of T frames gives ceil(T / length) items, so one pass over the
+examples covers about as many frames as the corpus holds:
+  random_crop=False: the items are the window's consecutive chunks
+      [0, length), [length, 2 length), ... (every frame exactly once; for evaluation);
+  random_crop=True: each item is a crop of `length` frames at a random start
+      (drawn from seed, epoch and item index: reproducible; call set_epoch(e)
+      between epochs for new crops).
+Windows (or last chunks) shorter than `length` are right-padded with token 0
+and mask False; mask True marks real frames.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .schema import to_streams
+
+
+class LMExamples(torch.utils.data.Dataset):
+    """torch Dataset of {"tokens": LongTensor [K+1, length], "mask": BoolTensor [length]} (layout: STREAM_LAYOUT)."""
+
+    def __init__(self, corpus, length: int, *, random_crop: bool = True, seed: int = 0):
+        if not isinstance(length, (int, np.integer)) or length < 1:
+            raise ValueError(f"length must be a positive number of frames, got {length!r}")
+        self.length = int(length)
+        self.random_crop = random_crop
+        self.seed = seed
+        self.epoch = 0
+        self.num_streams = corpus.num_codebooks + 1
+        self._rows = corpus.dataset.with_format("numpy", columns=["codes", "gain"])
+        frames = corpus.dataset.select_columns(["num_frames"]).with_format("numpy")[:]["num_frames"]
+        self._frames = frames = np.asarray(frames, dtype=np.int64)  # [W] frames per window
+        chunks = np.maximum(1, -(-frames // self.length))  # ceil(T / length), at least 1
+        self._first_item = np.concatenate([[0], np.cumsum(chunks)])  # [W + 1]
+
+    def __len__(self) -> int:
+        return int(self._first_item[-1])
+
+    def set_epoch(self, epoch: int) -> None:
+        """New random crops for another epoch (random_crop=True)."""
+        self.epoch = int(epoch)
+
+    def window_of(self, index: int) -> tuple[int, int]:
+        """(row of the corpus, chunk number within it) of item `index`."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"item {index} out of range 0..{len(self) - 1}")
+        window = int(np.searchsorted(self._first_item, index, side="right") - 1)
+        return window, index - int(self._first_item[window])
+
+    def __getitem__(self, index: int) -> dict:
+        window, chunk = self.window_of(int(index))
+        frames = int(self._frames[window])
+        if self.random_crop:
+            rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+            start = int(rng.integers(0, frames - self.length + 1)) if frames > self.length else 0
+        else:
+            start = chunk * self.length
+        row = self._rows[window]
+        streams = to_streams(row["codes"], row["gain"])[:, start:start + self.length]  # [K+1, <= length]
+        tokens = torch.zeros(self.num_streams, self.length, dtype=torch.long)
+        mask = torch.zeros(self.length, dtype=torch.bool)
+        tokens[:, :streams.shape[1]] = streams
+        mask[:streams.shape[1]] = True
+        return {"tokens": tokens, "mask": mask}
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack items: {"tokens": LongTensor [B, K+1, length], "mask": BoolTensor [B, length]}."""
+    return {"tokens": torch.stack([item["tokens"] for item in items]),
+            "mask": torch.stack([item["mask"] for item in items])}
