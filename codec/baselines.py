@@ -58,7 +58,7 @@ def gain_shape_frames(x: torch.Tensor, frame_length: int = FRAME_LENGTH):
     return shapes.float(), gain, scale, offset
 
 
-def training_shapes(traces: Sequence[np.ndarray], max_vectors: int = 2_000_000, seed: int = 0,
+def training_shapes(traces: Sequence[np.ndarray], max_vectors: int = 1_500_000, seed: int = 0,
                     frame_length: int = FRAME_LENGTH) -> torch.Tensor:
     """Unit-RMS shapes of frames starting at every sample of every trace, both polarities: [N, F] float32.
 
@@ -99,14 +99,20 @@ def nearest(vectors: torch.Tensor, centroids: torch.Tensor, chunk: int = 16384):
     chunk x C floats whatever N is.
     """
     norms = centroids.pow(2).sum(-1)
-    indices, distances = [], []
-    for part in vectors.split(chunk):
+    index = torch.empty(len(vectors), dtype=torch.long)
+    distance = torch.empty(len(vectors), dtype=vectors.dtype)
+    # One reused buffer: allocating a fresh chunk x C block per chunk made the
+    # allocator hold on to hundreds of MB on long traces.
+    partial = torch.empty(min(chunk, len(vectors)), len(centroids), dtype=vectors.dtype)
+    for start in range(0, len(vectors), chunk):
+        part = vectors[start : start + chunk]
+        scores = partial[: len(part)]
         # ||v - c||^2 = ||v||^2 + ||c||^2 - 2 v.c ; the argmin needs only the last two terms.
-        partial = torch.addmm(norms, part, centroids.T, alpha=-2)
-        best, index = partial.min(-1)
-        indices.append(index)
-        distances.append((best + part.pow(2).sum(-1)).clamp_min(0))
-    return torch.cat(indices), torch.cat(distances)
+        torch.addmm(norms, part, centroids.T, alpha=-2, out=scores)
+        best, best_index = scores.min(-1)
+        index[start : start + len(part)] = best_index
+        distance[start : start + len(part)] = (best + part.pow(2).sum(-1)).clamp_min(0)
+    return index, distance
 
 
 def kmeans_plus_plus(vectors: torch.Tensor, num_clusters: int, generator: torch.Generator) -> torch.Tensor:
@@ -130,24 +136,27 @@ def kmeans(vectors: torch.Tensor, num_clusters: int, iters: int = 20, seed: int 
 
     Seeded by k-means++ on a random subset of `init_sample` vectors (seeding
     on all would take C passes over the data). A cluster left empty is
-    re-seeded at a vector drawn in proportion to its squared error, so every
-    centroid stays in use. Deterministic for a given seed and thread count.
+    re-seeded like a k-means++ step, at a vector drawn in proportion to its
+    squared distance from the nearest centroid, so every centroid stays in
+    use. Deterministic for a given seed and thread count.
     """
     generator = torch.Generator().manual_seed(seed)
     subset = torch.randperm(len(vectors), generator=generator)[: max(init_sample, num_clusters)]
     centroids = kmeans_plus_plus(vectors[subset], num_clusters, generator)
     for it in range(iters):
         index, distance = nearest(vectors, centroids)
+        error = distance.mean().item()
         counts = torch.bincount(index, minlength=num_clusters)
         sums = torch.zeros(num_clusters, vectors.shape[1], dtype=torch.float64)
         sums.index_add_(0, index, vectors.double())
         centroids = (sums / counts.clamp_min(1)[:, None]).float()
         empty = torch.nonzero(counts == 0).flatten()
-        if len(empty):
-            picks = torch.multinomial(distance.double() + 1e-30, len(empty), replacement=False, generator=generator)
-            centroids[empty] = vectors[picks]
+        for cluster in empty:  # k-means++ steps: each new seed far from all centroids so far
+            pick = torch.multinomial(distance.double() + 1e-30, 1, generator=generator)[0]
+            centroids[cluster] = vectors[pick]
+            distance = torch.minimum(distance, (vectors - vectors[pick]).pow(2).sum(-1))
         if log is not None:
-            log(f"  iter {it + 1}/{iters}: mean squared distance {distance.mean().item():.4f}, "
+            log(f"  iter {it + 1}/{iters}: mean squared distance {error:.4f}, "
                 f"re-seeded {len(empty)} empty clusters")
     index, _ = nearest(vectors, centroids)
     return centroids, index
@@ -191,7 +200,7 @@ class GainShapeRVQ(nn.Module):
     # ------------------------------------------------------------------ training
     @classmethod
     def fit(cls, traces: Sequence[np.ndarray], num_codebooks: int = 8, codebook_size: int = 1024,
-            iters: int = 20, max_vectors: int = 2_000_000, seed: int = 0,
+            iters: int = 20, max_vectors: int = 1_500_000, seed: int = 0,
             frame_length: int = FRAME_LENGTH, metadata: dict | None = None,
             log: Callable[[str], None] | None = None) -> "GainShapeRVQ":
         """Fit the K codebooks stage by stage on the residuals of the previous stages.

@@ -116,7 +116,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--crop-seconds", type=int, default=32, help="crop length in seconds (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=500, help="warm-up steps (default: %(default)s)")
-    parser.add_argument("--spectral-weight", type=float, default=0.1,
+    parser.add_argument("--spectral-weight", type=float, default=0.01,
                         help="weight of the multi-resolution STFT loss (default: %(default)s)")
     parser.add_argument("--eval-every", type=int, default=1000, help="validate and checkpoint every N steps")
     parser.add_argument("--seed", type=int, default=0)
