@@ -1,0 +1,317 @@
+"""Peer benchmark: the seismic token LM (lm.model) against transformers' MusicgenForCausalLM.
+
+Both models get the same width, depth, heads and MLP size (from the LM config),
+the same 9 token streams with the same delay pattern, the same batches in the
+same order, the same optimizer and learning-rate schedule, and the same loss
+(mean over streams of the per-stream cross-entropy). MusicGen has one
+vocabulary for all codebooks: its vocabulary is the codebook size (1024) and
+the gain stream's 256 levels are mapped to ids 0..255 of it; its pad token
+(1024) plays the role of our empty token.
+
+Reported, in one table (and as JSON with --out):
+  training throughput   frames per second over the timed steps (first 2 steps excluded)
+  generation speed      frames per second with the KV cache, batch 1 and 16; each model's own
+                        sampling loop (ours: SeismicLM.generate_frames; MusicGen: .generate),
+                        plain sampling (temperature 1, no top-k/top-p), best of --repeats x --rounds
+  peak memory           resident memory above the process's level before the phase (CPU; each
+                        phase in a fresh process), or torch.cuda.max_memory_allocated on a GPU
+  validation CE         nats per token, mean over streams, after the same number of steps
+
+Usage:
+  python benchmarks/lm_vs_musicgen.py --data CORPUS            # a token corpus (eqcodec tokenize)
+  python benchmarks/lm_vs_musicgen.py --synthetic              # lm.random_corpus tokens
+  options: --config lm/configs/base.json --steps 40 --batch-size 16 --context-frames 90
+           --gen-context 30 --gen-frames 60 --threads 1 --out results.json
+
+CPU numbers on a shared machine vary from run to run: the load average is recorded with the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from lm.model import SeismicLM, load_config, stream_cross_entropy  # noqa: E402
+
+MODELS = ("ours", "musicgen")
+TARGETS = {"train_frames_per_s": 1.0, "gen_frames_per_s_b1": 1.5, "gen_frames_per_s_b16": 1.5}
+
+
+# ---------------------------------------------------------------------- the peer
+def musicgen_for(config):
+    """MusicgenForCausalLM with the LM config's width, depth, heads, MLP size and 9 codebooks."""
+    from transformers import MusicgenDecoderConfig, MusicgenForCausalLM
+
+    vocab = config.codebook_size
+    peer = MusicgenForCausalLM(MusicgenDecoderConfig(
+        vocab_size=vocab, num_codebooks=config.num_streams, hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
+        ffn_dim=config.intermediate_size, max_position_embeddings=config.max_positions + 1,
+        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, activation_function="gelu",
+        pad_token_id=vocab, bos_token_id=vocab, attn_implementation="sdpa"))
+    peer.generation_config.update(decoder_start_token_id=vocab, pad_token_id=vocab, do_sample=True,
+                                  top_k=0, num_return_sequences=1)
+    return peer
+
+
+def to_musicgen_ids(inputs: torch.Tensor, config) -> torch.Tensor:
+    """Our delayed inputs [B, S, L] -> MusicGen's input_ids [B * S, L] (every empty token -> its pad id)."""
+    empty = torch.tensor(config.empty_tokens, device=inputs.device).view(1, -1, 1)
+    ids = torch.where(inputs == empty, config.codebook_size, inputs)
+    return ids.reshape(-1, ids.shape[-1])
+
+
+def logits_of(name: str, model, inputs: torch.Tensor, config) -> tuple[torch.Tensor, ...]:
+    """S tensors [B, L, V]: ours per stream, MusicGen's 1024-way logits per codebook."""
+    if name == "ours":
+        return model(inputs).logits
+    logits = model(input_ids=to_musicgen_ids(inputs, config)).logits  # [B * S, L, V]
+    return logits.view(inputs.shape[0], config.num_streams, *logits.shape[1:]).unbind(1)
+
+
+# ---------------------------------------------------------------------- measurements
+class PeakMemory:
+    """Peak resident memory (MB) above the level at entry, sampled every 2 ms (CPU), or CUDA's peak."""
+
+    def __enter__(self):
+        self.cuda = torch.cuda.is_available()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+            return self
+        self.start = self.peak = _rss()
+        self.running = True
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+        return self
+
+    def _watch(self):
+        while self.running:
+            self.peak = max(self.peak, _rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            self.mb = (torch.cuda.max_memory_allocated() - self.start) / 2**20
+        else:
+            self.running = False
+            self.thread.join()
+            self.mb = (max(self.peak, _rss()) - self.start) / 2**20
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def load_data(args):
+    """(train corpus, validation corpus) from --data or synthetic tokens."""
+    from lm.random_corpus import random_token_corpus
+    from tokenized_data import load_tokenized
+
+    corpus = (load_tokenized(args.data) if args.data else
+              random_token_corpus(args.synthetic_windows, args.context_frames, stations=10, seed=args.seed))
+    return corpus.split(by="event", eval_fraction=0.2, seed=args.seed)
+
+
+def train_phase(name: str, args, model_dir: Path) -> dict:
+    """Train one model for --steps steps; returns throughput, peak memory and validation CE."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    from lm.train import TrainingWindows
+    from tokenized_data import LMExamples
+
+    config = load_config(args.config)
+    config.max_frames = args.context_frames
+    train, validation = load_data(args)
+    torch.manual_seed(args.seed)
+    model = SeismicLM(config) if name == "ours" else musicgen_for(config)
+    helper = SeismicLM(config) if name != "ours" else model  # prepare_batch: the shared delay layout
+    windows = TrainingWindows(train, args.context_frames, args.steps * args.batch_size, args.seed)
+    loader = torch.utils.data.DataLoader(windows, batch_size=args.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, args.steps // 10), args.steps)
+    model.train()
+    frames, start = 0, None
+    with PeakMemory() as memory:
+        for step, batch in enumerate(loader):
+            if step == 2:
+                frames, start = 0, time.perf_counter()
+            inputs, labels = helper.prepare_batch(batch["tokens"], batch["mask"])
+            nll, count = stream_cross_entropy(logits_of(name, model, inputs, config), labels)
+            loss = (nll / count.clamp_min(1)).mean()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            frames += int(batch["mask"].sum())
+    elapsed = time.perf_counter() - start
+    model.eval()
+    nll_sum = count_sum = 0
+    eval_loader = torch.utils.data.DataLoader(LMExamples(validation, args.context_frames, random_crop=False),
+                                              batch_size=args.batch_size)
+    with torch.no_grad():
+        for i, batch in enumerate(eval_loader):
+            if i >= args.eval_batches:
+                break
+            inputs, labels = helper.prepare_batch(batch["tokens"], batch["mask"])
+            nll, count = stream_cross_entropy(logits_of(name, model, inputs, config), labels)
+            nll_sum, count_sum = nll_sum + nll, count_sum + count
+    per_stream = (nll_sum / count_sum).tolist()
+    model.save_pretrained(model_dir / name)
+    return {"params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+            "train_frames_per_s": round(frames / elapsed, 1), "train_peak_MB": round(memory.mb, 1),
+            "val_ce": round(float(np.mean(per_stream)), 4), "val_ce_streams": [round(v, 4) for v in per_stream],
+            "final_train_loss": round(loss.item(), 4)}
+
+
+def generation_phase(name: str, args, model_dir: Path) -> dict:
+    """Frames per second of sampled continuations with the KV cache, batch 1 and 16 (best of --repeats)."""
+    config = load_config(args.config)
+    config.max_frames = args.context_frames
+    if name == "ours":
+        model = SeismicLM.from_pretrained(str(model_dir / name), dtype=torch.float32).eval()
+    else:
+        from transformers import MusicgenForCausalLM
+
+        model = MusicgenForCausalLM.from_pretrained(str(model_dir / name), dtype=torch.float32).eval()
+        model.generation_config.update(decoder_start_token_id=config.codebook_size, pad_token_id=config.codebook_size,
+                                       do_sample=True, top_k=0, num_return_sequences=1)
+    _, validation = load_data(args)
+    from tokenized_data import LMExamples
+
+    examples = LMExamples(validation, args.gen_context, random_crop=False)
+    results = {}
+    for batch_size in (1, 16):
+        context = torch.stack([examples[i % len(examples)]["tokens"] for i in range(batch_size)])  # [B, S, C]
+        times = []
+        with PeakMemory() as memory:
+            for repeat in range(args.repeats):
+                torch.manual_seed(repeat)
+                start = time.perf_counter()
+                if name == "ours":
+                    new = model.generate_frames(context, args.gen_frames)
+                    produced = new.shape[-1]
+                else:
+                    bos = torch.full((batch_size * config.num_streams, 1), config.codebook_size)
+                    prompt = torch.cat([bos, context.reshape(-1, context.shape[-1])], dim=-1)
+                    with torch.inference_mode():
+                        out = model.generate(input_ids=prompt, max_new_tokens=args.gen_frames + config.num_streams - 1)
+                    produced = out.shape[-1] - args.gen_context
+                times.append(time.perf_counter() - start)
+        if produced != args.gen_frames:
+            raise RuntimeError(f"{name} produced {produced} frames instead of {args.gen_frames}")
+        results[f"gen_frames_per_s_b{batch_size}"] = round(batch_size * args.gen_frames / min(times), 1)
+        results[f"gen_peak_MB_b{batch_size}"] = round(memory.mb, 1)
+    return results
+
+
+# ---------------------------------------------------------------------- driver
+def run_worker(phase: str, name: str, args, model_dir: Path) -> dict:
+    """Run one phase of one model in a fresh process (clean memory figures), unless --in-process."""
+    if args.in_process:
+        return (train_phase if phase == "train" else generation_phase)(name, args, model_dir)
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        result_path = f.name
+    cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", f"{phase}:{name}", "--model-dir", str(model_dir),
+           "--result", result_path]
+    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    result = json.loads(Path(result_path).read_text())
+    os.unlink(result_path)
+    return result
+
+
+def table(results: dict, args) -> str:
+    ours, peer = results["ours"], results["musicgen"]
+    rows = [("parameters (M)", "params_M", None), ("training throughput (frames/s)", "train_frames_per_s", True),
+            ("generation, batch 1 (frames/s)", "gen_frames_per_s_b1", True),
+            ("generation, batch 16 (frames/s)", "gen_frames_per_s_b16", True),
+            ("peak memory, training (MB)", "train_peak_MB", False),
+            ("peak memory, generation batch 16 (MB)", "gen_peak_MB_b16", False),
+            (f"validation CE after {args.steps} steps (nats)", "val_ce", False)]
+    lines = ["| metric | ours | MusicGen | ours / MusicGen | target |", "|---|---|---|---|---|"]
+    for label, key, higher_is_better in rows:
+        ratio = ours[key] / peer[key] if peer[key] else float("nan")
+        if key in TARGETS:
+            target = f">= {TARGETS[key]}x: {'met' if ratio >= TARGETS[key] else 'NOT met'}"
+        elif key == "val_ce":
+            target = f"no worse: {'met' if ours[key] <= peer[key] else 'NOT met'}"
+        else:
+            target = ""
+        lines.append(f"| {label} | {ours[key]} | {peer[key]} | {ratio:.2f} | {target} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="token corpus folder (eqcodec tokenize)")
+    source.add_argument("--synthetic", action="store_true", help="synthetic tokens (lm.random_corpus)")
+    parser.add_argument("--synthetic-windows", type=int, default=400, help="windows of synthetic tokens")
+    parser.add_argument("--config", default="base", help="LM config (default: lm/configs/base.json)")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--context-frames", type=int, default=90, help="frames per training window")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-batches", type=int, default=8)
+    parser.add_argument("--gen-context", type=int, default=30, help="context frames for generation")
+    parser.add_argument("--gen-frames", type=int, default=60, help="frames to generate")
+    parser.add_argument("--repeats", type=int, default=3, help="generation runs per batch size and round")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating generation rounds (ours, peer, ...)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--in-process", action="store_true",
+                        help="no worker processes (quick smoke runs; memory figures then overlap)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    if args.worker:
+        phase, name = args.worker.split(":")
+        result = (train_phase if phase == "train" else generation_phase)(name, args, Path(args.model_dir))
+        Path(args.result).write_text(json.dumps(result))
+        return 0
+
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp)
+        results = {name: run_worker("train", name, args, model_dir) for name in MODELS}
+        for _ in range(args.rounds):
+            for name in MODELS:
+                for key, value in run_worker("generate", name, args, model_dir).items():
+                    better = max if "frames_per_s" in key else min
+                    results[name][key] = better(results[name].get(key, value), value)
+    settings = {k: v for k, v in vars(args).items() if k not in ("worker", "model_dir", "result")}
+    report = {"settings": settings, "load_average_before": load_before, "load_average_after": os.getloadavg(),
+              "torch": torch.__version__, **results}
+    print(table(results, args))
+    print(f"\nsettings: {json.dumps(settings)}")
+    print(f"load average (1, 5, 15 min) before {load_before}, after {report['load_average_after']}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

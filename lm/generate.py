@@ -1,0 +1,270 @@
+"""`eqcodec generate`: continue seismic traces with the token LM.
+
+For each trace of INPUT, the last --context-seconds are encoded with the
+codec, the LM samples --samples continuations of --seconds frames (KV cache,
+delayed streams), and the codec decodes them with the context's scale and
+offset, the gain levels coming from the LM's gain stream: continuations are
+in the input's physical units, at 40 Hz.
+
+Time: a continuation starts exactly where the input ends, one 40 Hz sample
+after its last sample at 40 Hz (the input is resampled to 40 Hz first).
+
+Output files (trace ids NET.STA.LOC.CHA are kept unchanged):
+    --samples 1:  OUT                      miniSEED, one trace per input trace
+    --samples S:  OUT_STEM.s00.SUFFIX ...  one miniSEED file per sample
+                  (e.g. cont.mseed -> cont.s00.mseed, cont.s01.mseed, ...)
+    --plot PNG    (default OUT_STEM.png) context, median continuation, 5-95 % spread
+
+Errors (bad input, unknown checkpoint) leave no file behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codec.model import CheckpointError, EncodedWaveform, EQCodec
+from codec.preprocess import (FRAME_LENGTH, SAMPLING_RATE, InputError, check_samples, read_stream,
+                              resample_to_codec_rate, trace_label)
+
+from .model import SeismicLM, load_lm
+
+#: Shortest context accepted (s): the shortest window in a token corpus
+#: (tokenized_data's min_window_seconds), the least the LM was trained to read.
+MIN_CONTEXT_SECONDS = 10
+#: Extra seconds before the context that are resampled with it, so that the
+#: resampling filter's edge effects stay outside the context.
+RESAMPLING_MARGIN_SECONDS = 2
+
+
+def context_samples(trace, context_seconds: int, *, allow_clipped: bool = False):
+    """The last `context_seconds` of a Trace at 40 Hz: ([C * 40] float64 samples, start time of the continuation).
+
+    Only the context (and a 2-s resampling margin) is checked: NaN, gaps or a
+    constant signal there raise InputError; earlier problems do not matter.
+    """
+    label = trace_label(trace)
+    rate = float(trace.stats.sampling_rate)
+    wanted = int(math.ceil((context_seconds + RESAMPLING_MARGIN_SECONDS) * rate))
+    available = trace.stats.npts
+    data = trace.data[-wanted:]
+    start = trace.stats.starttime + (available - len(data)) / rate
+    check_samples(data, f"{label} (last {context_seconds} s, the context)", allow_clipped=allow_clipped)
+    mean = float(np.mean(data))  # resample without the offset (zero padding would ring), then put it back
+    samples = resample_to_codec_rate(np.asarray(data, dtype=np.float64) - mean, rate, label) + mean
+    need = context_seconds * FRAME_LENGTH
+    if len(samples) < need:
+        raise InputError(f"{label}: {len(samples) / SAMPLING_RATE:.1f} s long at 40 Hz, shorter than the "
+                         f"{context_seconds} s context")
+    continuation_start = start + len(samples) / SAMPLING_RATE
+    return samples[-need:], continuation_start
+
+
+def _last_pieces(stream, context_seconds: int) -> list:
+    """One trace per channel id: its last gap-free piece, which must hold the whole context."""
+    import obspy
+
+    pieces = {}
+    for trace in stream:
+        pieces.setdefault(trace.id, []).append(trace)
+    traces = []
+    for group in pieces.values():
+        merged = obspy.Stream([tr.copy() for tr in group])
+        merged.merge(method=-1)  # joins contiguous pieces; a gap keeps pieces apart
+        merged.sort(keys=["endtime"])
+        last = merged[-1]
+        if len(merged) > 1 and last.stats.endtime - last.stats.starttime < context_seconds:
+            raise InputError(f"{trace_label(last)}: a gap lies inside the last {context_seconds} s "
+                             "(the context); give a gap-free context")
+        traces.append(last)
+    return traces
+
+
+def check_lm_codec(lm: SeismicLM, codec: EQCodec) -> None:
+    """The LM must read tokens of the codec it was trained with."""
+    identity = codec.identity()
+    if lm.config.codec_id != identity:
+        raise CheckpointError(f"the LM was trained on tokens of codec {lm.config.codec_id}, but the codec given "
+                              f"is {identity}; use the codec the LM was trained with (--codec) or another LM")
+
+
+def generate_continuations(stream, lm: SeismicLM, codec: EQCodec, context_seconds: int, seconds: int, *,
+                           samples: int = 1, temperature: float = 1.0, top_k: int | None = None,
+                           top_p: float | None = None, seed: int | None = None,
+                           allow_clipped: bool = False) -> list:
+    """Continue every trace of an obspy Stream: returns `samples` obspy Streams.
+
+    Stream j holds the j-th sampled continuation of every input channel (same
+    ids), `seconds` long at 40 Hz, starting one 40 Hz sample after the input's
+    end, in the input's physical units. The context is the last
+    `context_seconds` of each channel (MIN_CONTEXT_SECONDS .. lm.config.max_frames).
+    """
+    import obspy
+
+    from tokenized_data import from_streams, to_streams
+
+    for name, value in (("context_seconds", context_seconds), ("seconds", seconds), ("samples", samples)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
+    if context_seconds < MIN_CONTEXT_SECONDS:
+        raise InputError(f"a context of {context_seconds} s is shorter than the minimum of {MIN_CONTEXT_SECONDS} s")
+    if context_seconds > lm.config.max_frames:
+        raise InputError(f"a context of {context_seconds} s is longer than the LM's window of "
+                         f"{lm.config.max_frames} s")
+    if not temperature > 0:
+        raise InputError(f"temperature must be > 0, got {temperature!r}")
+    check_lm_codec(lm, codec)
+    if len(stream) == 0:
+        raise InputError("the stream holds no trace")
+
+    traces = _last_pieces(stream, context_seconds)
+    contexts, starts = zip(*(context_samples(tr, context_seconds, allow_clipped=allow_clipped) for tr in traces))
+    encoded = codec.encode(np.stack(contexts))  # codes [B, K, C], gain [B, C]
+    tokens = to_streams(encoded.codes, encoded.gain).repeat_interleave(samples, dim=0)  # [B * samples, S, C]
+    generator = torch.Generator(device=lm.device).manual_seed(seed) if seed is not None else None
+    new = lm.generate_frames(tokens.to(lm.device), seconds, temperature=temperature, top_k=top_k,
+                             top_p=top_p, generator=generator)
+    # Decode context + continuation together, so the decoder sees real neighbours at the boundary.
+    codes, gain = from_streams(torch.cat([tokens, new.cpu()], dim=-1))
+    total = (context_seconds + seconds) * FRAME_LENGTH
+    waveforms = codec.decode(EncodedWaveform(codes, gain, encoded.scale.repeat_interleave(samples),
+                                             encoded.offset.repeat_interleave(samples), total))
+    waveforms = waveforms[:, context_seconds * FRAME_LENGTH:].cpu().numpy().reshape(len(traces), samples, -1)
+
+    outputs = []
+    for j in range(samples):
+        out = obspy.Stream()
+        for i, trace in enumerate(traces):
+            header = {k: trace.stats[k] for k in ("network", "station", "location", "channel")}
+            out.append(obspy.Trace(waveforms[i, j].astype(np.float64),
+                                   header={**header, "starttime": starts[i], "sampling_rate": SAMPLING_RATE}))
+        outputs.append(out)
+    return outputs
+
+
+def plot_continuations(stream, continuations: list, context_seconds: int, path: Path) -> None:
+    """PNG: per channel, the context (input), the median continuation and its 5-95 % spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ids = [tr.id for tr in continuations[0]]
+    fig, axes = plt.subplots(len(ids), 1, figsize=(10, 2.4 * len(ids)), squeeze=False)
+    for ax, trace_id in zip(axes[:, 0], ids):
+        generated = np.stack([c.select(id=trace_id)[0].data for c in continuations])  # [samples, N]
+        first = continuations[0].select(id=trace_id)[0]
+        t0 = first.stats.starttime
+        context = max(stream.select(id=trace_id), key=lambda tr: tr.stats.endtime)
+        context = context.slice(t0 - context_seconds, t0)
+        t_ctx = context.times(reftime=t0)
+        t_gen = first.times()
+        ax.plot(t_ctx, context.data, color="black", lw=0.7, label=f"input (last {context_seconds} s)")
+        lo, median, hi = np.percentile(generated, [5, 50, 95], axis=0)
+        ax.fill_between(t_gen, lo, hi, color="tab:red", alpha=0.25, lw=0,
+                        label=f"5-95 % of {len(continuations)} samples")
+        ax.plot(t_gen, median, color="tab:red", lw=0.8, label="median continuation")
+        ax.axvline(0, color="grey", ls="--", lw=0.8)
+        ax.set_title(trace_id, fontsize=9, loc="left")
+        ax.set_ylabel("amplitude (input units)")
+    axes[0, 0].legend(fontsize=8, loc="upper left")
+    axes[-1, 0].set_xlabel(f"seconds after the end of the input ({continuations[0][0].stats.starttime})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def output_paths(out: Path, samples: int) -> list[Path]:
+    """miniSEED path of each sample (see the module docstring)."""
+    if samples == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}.s{j:02d}{out.suffix}") for j in range(samples)]
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="eqcodec generate", description=__doc__)
+    parser.add_argument("input", metavar="INPUT", help="waveform file (any obspy format)")
+    parser.add_argument("--context-seconds", type=_positive_int, required=True,
+                        help=f"seconds at the end of each trace the LM reads (>= {MIN_CONTEXT_SECONDS}, "
+                             "<= the LM's window)")
+    parser.add_argument("--seconds", type=_positive_int, required=True, help="seconds to generate")
+    parser.add_argument("--out", required=True, help="output miniSEED file (see above for --samples > 1)")
+    parser.add_argument("--samples", type=_positive_int, default=1, help="continuations per trace (default: 1)")
+    parser.add_argument("--temperature", type=_positive_float, default=1.0, help="sampling temperature (default: 1)")
+    parser.add_argument("--top-k", type=_positive_int, help="sample among the k most likely tokens only")
+    parser.add_argument("--top-p", type=_probability, help="sample from the smallest set with this probability")
+    parser.add_argument("--seed", type=int, help="random seed (default: not seeded)")
+    parser.add_argument("--lm", help="LM folder (default: the shipped lm/pretrained)")
+    parser.add_argument("--codec", help="codec folder (default: the shipped codec/pretrained)")
+    parser.add_argument("--plot", help="PNG path (default: OUT with .png)")
+    parser.add_argument("--allow-clipped", action="store_true", help="accept a clipped context")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def main(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    out = Path(args.out)
+    plot = Path(args.plot) if args.plot else out.with_suffix(".png")
+    stream = read_stream(args.input)
+    lm = load_lm(args.lm)
+    codec = EQCodec.from_pretrained(args.codec)
+    continuations = generate_continuations(
+        stream, lm, codec, args.context_seconds, args.seconds, samples=args.samples,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+        allow_clipped=args.allow_clipped)
+
+    # Write everything under temporary names first, then rename: no half-written output.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    try:
+        for path, continuation in zip(output_paths(out, args.samples), continuations):
+            tmp = path.with_name(f".{path.name}.tmp")
+            continuation.write(str(tmp), format="MSEED")
+            written.append((tmp, path))
+        tmp_plot = plot.with_name(f".{plot.name}.tmp.png")
+        plot_continuations(stream, continuations, args.context_seconds, tmp_plot)
+        written.append((tmp_plot, plot))
+    except BaseException:
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, path in written:
+        os.replace(tmp, path)
+    names = ", ".join(str(path) for _, path in written)
+    print(f"{len(continuations[0])} trace(s) x {args.samples} sample(s) of {args.seconds} s: {names}")
+    return 0

@@ -1,0 +1,358 @@
+"""`eqcodec train-lm`: train or fine-tune the seismic token LM with accelerate.
+
+The same command runs on a CPU, one GPU, or several processes:
+
+    eqcodec train-lm --data corpus --out my-lm
+    accelerate launch --num_processes 2 -m codec.cli train-lm --data corpus --out my-lm
+
+--batch-size is the number of windows per optimizer step, whatever the
+number of processes and --grad-accum: each process reads
+batch-size / (processes x grad-accum) windows per forward pass, so a run on
+2 processes follows the same recipe as on one.
+
+Mixed precision: bf16 (or fp16) on a GPU, fp32 on a CPU (--mixed-precision
+overrides; so does `accelerate launch --mixed_precision`). The learning rate
+warms up linearly for --warmup steps, then follows a cosine decay to zero.
+
+What OUT holds:
+    final/          the trained LM (save_pretrained: config.json + model.safetensors, float32
+                    or --save-dtype float16); load it with lm.load_lm(OUT/final) or
+                    `eqcodec generate --lm OUT/final`
+    checkpoint/     accelerate state + step.json + run.json, written every --eval-every steps;
+                    rerunning the same command resumes from it exactly
+    metrics.jsonl   one JSON record per validation: per-stream cross-entropy (nats), perplexity
+    train.log       the log
+
+The corpus must come from the codec the LM is (or will be) tied to: with
+--init, a corpus whose codec_id differs from the LM's is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codec.model import CheckpointError
+from codec.preprocess import InputError
+
+from .model import CONFIGS_DIR, SeismicLM, load_config, load_lm, stream_cross_entropy
+
+DEFAULT_CONFIG = CONFIGS_DIR / "base.json"
+#: Arguments that define a run: resuming with different values would not be the same run.
+RUN_ARGS = ("data", "init", "config", "steps", "batch_size", "context_frames", "lr", "warmup",
+            "grad_accum", "seed", "split", "eval_fraction", "weight_decay")
+
+
+class TrainingWindows(torch.utils.data.Dataset):
+    """Item i of the training stream: a crop from the corpus, in a fixed order for the whole run.
+
+    Epoch e visits every window once in a permutation seeded by (seed, e), with
+    new crop positions each epoch (tokenized_data.LMExamples.set_epoch). Item i
+    is therefore the same on every process and after a resume, which makes
+    runs reproducible and resumes exact.
+    """
+
+    def __init__(self, corpus, length: int, num_items: int, seed: int):
+        from tokenized_data import LMExamples
+
+        self.examples = LMExamples(corpus, length, random_crop=True, seed=seed)
+        self.per_epoch = len(self.examples)
+        if self.per_epoch == 0:
+            raise InputError("the training part of the corpus holds no window")
+        self.num_items, self.seed = num_items, seed
+        self._order = (None, None)  # (epoch, permutation) of the last item
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __getitem__(self, i: int) -> dict:
+        epoch, position = divmod(i, self.per_epoch)
+        if self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng((self.seed, epoch)).permutation(self.per_epoch))
+        self.examples.set_epoch(epoch)
+        return self.examples[int(self._order[1][position])]
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="eqcodec train-lm", description=__doc__)
+    parser.add_argument("--data", required=True, help="token corpus folder (made by `eqcodec tokenize`)")
+    parser.add_argument("--out", required=True, help="output folder: final/, checkpoint/, metrics.jsonl, train.log")
+    parser.add_argument("--init", help="start from this LM (fine-tuning); its codec_id must match the corpus")
+    parser.add_argument("--config", help=f"LM config JSON or a name in lm/configs (default: {DEFAULT_CONFIG.name}); "
+                                         "ignored with --init")
+    parser.add_argument("--steps", type=_positive_int, default=3000, help="optimizer steps (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_positive_int, default=32,
+                        help="windows per optimizer step, over all processes (default: %(default)s)")
+    parser.add_argument("--context-frames", "--length", dest="context_frames", type=_positive_int,
+                        help="frames (seconds) per training window (default: the config's max_frames)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=100, help="warm-up steps (default: %(default)s)")
+    parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: %(default)s)")
+    parser.add_argument("--grad-accum", type=_positive_int, default=1,
+                        help="forward passes per optimizer step (default: %(default)s)")
+    parser.add_argument("--eval-every", type=_positive_int, default=250,
+                        help="validate and checkpoint every N steps (default: %(default)s)")
+    parser.add_argument("--eval-batches", type=_positive_int, default=50,
+                        help="at most this many validation batches (default: %(default)s)")
+    parser.add_argument("--split", choices=["event", "station"], default="event",
+                        help="how the corpus is split into training and validation (default: %(default)s)")
+    parser.add_argument("--eval-fraction", type=_fraction, default=0.2,
+                        help="validation share, between 0 and 1 (default: %(default)s)")
+    parser.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"], default="auto",
+                        help="auto: bf16/fp16 on a GPU, fp32 on a CPU (default: %(default)s)")
+    parser.add_argument("--save-dtype", choices=["float32", "float16"], default="float32",
+                        help="dtype of the weights in OUT/final; float16 halves the file (load_lm reads "
+                             "either as float32) (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stop-after", type=_positive_int, help=argparse.SUPPRESS)  # tests: simulate an interruption
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {value}")
+    return value
+
+
+def _mixed_precision(choice: str) -> str | None:
+    """accelerate's mixed_precision for --mixed-precision (None: leave it to `accelerate launch`)."""
+    if choice != "auto":
+        return choice
+    if "ACCELERATE_MIXED_PRECISION" in os.environ:
+        return None
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def _run_record(args: argparse.Namespace) -> dict:
+    return {name: getattr(args, name) for name in RUN_ARGS}
+
+
+def build_model(args: argparse.Namespace, corpus) -> SeismicLM:
+    """The LM to train: --init's (codec must match the corpus) or a fresh one from --config."""
+    if args.init:
+        model = load_lm(args.init).train()
+        if model.config.codec_id and model.config.codec_id != corpus.codec_id:
+            raise InputError(
+                f"{args.data}: corpus tokens come from codec {corpus.codec_id}, but the LM {args.init} was "
+                f"trained on tokens of codec {model.config.codec_id}; tokenize the data with that codec "
+                "or train a new LM without --init")
+        if args.context_frames and args.context_frames > model.config.max_frames:
+            raise InputError(f"--context-frames {args.context_frames} is longer than the window of {args.init} "
+                             f"({model.config.max_frames} frames)")
+    else:
+        config = load_config(args.config or DEFAULT_CONFIG)
+        if args.context_frames:
+            config.max_frames = args.context_frames
+        model = SeismicLM(config)
+    config = model.config
+    if (config.num_codebooks, config.codebook_size) != (corpus.num_codebooks, corpus.codebook_size):
+        raise InputError(f"{args.data}: corpus has {corpus.num_codebooks} codebooks of {corpus.codebook_size} "
+                         f"entries, the LM expects {config.num_codebooks} of {config.codebook_size}")
+    config.codec_id = corpus.codec_id
+    return model
+
+
+@torch.no_grad()
+def evaluate(model: SeismicLM, loader, max_batches: int) -> dict:
+    """Per-stream cross-entropy (nats per token) and perplexity over the validation windows."""
+    was_training = model.training
+    model.eval()
+    nll = count = 0
+    for i, batch in enumerate(loader):
+        if i >= max_batches:
+            break
+        inputs, labels = model.prepare_batch(batch["tokens"].to(model.device), batch["mask"].to(model.device))
+        batch_nll, batch_count = stream_cross_entropy(model(inputs).logits, labels)
+        nll, count = nll + batch_nll, count + batch_count
+    model.train(was_training)
+    if isinstance(count, int) or int(count.sum()) == 0:
+        return {}
+    per_stream = (nll / count.clamp_min(1)).tolist()
+    mean = float(np.mean(per_stream))
+    return {"eval_ce": round(mean, 5), "eval_ppl": round(math.exp(mean), 3),
+            "eval_ce_streams": [round(v, 4) for v in per_stream], "eval_tokens": int(count.sum())}
+
+
+def _replace_dir(tmp: Path, directory: Path) -> None:
+    """Move the finished folder `tmp` to `directory`, replacing it: never a half-written folder."""
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _weights_checksum(model: torch.nn.Module) -> torch.Tensor:
+    """A float64 fingerprint of the weights (identical on every process of one run)."""
+    return torch.stack([p.detach().double().sum() + p.detach().double().pow(2).sum() for p in model.parameters()]).sum()
+
+
+def main(args: argparse.Namespace) -> int:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+    from transformers.utils import logging as hf_logging
+
+    from tokenized_data import LMExamples, load_tokenized
+
+    hf_logging.disable_progress_bar()
+    # cpu=True without a GPU: then `accelerate launch --multi_gpu` / torchrun processes join over gloo.
+    accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum,
+                              mixed_precision=_mixed_precision(args.mixed_precision),
+                              cpu=not torch.cuda.is_available())
+    set_seed(args.seed)
+    out = Path(args.out)
+    checkpoint = out / "checkpoint"
+
+    micro, remainder = divmod(args.batch_size, accelerator.num_processes * args.grad_accum)
+    if remainder or micro == 0:
+        raise InputError(f"--batch-size {args.batch_size} must be a multiple of processes x --grad-accum "
+                         f"({accelerator.num_processes} x {args.grad_accum})")
+
+    corpus = load_tokenized(args.data)
+    model = build_model(args, corpus)
+    length = args.context_frames or model.config.max_frames
+    run = _run_record(args)
+    if (checkpoint / "step.json").is_file():
+        saved = json.loads((checkpoint / "run.json").read_text()) if (checkpoint / "run.json").is_file() else None
+        if saved != run:
+            changed = sorted(k for k in run if saved is None or saved.get(k) != run[k])
+            raise CheckpointError(f"{checkpoint}: made by a run with other settings ({', '.join(changed)}); "
+                                  "rerun the same command to resume, or choose another --out "
+                                  "(use --init OUT/final to continue training a finished LM)")
+
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "train.log"
+
+    def log(message: str) -> None:
+        if accelerator.is_main_process:
+            line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
+            with open(log_path, "a") as f:
+                f.write(line + "\n")
+            tqdm.write(line)
+
+    def record(values: dict) -> None:
+        if accelerator.is_main_process:
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(values) + "\n")
+        log(json.dumps(values))
+
+    train_corpus, eval_corpus = corpus.split(by=args.split, eval_fraction=args.eval_fraction, seed=args.seed)
+    train_windows = TrainingWindows(train_corpus, length, args.steps * args.batch_size, args.seed)
+    eval_windows = LMExamples(eval_corpus, length, random_crop=False, seed=args.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"corpus {args.data}: codec {corpus.codec_id}, {train_windows.per_epoch} training and "
+        f"{len(eval_windows)} validation windows ({args.split}-wise split); LM {n_params / 1e6:.2f} M parameters, "
+        f"{length} frames per window; {accelerator.num_processes} process(es) x {micro} windows x "
+        f"{args.grad_accum} accumulation = {args.batch_size} windows per step; "
+        f"mixed precision {accelerator.mixed_precision}")
+
+    loader = torch.utils.data.DataLoader(train_windows, batch_size=micro, shuffle=False)
+    eval_loader = torch.utils.data.DataLoader(eval_windows, batch_size=micro, shuffle=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
+    # Not passed to prepare(): accelerate would step it once per process; we step it once per optimizer step.
+    scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup, args.steps)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    accelerator.register_for_checkpointing(scheduler)
+    unwrapped = accelerator.unwrap_model(model)
+
+    step = 0
+    if (checkpoint / "step.json").is_file():
+        accelerator.load_state(str(checkpoint))
+        step = json.loads((checkpoint / "step.json").read_text())["step"]
+        log(f"resumed from {checkpoint} at step {step}")
+    batches = accelerator.skip_first_batches(loader, step * args.grad_accum) if step else loader
+
+    def save_checkpoint() -> None:
+        """accelerate state (model, optimizer, scheduler, RNGs of every process) + step, written atomically."""
+        tmp = checkpoint.with_name(checkpoint.name + ".tmp")
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (tmp / "step.json").write_text(json.dumps({"step": step}))
+            (tmp / "run.json").write_text(json.dumps(run))
+            _replace_dir(tmp, checkpoint)
+        accelerator.wait_for_everyone()
+
+    progress = tqdm(total=args.steps, initial=step, desc="train-lm", disable=not accelerator.is_local_main_process)
+    model.train()
+    window_loss, window_frames, window_start = [], 0, time.perf_counter()
+    for batch in batches:
+        with accelerator.accumulate(model):
+            inputs, labels = unwrapped.prepare_batch(batch["tokens"], batch["mask"])
+            loss = model(inputs, labels).loss
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        window_loss.append(loss.detach())
+        window_frames += int(batch["mask"].sum()) * accelerator.num_processes
+        if not accelerator.sync_gradients:
+            continue
+        scheduler.step()
+        step += 1
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss.item():.3f}")
+        if step % args.eval_every == 0 or step == args.steps:
+            elapsed = time.perf_counter() - window_start
+            values = {"step": step, "lr": scheduler.get_last_lr()[0],
+                      "train_loss": round(accelerator.reduce(torch.stack(window_loss).mean(), "mean").item(), 5),
+                      "train_frames_per_s": round(window_frames / elapsed, 1)}
+            if accelerator.is_main_process:
+                values.update(evaluate(unwrapped, eval_loader, args.eval_batches))
+            record(values)
+            save_checkpoint()
+            window_loss, window_frames, window_start = [], 0, time.perf_counter()
+        if step >= args.steps or (args.stop_after and step >= args.stop_after):
+            break
+    progress.close()
+
+    # Every process must hold the same weights: they trained one model together.
+    checksums = accelerator.gather(_weights_checksum(unwrapped).reshape(1).to(accelerator.device))
+    in_sync = bool(torch.all(checksums == checksums[0]))
+    if step < args.steps:
+        log(f"stopped at step {step} of {args.steps}; rerun the same command to resume")
+        return 0
+    if accelerator.is_main_process:
+        tmp = out / "final.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        final = unwrapped if args.save_dtype == "float32" else copy.deepcopy(unwrapped).to(torch.float16)
+        final.save_pretrained(tmp)
+        _replace_dir(tmp, out / "final")
+    record({"event": "done", "step": step, "processes": accelerator.num_processes, "windows_per_step": args.batch_size,
+            "windows_per_process_and_pass": micro, "weights_in_sync": in_sync})
+    log(f"done: {out / 'final'}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return 0 if in_sync else 1

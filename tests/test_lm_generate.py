@@ -1,0 +1,169 @@
+"""`eqcodec generate` and generate_continuations: timing, ids, physical units, outputs, refused inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import obspy
+import pytest
+import torch
+
+from codec.cli import main as cli
+from lm.generate import MIN_CONTEXT_SECONDS, generate_continuations
+from lm.model import SeismicLM, load_config, load_lm
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def lm_dir(codec, tmp_path_factory):
+    """A tiny randomly initialised LM tied to the shipped codec (until lm/pretrained holds a trained one)."""
+    config = load_config("tiny")
+    config.codec_id = codec.identity()
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("lm") / "tiny"
+    SeismicLM(config).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def lm(lm_dir):
+    return load_lm(lm_dir)
+
+
+@pytest.fixture()
+def example_file(example_stream, tmp_path):
+    path = tmp_path / "example.mseed"
+    example_stream.write(str(path), format="MSEED")
+    return path
+
+
+def run(example_file, out, lm_dir, *extra):
+    return cli(["generate", str(example_file), "--context-seconds", "20", "--seconds", "4",
+                "--out", str(out), "--lm", str(lm_dir), "--seed", "0", *extra])
+
+
+def test_continuations_start_where_the_input_ends(example_stream, lm, codec):
+    samples = generate_continuations(example_stream, lm, codec, 20, 4, samples=3, seed=0)
+    assert len(samples) == 3
+    for continuation in samples:
+        assert [tr.id for tr in continuation] == [tr.id for tr in example_stream]
+        for tr, original in zip(continuation, example_stream):
+            assert tr.stats.sampling_rate == 40.0 and tr.stats.npts == 4 * 40
+            # 30 s at 100 Hz end at 29.99 s; at 40 Hz the last sample is at 29.975 s: the next one is 30.0 s.
+            assert tr.stats.starttime == original.stats.starttime + 30.0
+            assert np.isfinite(tr.data).all()
+    assert not np.allclose(samples[0][0].data, samples[1][0].data)  # samples differ
+
+
+def test_continuations_are_in_the_input_units(example_stream, lm, codec):
+    """Tokens do not depend on the input's scale or offset; the decoded continuation carries both."""
+    base = generate_continuations(example_stream, lm, codec, 20, 3, seed=1)[0]
+    moved = example_stream.copy()
+    for tr in moved:
+        tr.data = tr.data.astype(np.float64) * 1000.0 + 5e4
+    scaled = generate_continuations(moved, lm, codec, 20, 3, seed=1)[0]
+    for a, b in zip(base, scaled):
+        np.testing.assert_allclose(b.data, a.data * 1000.0 + 5e4, rtol=1e-6, atol=1e-3 * np.abs(b.data).max())
+
+
+def test_seed_makes_generation_reproducible(example_stream, lm, codec):
+    a = generate_continuations(example_stream, lm, codec, 15, 2, seed=3)[0]
+    b = generate_continuations(example_stream, lm, codec, 15, 2, seed=3)[0]
+    c = generate_continuations(example_stream, lm, codec, 15, 2, seed=4)[0]
+    assert all(np.array_equal(x.data, y.data) for x, y in zip(a, b))
+    assert not all(np.array_equal(x.data, y.data) for x, y in zip(a, c))
+
+
+def test_cli_writes_one_file_per_sample_and_a_plot(example_file, example_stream, lm_dir, tmp_path):
+    out = tmp_path / "out" / "cont.mseed"
+    assert run(example_file, out, lm_dir, "--samples", "2", "--top-k", "50", "--temperature", "0.8") == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["cont.png", "cont.s00.mseed", "cont.s01.mseed"]
+    for name in ("cont.s00.mseed", "cont.s01.mseed"):
+        read = obspy.read(str(out.parent / name))
+        assert sorted(tr.id for tr in read) == sorted(tr.id for tr in example_stream)
+        assert all(tr.stats.npts == 160 and tr.stats.starttime == example_stream[0].stats.starttime + 30.0
+                   for tr in read)
+    assert (out.parent / "cont.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    single = tmp_path / "single.mseed"
+    assert run(example_file, single, lm_dir, "--plot", str(tmp_path / "plot.png")) == 0
+    assert single.is_file() and (tmp_path / "plot.png").is_file() and len(obspy.read(str(single))) == 3
+
+
+def _with(example_stream, tmp_path, change):
+    stream = example_stream.copy()
+    change(stream)
+    path = tmp_path / "changed.mseed"
+    stream.write(str(path), format="MSEED")
+    return path
+
+
+def assert_refused(capsys, out, *words):
+    message = capsys.readouterr().err
+    assert "error" in message
+    for word in words:
+        assert word in message, message
+    assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_bad_input_is_refused_and_nothing_is_written(example_stream, example_file, lm_dir, tmp_path, capsys):
+    out = tmp_path / "out" / "x.mseed"
+    short = str(MIN_CONTEXT_SECONDS - 1)
+    assert cli(["generate", str(example_file), "--context-seconds", short, "--seconds", "4",
+                "--out", str(out), "--lm", str(lm_dir)]) == 1
+    assert_refused(capsys, out, "shorter than the minimum")
+
+    assert cli(["generate", str(example_file), "--context-seconds", "31", "--seconds", "4",
+                "--out", str(out), "--lm", str(lm_dir)]) == 1  # the example is 30 s long
+    assert_refused(capsys, out, "shorter than the 31 s context", "BW.RJOB..EHZ")
+    assert cli(["generate", str(example_file), "--context-seconds", "40", "--seconds", "4",
+                "--out", str(out), "--lm", str(lm_dir)]) == 1  # the tiny LM's window is 32 frames
+    assert_refused(capsys, out, "longer than the LM's window")
+
+    for bad in ("0", "-3"):
+        with pytest.raises(SystemExit) as exit_info:
+            run(example_file, out, lm_dir, "--seconds", bad)
+        assert exit_info.value.code == 2
+
+    def nan_in_context(stream):
+        stream[1].data = stream[1].data.astype(np.float64)
+        stream[1].data[-500] = np.nan
+
+    assert run(_with(example_stream, tmp_path, nan_in_context), out, lm_dir) == 1
+    assert_refused(capsys, out, "NaN", "BW.RJOB..EHN")
+
+    def gap_in_context(stream):
+        tr = stream[0]
+        first, second = tr.slice(tr.stats.starttime, tr.stats.starttime + 20), tr.slice(
+            tr.stats.starttime + 22, tr.stats.endtime)
+        stream.remove(tr)
+        stream += obspy.Stream([first, second])
+
+    assert run(_with(example_stream, tmp_path, gap_in_context), out, lm_dir) == 1
+    assert_refused(capsys, out, "gap", "BW.RJOB..EHZ")
+
+
+def test_problems_before_the_context_do_not_matter(example_stream, lm, codec):
+    stream = example_stream.copy()
+    stream[0].data = stream[0].data.astype(np.float64)
+    stream[0].data[:200] = np.nan  # first 2 s; the 20-s context is the last 20 s
+    assert len(generate_continuations(stream, lm, codec, 20, 2, seed=0)[0]) == 3
+
+
+def test_checkpoint_problems_are_refused(example_file, lm_dir, tmp_path, capsys):
+    out = tmp_path / "out" / "x.mseed"
+    other = load_lm(lm_dir)
+    other.config.codec_id = "0000000000000000"
+    other.save_pretrained(tmp_path / "other-codec")
+    assert run(example_file, out, tmp_path / "other-codec") == 1
+    assert_refused(capsys, out, "0000000000000000", "codec")
+
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "config.json").write_text((lm_dir / "config.json").read_text())
+    (tmp_path / "corrupt" / "model.safetensors").write_bytes(b"\x00" * 100)
+    assert run(example_file, out, tmp_path / "corrupt") == 1
+    assert_refused(capsys, out, "corrupt")
+
+    assert cli(["generate", str(example_file), "--context-seconds", "20", "--seconds", "4",
+                "--out", str(out), "--lm", str(lm_dir), "--codec", str(tmp_path / "no-codec")]) == 1
+    assert_refused(capsys, out, "codec checkpoint")

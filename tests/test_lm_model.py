@@ -1,0 +1,186 @@
+"""The seismic token LM: causality under the delay pattern, KV cache, generation, save/load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from codec.model import CheckpointError
+from lm.model import IGNORE_INDEX, SeismicLM, load_config, load_lm
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    config = load_config("tiny")
+    config.initializer_range = 0.2  # large random weights: every input visibly moves the logits
+    torch.manual_seed(0)
+    return SeismicLM(config).eval()
+
+
+def random_frames(lm, batch, frames, seed=0):
+    """[B, S, T] valid tokens for every stream."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randint(0, v, (batch, frames), generator=gen) for v in lm.config.vocab_sizes], dim=1)
+
+
+def logits_of(lm, frames):
+    inputs, _ = lm.prepare_batch(frames)
+    with torch.no_grad():
+        return lm(inputs).logits
+
+
+def test_tiny_config_shapes(lm):
+    config = lm.config
+    assert config.num_streams == 9 and config.vocab_sizes == [256] + [1024] * 8
+    frames = random_frames(lm, 2, 12)
+    inputs, labels = lm.prepare_batch(frames)
+    assert inputs.shape == labels.shape == (2, 9, 12 + 8)
+    out = lm(inputs, labels)
+    assert [tuple(x.shape) for x in out.logits] == [(2, 20, v) for v in config.vocab_sizes]
+    assert out.stream_losses.shape == (9,)
+    # Each stream scores exactly its 12 frames; the corners of the delay pattern are ignored.
+    assert ((labels != IGNORE_INDEX).sum(dim=(0, 2)) == 2 * 12).all()
+    # Random weights: cross-entropy near log(vocab) for each stream, not zero.
+    assert out.loss.item() > 3.0
+
+
+def test_mask_removes_padded_frames_from_labels(lm):
+    frames = random_frames(lm, 1, 10)
+    mask = torch.ones(1, 10, dtype=torch.bool)
+    mask[0, 7:] = False
+    _, labels = lm.prepare_batch(frames, mask)
+    assert ((labels != IGNORE_INDEX).sum(dim=(0, 2)) == 7).all()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_prediction_never_depends_on_its_own_or_later_steps(lm, seed):
+    """Token s of frame t is predicted at delayed step t + s: changing every token at that step or later
+    leaves its distribution unchanged; changing one token of the step before changes it."""
+    gen = torch.Generator().manual_seed(100 + seed)
+    S, T = lm.config.num_streams, 14
+    frames = random_frames(lm, 1, T, seed)
+    s = int(torch.randint(0, S, (1,), generator=gen))
+    t = int(torch.randint(1, T, (1,), generator=gen))
+    step = t + s
+    steps = torch.arange(T).view(1, T) + torch.arange(S).view(S, 1)  # [S, T] delayed step of each token
+    other = random_frames(lm, 1, T, seed + 1000)
+    later = torch.where(steps >= step, other, frames)
+    assert not torch.equal(later, frames)
+    before, after = logits_of(lm, frames)[s][0, step], logits_of(lm, later)[s][0, step]
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-5)
+
+    earlier = frames.clone()  # one token at step - 1: stream s2 of frame step - 1 - s2
+    s2 = max(0, step - T)
+    earlier[0, s2, step - 1 - s2] = (frames[0, s2, step - 1 - s2] + 1) % lm.config.vocab_sizes[s2]
+    assert (logits_of(lm, earlier)[s][0, step] - before).abs().max() > 1e-4
+
+
+def test_gain_forecast_of_frame_t_ignores_frames_t_and_later(lm):
+    """The brief's frame-level statement for the gain stream: frames t, t+1, ... (all streams) do not matter."""
+    T, t = 16, 9
+    frames = random_frames(lm, 1, T)
+    changed = frames.clone()
+    changed[:, :, t:] = random_frames(lm, 1, T - t, seed=7)
+    gain_before = logits_of(lm, frames)[0][0, : t + 1]
+    gain_after = logits_of(lm, changed)[0][0, : t + 1]
+    torch.testing.assert_close(gain_after, gain_before, rtol=0, atol=1e-5)
+
+
+def test_kv_cache_matches_full_forward(lm):
+    inputs, _ = lm.prepare_batch(random_frames(lm, 2, 10))
+    with torch.no_grad():
+        full = lm(inputs).logits
+        out = lm(inputs[:, :, :7], use_cache=True)
+        cache, pieces = out.cache, [out.logits]
+        for j in range(7, inputs.shape[-1]):
+            out = lm(inputs[:, :, j : j + 1], cache=cache, use_cache=True)
+            cache = out.cache
+            pieces.append(out.logits)
+    for s in range(lm.config.num_streams):
+        torch.testing.assert_close(torch.cat([p[s] for p in pieces], dim=1), full[s], rtol=1e-4, atol=1e-5)
+
+
+def test_greedy_generation_follows_the_full_forward_argmax(lm):
+    """With top_k=1, every generated token is the argmax of a full (uncached) forward pass over
+    context + generated frames: the cached loop keeps the delay bookkeeping right."""
+    context = random_frames(lm, 2, 6)
+    new = lm.generate_frames(context, 5, top_k=1)
+    assert new.shape == (2, 9, 5)
+    logits = logits_of(lm, torch.cat([context, new], dim=-1))
+    for s in range(9):
+        for t in range(6, 11):
+            assert torch.equal(new[:, s, t - 6], logits[s][:, t + s].argmax(-1))
+
+
+def test_sampling_is_seeded_valid_and_slides_past_the_window(lm):
+    context = random_frames(lm, 3, 5)
+    frames = 2 * lm.config.max_frames  # forces the cache to be rebuilt on a sliding window
+    a = lm.generate_frames(context, frames, generator=torch.Generator().manual_seed(1), top_p=0.9)
+    b = lm.generate_frames(context, frames, generator=torch.Generator().manual_seed(1), top_p=0.9)
+    c = lm.generate_frames(context, frames, generator=torch.Generator().manual_seed(2), top_p=0.9)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == (3, 9, frames)
+    for s, v in enumerate(lm.config.vocab_sizes):
+        assert a[:, s].min() >= 0 and a[:, s].max() < v
+
+
+def test_sampler_draws_from_the_softmax_of_each_stream():
+    from lm.model import _Sampler
+
+    logits = (torch.tensor([[[2.0, 0.0, 1.0, -1.0]]]), torch.tensor([[[0.0, 1.0, 0.5]]]),
+              torch.tensor([[[3.0, 0.0, 0.0]]]))
+    n = 40000
+    batch = tuple(x.expand(n, 1, -1) for x in logits)
+    tokens = _Sampler([4, 3, 3], 1.0, None, None, torch.Generator().manual_seed(0))(batch)
+    assert tokens.shape == (n, 3)
+    for s, x in enumerate(logits):
+        expected = x[0, 0].softmax(-1)
+        observed = torch.bincount(tokens[:, s], minlength=len(expected)).float() / n
+        torch.testing.assert_close(observed, expected, rtol=0, atol=0.01)
+    top2 = _Sampler([4, 3, 3], 1.0, 2, None, torch.Generator().manual_seed(0))(batch)
+    assert set(top2[:, 0].tolist()) == {0, 2} and set(top2[:, 2].tolist()) <= {0, 1, 2}
+
+
+def test_save_and_load_round_trip(lm, tmp_path):
+    lm.config.codec_id = "0123456789abcdef"
+    lm.save_pretrained(tmp_path / "lm")
+    loaded = load_lm(tmp_path / "lm")
+    assert loaded.config.codec_id == "0123456789abcdef"
+    assert (tmp_path / "lm" / "model.safetensors").is_file()
+    frames = random_frames(lm, 1, 8)
+    for a, b in zip(logits_of(lm, frames), logits_of(loaded, frames)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_broken_checkpoints_raise_checkpoint_error(lm, tmp_path):
+    with pytest.raises(CheckpointError, match="config.json is missing"):
+        load_lm(tmp_path / "nothing")
+    lm.save_pretrained(tmp_path / "corrupt")
+    (tmp_path / "corrupt" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="corrupt or incompatible"):
+        load_lm(tmp_path / "corrupt")
+    lm.save_pretrained(tmp_path / "other")  # weights of one config, config.json of another
+    config = json.loads((tmp_path / "other" / "config.json").read_text())
+    config["hidden_size"] = 64
+    (tmp_path / "other" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=str(tmp_path / "other")):
+        load_lm(tmp_path / "other")
+    (tmp_path / "codec").mkdir()
+    (tmp_path / "codec" / "config.json").write_text(json.dumps({"model_type": "eqcodec"}))
+    (tmp_path / "codec" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="model_type"):
+        load_lm(tmp_path / "codec")
+
+
+def test_shipped_configs_load_and_base_fits_the_size_limit():
+    base = load_config("base")
+    model = SeismicLM(base)
+    params = sum(p.numel() for p in model.parameters())
+    assert params * 2 <= 30e6  # fp16 on disk, see lm/configs/README
+    assert load_config("tiny").hidden_size < base.hidden_size
+    with pytest.raises(CheckpointError, match="not found"):
+        load_config("no-such-config")
