@@ -9,19 +9,23 @@ the gain stream's 256 levels are mapped to ids 0..255 of it; its pad token
 (1024) plays the role of our empty token.
 
 Reported, in one table (and as JSON with --out):
-  training throughput   frames per second over the timed steps (first 2 steps excluded)
+  training throughput   frames per second of optimizer steps (batch --batch-size x --context-frames)
   generation speed      frames per second with the KV cache, batch 1 and 16; each model's own
                         sampling loop (ours: SeismicLM.generate_frames; MusicGen: .generate),
-                        plain sampling (temperature 1, no top-k/top-p), best of --repeats x --rounds
+                        plain sampling (temperature 1, no top-k/top-p)
   peak memory           resident memory above the process's level before the phase (CPU; each
                         phase in a fresh process), or torch.cuda.max_memory_allocated on a GPU
-  validation CE         nats per token, mean over streams, after the same number of steps
+  validation CE         nats per token, mean over streams, after --steps steps of training
+
+Speeds are measured in one process that alternates the two models for --rounds
+rounds and keeps each model's best: on a shared machine the load drifts over
+minutes, and alternation exposes both models to the same conditions.
 
 Usage:
   python benchmarks/lm_vs_musicgen.py --data CORPUS            # a token corpus (eqcodec tokenize)
   python benchmarks/lm_vs_musicgen.py --synthetic              # lm.random_corpus tokens
-  options: --config lm/configs/base.json --steps 40 --batch-size 16 --context-frames 90
-           --gen-context 30 --gen-frames 60 --threads 1 --out results.json
+  options: --config lm/configs/base.json --steps 150 --batch-size 16 --context-frames 90
+           --gen-context 30 --gen-frames 60 --rounds 4 --threads 1 --out results.json
 
 CPU numbers on a shared machine vary from run to run: the load average is recorded with the results.
 """
@@ -128,39 +132,51 @@ def load_data(args):
     return corpus.split(by="event", eval_fraction=0.2, seed=args.seed)
 
 
-def train_phase(name: str, args, model_dir: Path) -> dict:
-    """Train one model for --steps steps; returns throughput, peak memory and validation CE."""
+def new_model(name: str, config):
+    torch.manual_seed(0)
+    return SeismicLM(config) if name == "ours" else musicgen_for(config)
+
+
+def train_step(name: str, model, optimizer, scheduler, helper: SeismicLM, batch: dict, config) -> torch.Tensor:
+    """One optimizer step on the shared loss; returns the loss."""
+    inputs, labels = helper.prepare_batch(batch["tokens"], batch["mask"])
+    nll, count = stream_cross_entropy(logits_of(name, model, inputs, config), labels)
+    loss = (nll / count.clamp_min(1)).mean()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def optimizer_for(model, args):
     from transformers import get_cosine_schedule_with_warmup
 
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    return optimizer, get_cosine_schedule_with_warmup(optimizer, max(1, args.steps // 10), args.steps)
+
+
+def benchmark_config(args):
+    config = load_config(args.config)
+    config.max_frames = args.context_frames
+    return config
+
+
+def train_phase(name: str, args, model_dir: Path) -> dict:
+    """Train one model for --steps steps: peak memory and validation CE (saves the weights for generation)."""
     from lm.train import TrainingWindows
     from tokenized_data import LMExamples
 
-    config = load_config(args.config)
-    config.max_frames = args.context_frames
+    config = benchmark_config(args)
     train, validation = load_data(args)
-    torch.manual_seed(args.seed)
-    model = SeismicLM(config) if name == "ours" else musicgen_for(config)
-    helper = SeismicLM(config) if name != "ours" else model  # prepare_batch: the shared delay layout
+    helper = SeismicLM(config)  # prepare_batch: the delay layout both models read
+    model = new_model(name, config).train()
+    optimizer, scheduler = optimizer_for(model, args)
     windows = TrainingWindows(train, args.context_frames, args.steps * args.batch_size, args.seed)
-    loader = torch.utils.data.DataLoader(windows, batch_size=args.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, args.steps // 10), args.steps)
-    model.train()
-    frames, start = 0, None
     with PeakMemory() as memory:
-        for step, batch in enumerate(loader):
-            if step == 2:
-                frames, start = 0, time.perf_counter()
-            inputs, labels = helper.prepare_batch(batch["tokens"], batch["mask"])
-            nll, count = stream_cross_entropy(logits_of(name, model, inputs, config), labels)
-            loss = (nll / count.clamp_min(1)).mean()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            frames += int(batch["mask"].sum())
-    elapsed = time.perf_counter() - start
+        for batch in torch.utils.data.DataLoader(windows, batch_size=args.batch_size):
+            loss = train_step(name, model, optimizer, scheduler, helper, batch, config)
     model.eval()
     nll_sum = count_sum = 0
     eval_loader = torch.utils.data.DataLoader(LMExamples(validation, args.context_frames, random_crop=False),
@@ -175,57 +191,106 @@ def train_phase(name: str, args, model_dir: Path) -> dict:
     per_stream = (nll_sum / count_sum).tolist()
     model.save_pretrained(model_dir / name)
     return {"params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-            "train_frames_per_s": round(frames / elapsed, 1), "train_peak_MB": round(memory.mb, 1),
-            "val_ce": round(float(np.mean(per_stream)), 4), "val_ce_streams": [round(v, 4) for v in per_stream],
-            "final_train_loss": round(loss.item(), 4)}
+            "train_peak_MB": round(memory.mb, 1), "final_train_loss": round(loss.item(), 4),
+            "val_ce": round(float(np.mean(per_stream)), 4), "val_ce_streams": [round(v, 4) for v in per_stream]}
 
 
-def generation_phase(name: str, args, model_dir: Path) -> dict:
-    """Frames per second of sampled continuations with the KV cache, batch 1 and 16 (best of --repeats)."""
-    config = load_config(args.config)
-    config.max_frames = args.context_frames
+def load_trained(name: str, model_dir: Path, config):
     if name == "ours":
-        model = SeismicLM.from_pretrained(str(model_dir / name), dtype=torch.float32).eval()
-    else:
-        from transformers import MusicgenForCausalLM
+        return SeismicLM.from_pretrained(str(model_dir / name), dtype=torch.float32).eval()
+    from transformers import MusicgenForCausalLM
 
-        model = MusicgenForCausalLM.from_pretrained(str(model_dir / name), dtype=torch.float32).eval()
-        model.generation_config.update(decoder_start_token_id=config.codebook_size, pad_token_id=config.codebook_size,
-                                       do_sample=True, top_k=0, num_return_sequences=1)
-    _, validation = load_data(args)
+    model = MusicgenForCausalLM.from_pretrained(str(model_dir / name), dtype=torch.float32).eval()
+    model.generation_config.update(decoder_start_token_id=config.codebook_size, pad_token_id=config.codebook_size,
+                                   do_sample=True, top_k=0, num_return_sequences=1)
+    return model
+
+
+def generation_contexts(args, batch_size: int) -> torch.Tensor:
+    """[B, S, C] contexts: the first --gen-context frames of validation windows."""
     from tokenized_data import LMExamples
 
-    examples = LMExamples(validation, args.gen_context, random_crop=False)
-    results = {}
-    for batch_size in (1, 16):
-        context = torch.stack([examples[i % len(examples)]["tokens"] for i in range(batch_size)])  # [B, S, C]
-        times = []
-        with PeakMemory() as memory:
-            for repeat in range(args.repeats):
-                torch.manual_seed(repeat)
+    examples = LMExamples(load_data(args)[1], args.gen_context, random_crop=False)
+    return torch.stack([examples[i % len(examples)]["tokens"] for i in range(batch_size)])
+
+
+def generate(name: str, model, context: torch.Tensor, args, config) -> int:
+    """Each model's own sampling loop with its KV cache; returns the number of new frames."""
+    if name == "ours":
+        return model.generate_frames(context, args.gen_frames).shape[-1]
+    bos = torch.full((context.shape[0] * config.num_streams, 1), config.codebook_size)
+    prompt = torch.cat([bos, context.reshape(-1, context.shape[-1])], dim=-1)
+    with torch.inference_mode():
+        out = model.generate(input_ids=prompt, max_new_tokens=args.gen_frames + config.num_streams - 1)
+    return out.shape[-1] - context.shape[-1]
+
+
+def generation_memory_phase(name: str, args, model_dir: Path) -> dict:
+    """Peak memory of one batch-16 generation (in a fresh process)."""
+    config = benchmark_config(args)
+    model = load_trained(name, model_dir, config)
+    context = generation_contexts(args, 16)
+    with PeakMemory() as memory:
+        produced = generate(name, model, context, args, config)
+    if produced != args.gen_frames:
+        raise RuntimeError(f"{name} produced {produced} frames instead of {args.gen_frames}")
+    return {"gen_peak_MB_b16": round(memory.mb, 1)}
+
+
+def speed_phase(args, model_dir: Path) -> dict:
+    """Training and generation speed of both models, measured in alternation in one process.
+
+    A shared machine's load changes over minutes; alternating the two models
+    round by round and keeping each one's best time compares them under the
+    same conditions. Training: --speed-steps optimizer steps per round on the
+    same batch (fresh models); generation: one run per batch size per round.
+    """
+    from lm.train import TrainingWindows
+
+    config = benchmark_config(args)
+    helper = SeismicLM(config)
+    train, _ = load_data(args)
+    batch = next(iter(torch.utils.data.DataLoader(TrainingWindows(train, args.context_frames, args.batch_size,
+                                                                  args.seed), batch_size=args.batch_size)))
+    trainees = {name: new_model(name, config).train() for name in MODELS}
+    optimizers = {name: optimizer_for(model, args) for name, model in trainees.items()}
+    trained = {name: load_trained(name, model_dir, config) for name in MODELS}
+    contexts = {b: generation_contexts(args, b) for b in (1, 16)}
+    best = {name: {} for name in MODELS}
+
+    def keep(name, key, value):
+        best[name][key] = round(max(best[name].get(key, 0.0), value), 1)
+
+    for name in MODELS:  # warm-up: first calls allocate and pick kernels
+        train_step(name, trainees[name], *optimizers[name], helper, batch, config)
+        generate(name, trained[name], contexts[1], args, config)
+    for _ in range(args.rounds):
+        for name in MODELS:
+            start = time.perf_counter()
+            for _ in range(args.speed_steps):
+                train_step(name, trainees[name], *optimizers[name], helper, batch, config)
+            keep(name, "train_frames_per_s", args.speed_steps * int(batch["mask"].sum()) / (time.perf_counter() - start))
+            for batch_size, context in contexts.items():
+                torch.manual_seed(0)
                 start = time.perf_counter()
-                if name == "ours":
-                    new = model.generate_frames(context, args.gen_frames)
-                    produced = new.shape[-1]
-                else:
-                    bos = torch.full((batch_size * config.num_streams, 1), config.codebook_size)
-                    prompt = torch.cat([bos, context.reshape(-1, context.shape[-1])], dim=-1)
-                    with torch.inference_mode():
-                        out = model.generate(input_ids=prompt, max_new_tokens=args.gen_frames + config.num_streams - 1)
-                    produced = out.shape[-1] - args.gen_context
-                times.append(time.perf_counter() - start)
-        if produced != args.gen_frames:
-            raise RuntimeError(f"{name} produced {produced} frames instead of {args.gen_frames}")
-        results[f"gen_frames_per_s_b{batch_size}"] = round(batch_size * args.gen_frames / min(times), 1)
-        results[f"gen_peak_MB_b{batch_size}"] = round(memory.mb, 1)
-    return results
+                produced = generate(name, trained[name], context, args, config)
+                keep(name, f"gen_frames_per_s_b{batch_size}", batch_size * produced / (time.perf_counter() - start))
+                if produced != args.gen_frames:
+                    raise RuntimeError(f"{name} produced {produced} frames instead of {args.gen_frames}")
+    return best
 
 
 # ---------------------------------------------------------------------- driver
+PHASES = {"train": train_phase, "generation-memory": generation_memory_phase}
+
+
 def run_worker(phase: str, name: str, args, model_dir: Path) -> dict:
-    """Run one phase of one model in a fresh process (clean memory figures), unless --in-process."""
+    """Run one phase in a fresh process (clean memory figures), unless --in-process."""
+    def direct():
+        return speed_phase(args, model_dir) if phase == "speed" else PHASES[phase](name, args, model_dir)
+
     if args.in_process:
-        return (train_phase if phase == "train" else generation_phase)(name, args, model_dir)
+        return direct()
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         result_path = f.name
     cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", f"{phase}:{name}", "--model-dir", str(model_dir),
@@ -264,15 +329,15 @@ def main(argv=None) -> int:
     source.add_argument("--synthetic", action="store_true", help="synthetic tokens (lm.random_corpus)")
     parser.add_argument("--synthetic-windows", type=int, default=400, help="windows of synthetic tokens")
     parser.add_argument("--config", default="base", help="LM config (default: lm/configs/base.json)")
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=150, help="training steps before the validation CE")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--context-frames", type=int, default=90, help="frames per training window")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-batches", type=int, default=8)
     parser.add_argument("--gen-context", type=int, default=30, help="context frames for generation")
     parser.add_argument("--gen-frames", type=int, default=60, help="frames to generate")
-    parser.add_argument("--repeats", type=int, default=3, help="generation runs per batch size and round")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating generation rounds (ours, peer, ...)")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating speed rounds (ours, peer, ours, ...)")
+    parser.add_argument("--speed-steps", type=int, default=3, help="timed training steps per model and round")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the results as JSON here")
@@ -289,7 +354,8 @@ def main(argv=None) -> int:
 
     if args.worker:
         phase, name = args.worker.split(":")
-        result = (train_phase if phase == "train" else generation_phase)(name, args, Path(args.model_dir))
+        result = speed_phase(args, Path(args.model_dir)) if phase == "speed" else \
+            PHASES[phase](name, args, Path(args.model_dir))
         Path(args.result).write_text(json.dumps(result))
         return 0
 
@@ -297,11 +363,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp)
         results = {name: run_worker("train", name, args, model_dir) for name in MODELS}
-        for _ in range(args.rounds):
-            for name in MODELS:
-                for key, value in run_worker("generate", name, args, model_dir).items():
-                    better = max if "frames_per_s" in key else min
-                    results[name][key] = better(results[name].get(key, value), value)
+        for name in MODELS:
+            results[name].update(run_worker("generation-memory", name, args, model_dir))
+        for name, speeds in run_worker("speed", "both", args, model_dir).items():
+            results[name].update(speeds)
     settings = {k: v for k, v in vars(args).items() if k not in ("worker", "model_dir", "result")}
     report = {"settings": settings, "load_average_before": load_before, "load_average_after": os.getloadavg(),
               "torch": torch.__version__, **results}

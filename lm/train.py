@@ -18,6 +18,7 @@ What OUT holds:
     final/          the trained LM (save_pretrained: config.json + model.safetensors, float32
                     or --save-dtype float16); load it with lm.load_lm(OUT/final) or
                     `eqcodec generate --lm OUT/final`
+    best/           the LM of the validation with the lowest cross-entropy so far (same format)
     checkpoint/     accelerate state + step.json + run.json, written every --eval-every steps;
                     rerunning the same command resumes from it exactly
     metrics.jsonl   one JSON record per validation: per-stream cross-entropy (nats), perplexity
@@ -283,12 +284,20 @@ def main(args: argparse.Namespace) -> int:
     accelerator.register_for_checkpointing(scheduler)
     unwrapped = accelerator.unwrap_model(model)
 
-    step = 0
+    step, best_ce = 0, math.inf
     if (checkpoint / "step.json").is_file():
         accelerator.load_state(str(checkpoint))
-        step = json.loads((checkpoint / "step.json").read_text())["step"]
+        saved = json.loads((checkpoint / "step.json").read_text())
+        step, best_ce = saved["step"], saved.get("best_eval_ce", math.inf)
         log(f"resumed from {checkpoint} at step {step}")
     batches = accelerator.skip_first_batches(loader, step * args.grad_accum) if step else loader
+
+    def save_lm(lm: SeismicLM, directory: Path) -> None:
+        """save_pretrained in --save-dtype, atomically."""
+        tmp = directory.with_name(directory.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        (lm if args.save_dtype == "float32" else copy.deepcopy(lm).to(torch.float16)).save_pretrained(tmp)
+        _replace_dir(tmp, directory)
 
     def save_checkpoint() -> None:
         """accelerate state (model, optimizer, scheduler, RNGs of every process) + step, written atomically."""
@@ -299,7 +308,7 @@ def main(args: argparse.Namespace) -> int:
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            (tmp / "step.json").write_text(json.dumps({"step": step}))
+            (tmp / "step.json").write_text(json.dumps({"step": step, "best_eval_ce": best_ce}))
             (tmp / "run.json").write_text(json.dumps(run))
             _replace_dir(tmp, checkpoint)
         accelerator.wait_for_everyone()
@@ -331,6 +340,9 @@ def main(args: argparse.Namespace) -> int:
                       "train_frames_per_s": round(window_frames / elapsed, 1)}
             if accelerator.is_main_process:
                 values.update(evaluate(unwrapped, eval_loader, args.eval_batches))
+                if values.get("eval_ce", math.inf) < best_ce:
+                    best_ce = values["eval_ce"]
+                    save_lm(unwrapped, out / "best")
             record(values)
             save_checkpoint()
             window_loss, window_frames, window_start = [], 0, time.perf_counter()
@@ -345,11 +357,7 @@ def main(args: argparse.Namespace) -> int:
         log(f"stopped at step {step} of {args.steps}; rerun the same command to resume")
         return 0
     if accelerator.is_main_process:
-        tmp = out / "final.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        final = unwrapped if args.save_dtype == "float32" else copy.deepcopy(unwrapped).to(torch.float16)
-        final.save_pretrained(tmp)
-        _replace_dir(tmp, out / "final")
+        save_lm(unwrapped, out / "final")
     record({"event": "done", "step": step, "processes": accelerator.num_processes, "windows_per_step": args.batch_size,
             "windows_per_process_and_pass": micro, "weights_in_sync": in_sync})
     log(f"done: {out / 'final'}")

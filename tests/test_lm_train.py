@@ -62,13 +62,17 @@ def test_training_lowers_validation_loss_and_saves_a_loadable_lm(small, tmp_path
     assert weights(tmp_path / "run" / "final")["lm_head.weight"].dtype == torch.float16
     assert next(lm.parameters()).dtype == torch.float32
     assert not (tmp_path / "run" / "final.tmp").exists()
+    # best/ holds the LM of the lowest validation cross-entropy: the final one iff the last validation is best.
+    last_is_best = evals[-1]["eval_ce"] == min(r["eval_ce"] for r in evals)
+    best, final = weights(tmp_path / "run" / "best"), weights(tmp_path / "run" / "final")
+    assert torch.equal(best["lm_head.weight"], final["lm_head.weight"]) == last_is_best
 
 
 def test_rerunning_an_interrupted_run_resumes_exactly(small, tmp_path):
     assert train(small, tmp_path / "straight", "--steps", "6", "--eval-every", "3") == 0
     assert train(small, tmp_path / "resumed", "--steps", "6", "--eval-every", "3", "--stop-after", "3") == 0
     assert not (tmp_path / "resumed" / "final").exists()
-    assert json.loads((tmp_path / "resumed" / "checkpoint" / "step.json").read_text()) == {"step": 3}
+    assert json.loads((tmp_path / "resumed" / "checkpoint" / "step.json").read_text())["step"] == 3
     assert train(small, tmp_path / "resumed", "--steps", "6", "--eval-every", "3") == 0
     assert "resumed from" in (tmp_path / "resumed" / "train.log").read_text()
     a, b = weights(tmp_path / "straight" / "final"), weights(tmp_path / "resumed" / "final")
