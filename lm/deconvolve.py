@@ -12,7 +12,11 @@ methods:
   wiener  Wiener prediction-error filter (Peacock and Treitel 1969): an operator
           of --operator-seconds L, least-squares on the trace's autocorrelation,
           with --prewhitening; --design-window makes it time-varying
-  lm      the token language model's prediction (not available yet)
+  lm      the token language model's conditional-mean prediction: each 1-s frame
+          is predicted from the C s of data ending at least --lag before it
+          (C = --operator-seconds, at least 10 s), as the mean of 8 sampled LM
+          continuations decoded by the codec; the first C + lag seconds are
+          left as they are (prediction 0). Slow: about 1 s of CPU per 10 s of trace
 
 Choose --lag at or slightly before the first multiple (e.g. the water-layer
 two-way time, seen as a strong peak of the trace's autocorrelation), and an
@@ -76,23 +80,66 @@ def lm_available() -> bool:
     return importlib.util.find_spec("lm.generate") is not None
 
 
-def lm_prediction(samples: np.ndarray, lag_samples: int, context_samples: int) -> np.ndarray:
-    """[N]: the token LM's prediction of samples[n] from samples[: n - lag + 1] (interface slot).
+#: Sampled continuations averaged per predicted frame, and windows generated per LM call (bounds memory).
+LM_SAMPLES = 8
+LM_WINDOWS_PER_CALL = 32
+_LM_AND_CODEC = []  # the shipped LM and codec, loaded on first use
 
-    To be filled in once lm/ can continue traces: encode the trace with the
-    codec, and for each block of `lag_samples` (whole 1-s frames) condition
-    the LM on up to `context_samples` of tokens ending `lag_samples` before
-    the block, sample continuations, decode them, and take their mean (the
-    conditional-mean prediction, as the Wiener filter gives). Until then this
-    raises LMUnavailableError: no placeholder prediction is ever returned.
+
+def lm_prediction(samples: np.ndarray, lag_samples: int, context_samples: int, *,
+                  n_samples: int = LM_SAMPLES, seed: int = 0) -> np.ndarray:
+    """[N]: the token LM's prediction of samples[n] from samples[: n - lag + 1] (conditional mean).
+
+    The trace is cut in 1-s frames. Frame t is predicted from the window of
+    C whole frames that ends g frames before it, g = max(1, ceil((lag - 1) / 40)),
+    so that every sample of frame t is at least `lag` samples after the
+    window's last sample. The LM continues each window by g frames
+    (n_samples continuations, top-k 50, temperature 0.8; lm.generate), the
+    codec decodes them, and the mean of the samples' last frame is the
+    prediction. C = ceil(context_samples / 40) clamped to 10 s .. the LM's
+    window (the LM needs at least lm.generate.MIN_CONTEXT_SECONDS). The first
+    C + g frames have no such window: their prediction is 0 (nothing removed).
+    All windows of a trace are generated together in batches.
     """
     if not lm_available():
         raise LMUnavailableError(
             "--method lm needs the token language model's generation code (lm/generate.py), "
             "which this installation does not have yet; use --method wiener")
-    raise LMUnavailableError(
-        "--method lm: the token LM is installed but its deconvolution predictor "
-        "(lm.deconvolve.lm_prediction) is not connected yet; use --method wiener")
+    import math
+
+    import obspy
+
+    from .generate import MIN_CONTEXT_SECONDS, generate_continuations
+
+    lm, codec = _shipped_lm_and_codec()
+    frame = int(SAMPLING_RATE)  # samples per codec frame (1 s)
+    gap = max(1, math.ceil((lag_samples - 1) / frame))
+    context_frames = min(max(math.ceil(context_samples / frame), MIN_CONTEXT_SECONDS), lm.config.max_frames)
+    targets = list(range(context_frames + gap, math.ceil(len(samples) / frame)))  # frame indices predicted
+    prediction = np.zeros(len(targets) * frame + (context_frames + gap) * frame)
+    for first in range(0, len(targets), LM_WINDOWS_PER_CALL):
+        chunk = targets[first : first + LM_WINDOWS_PER_CALL]
+        # One trace per window, with a distinct station code so generate_continuations keeps them apart.
+        windows = obspy.Stream([obspy.Trace(samples[(t - gap - context_frames) * frame : (t - gap) * frame].copy(),
+                                            header={"station": f"W{i}", "sampling_rate": SAMPLING_RATE})
+                                for i, t in enumerate(chunk)])
+        continuations = generate_continuations(windows, lm, codec, context_frames, gap, samples=n_samples,
+                                               temperature=0.8, top_k=50, seed=seed + first, allow_clipped=True)
+        for i, t in enumerate(chunk):
+            members = np.stack([stream[i].data[-frame:] for stream in continuations])  # [S, 40]: frame t
+            prediction[t * frame : (t + 1) * frame] = members.mean(axis=0)
+    return prediction[: len(samples)]
+
+
+def _shipped_lm_and_codec():
+    """The shipped LM and codec (loaded once per process)."""
+    if not _LM_AND_CODEC:
+        from codec.model import EQCodec
+
+        from .model import load_lm
+
+        _LM_AND_CODEC.extend([load_lm(), EQCodec.from_pretrained()])
+    return _LM_AND_CODEC
 
 
 METHODS = ("wiener", "lm")

@@ -1,0 +1,222 @@
+"""`eqcodec forecast`: probabilistic forecast of seismic traces with the token LM.
+
+For each trace of INPUT the LM continues the last --context-seconds with
+--samples sampled continuations of --seconds (lm.generate.generate_continuations:
+codec tokens, top-k sampling, decoded in the input's physical units at 40 Hz).
+The forecast starts exactly where the input ends, one 40 Hz sample after its
+last sample at 40 Hz.
+
+Output files (trace ids NET.STA.LOC.CHA are kept unchanged in every file):
+    OUT                       miniSEED, per trace the per-sample median of the S continuations
+    OUT_STEM.q05.SUFFIX       miniSEED, the 5 % quantile (e.g. fc.mseed -> fc.q05.mseed)
+    OUT_STEM.q95.SUFFIX       miniSEED, the 95 % quantile
+    OUT_STEM.json             forecast envelope: per trace and per second, the RMS amplitude
+                              of the context and the median and 5-95 % band over the S samples
+    --plot PNG                (default OUT_STEM.png) context, median and 5-95 % band; envelope below
+
+The quantile traces are pointwise quantiles: a band of where the waveform
+may be, not a waveform. The envelope is computed per continuation first (RMS
+of each 1-s frame), then summarized over the samples.
+
+Errors (N <= 0, a context shorter than 10 s or longer than the LM's window,
+NaN or gaps in the context, an unknown checkpoint) leave no file behind.
+
+example:
+  eqcodec forecast event.mseed --context-seconds 30 --seconds 20 --samples 32 --out fc.mseed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from codec.model import EQCodec
+from codec.preprocess import FRAME_LENGTH, SAMPLING_RATE, InputError, read_stream
+
+from .generate import context_samples, generate_continuations
+from .model import SeismicLM, load_lm
+
+#: Sampling defaults of forecasts: top-k 50 avoids the rare wild gain jumps of plain sampling.
+DEFAULT_TOP_K = 50
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_SAMPLES = 32
+#: Quantiles (%) of the band written and drawn.
+BAND_PERCENTILES = (5, 50, 95)
+
+
+def forecast_samples(samples_40hz: np.ndarray, lm: SeismicLM, codec: EQCodec, context_seconds: int,
+                     horizon_seconds: int, n_samples: int, seed: int | None = None, top_k: int | None = DEFAULT_TOP_K,
+                     temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
+    """[S, H * 40] sampled continuations of a 40 Hz array, in its physical units.
+
+    samples_40hz: [N] samples at 40 Hz, N >= context_seconds * 40; its last
+    context_seconds are the context. Continuation sample 0 comes 1/40 s after
+    samples_40hz[-1]. Raises InputError for bad arguments or NaN in the context.
+    """
+    import obspy
+
+    if not isinstance(horizon_seconds, (int, np.integer)) or horizon_seconds < 1:
+        raise InputError(f"the forecast horizon must be a whole number of seconds >= 1, got {horizon_seconds!r}")
+    samples_40hz = np.asarray(samples_40hz, dtype=np.float64)
+    if samples_40hz.ndim != 1:
+        raise InputError(f"expected a 1-D array of samples, got shape {samples_40hz.shape}")
+    if isinstance(context_seconds, (int, np.integer)) and len(samples_40hz) < context_seconds * FRAME_LENGTH:
+        raise InputError(f"the array holds {len(samples_40hz) / SAMPLING_RATE:g} s at 40 Hz, shorter than the "
+                         f"{context_seconds} s context")
+    trace = obspy.Trace(samples_40hz, header={"sampling_rate": SAMPLING_RATE, "station": "FCST"})
+    continuations = generate_continuations(obspy.Stream([trace]), lm, codec, context_seconds, horizon_seconds,
+                                           samples=n_samples, temperature=temperature, top_k=top_k, seed=seed)
+    return np.stack([stream[0].data for stream in continuations])
+
+
+def per_second_rms(waveforms: np.ndarray) -> np.ndarray:
+    """[..., T * 40] -> [..., T] RMS amplitude of each 1-s frame (a trailing partial second is dropped)."""
+    seconds = waveforms.shape[-1] // FRAME_LENGTH
+    frames = waveforms[..., : seconds * FRAME_LENGTH].reshape(*waveforms.shape[:-1], seconds, FRAME_LENGTH)
+    return np.sqrt(np.mean(frames**2, axis=-1))
+
+
+def forecast_envelope(members: np.ndarray) -> dict:
+    """Envelope summary of [S, H * 40] continuations: per-second RMS median and 5/95 % quantiles (lists of H)."""
+    rms = per_second_rms(members)  # [S, H]
+    low, median, high = np.percentile(rms, BAND_PERCENTILES, axis=0)
+    return {"rms_median": median.tolist(), "rms_q05": low.tolist(), "rms_q95": high.tolist()}
+
+
+def output_paths(out: Path) -> dict[str, Path]:
+    """The files of one forecast (see the module docstring)."""
+    return {"median": out, "q05": out.with_name(f"{out.stem}.q05{out.suffix}"),
+            "q95": out.with_name(f"{out.stem}.q95{out.suffix}"), "json": out.with_suffix(".json")}
+
+
+def summarize(stream, continuations: list, context_seconds: int) -> tuple[dict, dict]:
+    """Quantile Streams {'q05', 'median', 'q95'} and the envelope JSON of S continuation Streams."""
+    quantile_streams = {name: continuations[0].copy() for name in ("q05", "median", "q95")}
+    envelopes = []
+    for i, first in enumerate(continuations[0]):
+        members = np.stack([c[i].data for c in continuations])  # [S, H * 40]
+        for name, values in zip(("q05", "median", "q95"), np.percentile(members, BAND_PERCENTILES, axis=0)):
+            quantile_streams[name][i].data = values
+        last_piece = max(stream.select(id=first.id), key=lambda tr: tr.stats.endtime)
+        context, _ = context_samples(last_piece, context_seconds, allow_clipped=True)  # [C * 40] at 40 Hz
+        context_rms = per_second_rms(context - np.mean(context))
+        envelopes.append({"id": first.id, "starttime": str(first.stats.starttime),
+                          "seconds": members.shape[1] // FRAME_LENGTH, "samples": len(members),
+                          "context_rms_per_second": context_rms.tolist(), **forecast_envelope(members - np.mean(context))})
+    return quantile_streams, {"traces": envelopes,
+                              "note": "per-second RMS amplitude in input units, offset (context mean) removed; "
+                                      "median and 5-95 % band over the sampled continuations"}
+
+
+def plot_forecast(stream, quantiles: dict, envelope: dict, context_seconds: int, path: Path) -> None:
+    """PNG: per trace, the context, the median forecast and its 5-95 % band; below, the per-second RMS envelope."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(quantiles["median"])
+    fig, axes = plt.subplots(2 * n, 1, figsize=(10, 4.2 * n), squeeze=False)
+    for i, median in enumerate(quantiles["median"]):
+        wave_ax, env_ax = axes[2 * i, 0], axes[2 * i + 1, 0]
+        t0 = median.stats.starttime
+        context = max(stream.select(id=median.id), key=lambda tr: tr.stats.endtime).slice(t0 - context_seconds, t0)
+        wave_ax.plot(context.times(reftime=t0), context.data, color="black", lw=0.7,
+                     label=f"input (last {context_seconds} s)")
+        t = median.times()
+        wave_ax.fill_between(t, quantiles["q05"][i].data, quantiles["q95"][i].data, color="tab:red", alpha=0.25,
+                             lw=0, label="5-95 % (pointwise)")
+        wave_ax.plot(t, median.data, color="tab:red", lw=0.8, label="median")
+        wave_ax.axvline(0, color="grey", ls="--", lw=0.8)
+        wave_ax.set_title(median.id, fontsize=9, loc="left")
+        wave_ax.set_ylabel("amplitude")
+        wave_ax.legend(fontsize=7, loc="upper left")
+        e = envelope["traces"][i]
+        seconds_ctx = np.arange(-len(e["context_rms_per_second"]), 0) + 0.5
+        seconds_fc = np.arange(e["seconds"]) + 0.5
+        env_ax.semilogy(seconds_ctx, e["context_rms_per_second"], color="black", lw=0.9, label="input RMS")
+        env_ax.fill_between(seconds_fc, e["rms_q05"], e["rms_q95"], color="tab:red", alpha=0.25, lw=0,
+                            label="forecast RMS 5-95 %")
+        env_ax.semilogy(seconds_fc, e["rms_median"], color="tab:red", lw=0.9, label="forecast RMS median")
+        env_ax.axvline(0, color="grey", ls="--", lw=0.8)
+        env_ax.set_ylabel("RMS per second")
+        env_ax.legend(fontsize=7, loc="upper left")
+    axes[-1, 0].set_xlabel(f"seconds after the end of the input ({quantiles['median'][0].stats.starttime})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    from .generate import _positive_float, _positive_int
+
+    parser = parser or argparse.ArgumentParser(prog="eqcodec forecast")
+    parser.description = __doc__
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("input", metavar="INPUT", help="waveform file (any obspy format)")
+    parser.add_argument("--context-seconds", type=int, required=True,
+                        help="seconds at the end of each trace the LM reads (>= 10, <= the LM's window)")
+    parser.add_argument("--seconds", type=int, required=True, help="seconds to forecast (>= 1)")
+    parser.add_argument("--out", required=True, help="miniSEED of the median forecast (see above for the others)")
+    parser.add_argument("--samples", type=_positive_int, default=DEFAULT_SAMPLES,
+                        help="sampled continuations per trace (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--top-k", type=_positive_int, default=DEFAULT_TOP_K, help="default: %(default)s")
+    parser.add_argument("--temperature", type=_positive_float, default=DEFAULT_TEMPERATURE,
+                        help="default: %(default)s")
+    parser.add_argument("--lm", help="LM folder (default: the shipped lm/pretrained)")
+    parser.add_argument("--codec", help="codec folder (default: the shipped codec/pretrained)")
+    parser.add_argument("--plot", help="PNG path (default: OUT with .png)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    # Argument checks before any work (generate_continuations checks them again for API users).
+    if args.seconds < 1:
+        raise InputError(f"--seconds must be >= 1, got {args.seconds}")
+    if args.context_seconds < 1:
+        raise InputError(f"--context-seconds must be >= 1, got {args.context_seconds}")
+    out = Path(args.out)
+    paths = output_paths(out)
+    paths["plot"] = Path(args.plot) if args.plot else out.with_suffix(".png")
+    stream = read_stream(args.input)
+    lm = load_lm(args.lm)
+    codec = EQCodec.from_pretrained(args.codec)
+    continuations = generate_continuations(stream, lm, codec, args.context_seconds, args.seconds,
+                                           samples=args.samples, temperature=args.temperature, top_k=args.top_k,
+                                           seed=args.seed)
+    quantiles, envelope = summarize(stream, continuations, args.context_seconds)
+    envelope["settings"] = {"input": str(args.input), "context_seconds": args.context_seconds,
+                            "seconds": args.seconds, "samples": args.samples, "top_k": args.top_k,
+                            "temperature": args.temperature, "seed": args.seed,
+                            "lm_codec_id": lm.config.codec_id}
+
+    # Everything under temporary names first, then renamed: no half-written output.
+    writers = {name: (lambda tmp, s=quantiles[name]: s.write(str(tmp), format="MSEED", encoding="FLOAT64"))
+               for name in ("median", "q05", "q95")}
+    writers["json"] = lambda tmp: tmp.write_text(json.dumps(envelope, indent=1))
+    writers["plot"] = lambda tmp: plot_forecast(stream, quantiles, envelope, args.context_seconds, tmp)
+    written = []
+    try:
+        for name, write in writers.items():
+            path = paths[name]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            written.append((tmp, path))
+            write(tmp)
+    except BaseException:
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, path in written:
+        os.replace(tmp, path)
+    print(f"{len(quantiles['median'])} trace(s), {args.samples} samples of {args.seconds} s: "
+          + ", ".join(str(path) for _, path in written))
+    return 0
