@@ -57,7 +57,7 @@ TARGETS = {"train_frames_per_s": 1.0, "gen_frames_per_s_b1": 1.5, "gen_frames_pe
 
 # ---------------------------------------------------------------------- the peer
 def musicgen_for(config):
-    """MusicgenForCausalLM with the LM config's width, depth, heads, MLP size and 9 codebooks."""
+    """MusicgenForCausalLM with the LM config's width, depth, heads, MLP size, dropout and 9 codebooks."""
     from transformers import MusicgenDecoderConfig, MusicgenForCausalLM
 
     vocab = config.codebook_size
@@ -65,7 +65,7 @@ def musicgen_for(config):
         vocab_size=vocab, num_codebooks=config.num_streams, hidden_size=config.hidden_size,
         num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
         ffn_dim=config.intermediate_size, max_position_embeddings=config.max_positions + 1,
-        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, activation_function="gelu",
+        dropout=config.dropout, attention_dropout=config.dropout, activation_dropout=0.0, activation_function="gelu",
         pad_token_id=vocab, bos_token_id=vocab, attn_implementation="sdpa"))
     peer.generation_config.update(decoder_start_token_id=vocab, pad_token_id=vocab, do_sample=True,
                                   top_k=0, num_return_sequences=1)
@@ -153,7 +153,7 @@ def train_step(name: str, model, optimizer, scheduler, helper: SeismicLM, batch:
 def optimizer_for(model, args):
     from transformers import get_cosine_schedule_with_warmup
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
     return optimizer, get_cosine_schedule_with_warmup(optimizer, max(1, args.steps // 10), args.steps)
 
 

@@ -285,7 +285,7 @@ class _Sampler:
     def __init__(self, vocab_sizes: list[int], temperature: float, top_k: int | None, top_p: float | None,
                  generator: torch.Generator | None):
         self.groups = [list(group) for _, group in groupby(range(len(vocab_sizes)), key=vocab_sizes.__getitem__)]
-        self.warpers = [TemperatureLogitsWarper(temperature)]
+        self.warpers = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
         if top_k:
             self.warpers.append(TopKLogitsWarper(top_k))
         if top_p is not None and top_p < 1.0:

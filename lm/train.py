@@ -90,17 +90,17 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--init", help="start from this LM (fine-tuning); its codec_id must match the corpus")
     parser.add_argument("--config", help=f"LM config JSON or a name in lm/configs (default: {DEFAULT_CONFIG.name}); "
                                          "ignored with --init")
-    parser.add_argument("--steps", type=_positive_int, default=3000, help="optimizer steps (default: %(default)s)")
-    parser.add_argument("--batch-size", type=_positive_int, default=32,
+    parser.add_argument("--steps", type=_positive_int, default=300, help="optimizer steps (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_positive_int, default=16,
                         help="windows per optimizer step, over all processes (default: %(default)s)")
     parser.add_argument("--context-frames", "--length", dest="context_frames", type=_positive_int,
                         help="frames (seconds) per training window (default: the config's max_frames)")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=100, help="warm-up steps (default: %(default)s)")
-    parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=50, help="warm-up steps (default: %(default)s)")
+    parser.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default: %(default)s)")
     parser.add_argument("--grad-accum", type=_positive_int, default=1,
                         help="forward passes per optimizer step (default: %(default)s)")
-    parser.add_argument("--eval-every", type=_positive_int, default=250,
+    parser.add_argument("--eval-every", type=_positive_int, default=50,
                         help="validate and checkpoint every N steps (default: %(default)s)")
     parser.add_argument("--eval-batches", type=_positive_int, default=50,
                         help="at most this many validation batches (default: %(default)s)")
