@@ -152,7 +152,7 @@ def plot_forecast(stream, quantiles: dict, envelope: dict, context_seconds: int,
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    from .generate import _positive_float, _positive_int
+    from codec.cli import positive_float as _positive_float, positive_int as _positive_int
 
     parser = parser or argparse.ArgumentParser(prog="eqcodec forecast")
     parser.description = __doc__

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from codec.cli import positive_float as _positive_float, positive_int as _positive_int, probability as _probability
 from codec.model import CheckpointError, EncodedWaveform, EQCodec
 from codec.preprocess import (FRAME_LENGTH, SAMPLING_RATE, InputError, check_samples, read_stream,
                               resample_to_codec_rate, trace_label)
@@ -206,31 +207,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return parser
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = _positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
 
 
 def main(args: argparse.Namespace) -> int:
