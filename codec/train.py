@@ -95,6 +95,20 @@ def evaluate(model: EQCodec, traces: list[np.ndarray]) -> dict:
     return results
 
 
+def run_logger(accelerator, log_path: Path):
+    """log(message): timestamped line appended to log_path and printed above the progress bar (main process only)."""
+    from tqdm.auto import tqdm
+
+    def log(message: str) -> None:
+        if accelerator.is_main_process:
+            line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
+            with open(log_path, "a") as f:
+                f.write(line + "\n")
+            tqdm.write(line)
+
+    return log
+
+
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     """Linear warm-up, then cosine decay to 10 % of the peak."""
     if step < warmup:
@@ -132,14 +146,7 @@ def main(args: argparse.Namespace) -> int:
     set_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "train.log"
-
-    def log(message: str) -> None:
-        if accelerator.is_main_process:
-            line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
-            with open(log_path, "a") as f:
-                f.write(line + "\n")
-            tqdm.write(line)
+    log = run_logger(accelerator, out / "train.log")
 
     train_files, eval_files = nc_events_split(args.data)
     extra = [] if args.no_obspy_recordings else obspy_recordings()

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from codec.train import run_logger
 from codec.cli import fraction as _fraction, positive_int as _positive_int
 from codec.model import CheckpointError
 from codec.preprocess import InputError
@@ -233,14 +234,7 @@ def main(args: argparse.Namespace) -> int:
                                   "(use --init OUT/final to continue training a finished LM)")
 
     out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "train.log"
-
-    def log(message: str) -> None:
-        if accelerator.is_main_process:
-            line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
-            with open(log_path, "a") as f:
-                f.write(line + "\n")
-            tqdm.write(line)
+    log = run_logger(accelerator, out / "train.log")
 
     def record(values: dict) -> None:
         if accelerator.is_main_process:
