@@ -10,6 +10,13 @@ Pipeline for a trace x sampled at 40 Hz (physical units):
     x_hat   = decoder(sum of first k code vectors, gain context) * G_t + offset
 
 so decoding from the first k codebooks costs 10 k + 8 bits/s.
+
+With `identity_skip` (latent_dim = frame_length), both networks learn a
+correction around the identity: z = u + encoder(u, ...) for the unit frames u,
+and u_hat = q + decoder(q, ...) for the quantized latents q. Their last layers
+start at zero, so with the residual VQ started from the k-means codebooks of
+the gain-shape baseline (codec.baselines) an untrained EQcodec *is* that
+baseline; training then adds what the networks see across neighbouring frames.
 """
 
 from __future__ import annotations
@@ -49,8 +56,13 @@ class EQCodecConfig:
     # Residual VQ training (vector-quantize-pytorch): EMA updates, k-means init, dead-code reset.
     ema_decay: float = 0.99
     kmeans_iters: int = 10
+    # A code is replaced by a random batch vector when its EMA count of uses per
+    # batch falls below this. Keep it well below the mean count (batch frames /
+    # codebook size): at 2.0 with ~2.4 uses per code per batch, a third of the
+    # codes were re-drawn at every step.
     dead_code_threshold: float = 2.0
     commitment_weight: float = 1.0
+    identity_skip: bool = False  # networks learn corrections around the identity (see module docstring)
     model_type: str = "eqcodec"
 
     @property
@@ -119,6 +131,30 @@ class EQCodec(nn.Module):
             quantize_dropout=True,  # trains every k in 1..K from one model
             quantize_dropout_cutoff_index=0,
         )
+        if config.identity_skip:
+            if D != F:
+                raise ValueError(f"identity_skip needs latent_dim == frame_length, got {D} and {F}")
+            for network in (self.encoder, self.decoder):
+                last = network.model[-1]  # corrections start at zero
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
+
+    def init_codebooks(self, codebooks: torch.Tensor) -> None:
+        """Start the residual VQ from given centroids [K, C, D] instead of k-means on the first batch.
+
+        Used with the gain-shape baseline's k-means codebooks (fitted on far
+        more frames than one batch). Touches vector-quantize-pytorch's EMA
+        buffers, which it keeps per layer in `_codebook`.
+        """
+        K, C, D = self.config.num_codebooks, self.config.codebook_size, self.config.latent_dim
+        if tuple(codebooks.shape) != (K, C, D):
+            raise ValueError(f"codebooks of shape {tuple(codebooks.shape)} do not fit this codec ({K}, {C}, {D})")
+        for layer, centroids in zip(self.quantizer.layers, codebooks):
+            book = layer._codebook
+            book.embed.data.copy_(centroids[None])
+            book.embed_avg.data.copy_(centroids[None])  # EMA sum = centroid x count (count 1)
+            book.cluster_size.data.fill_(1.0)
+            book.initted.data.fill_(True)
 
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, directory: str | Path) -> None:
@@ -171,37 +207,47 @@ class EQCodec(nn.Module):
         return digest.hexdigest()[:16]
 
     # ------------------------------------------------------------------ framing and gain
+    # Long traces are framed chunk by chunk: only the input, the tokens and
+    # the output ever exist at full length, never float64 copies of them.
+    def _frames(self, x: torch.Tensor, offset: torch.Tensor, first: int, stop: int) -> torch.Tensor:
+        """Frames first..stop-1 of [B, N] samples, demeaned, the last one zero-padded: [B, T', F] float64."""
+        F = self.config.frame_length
+        segment = x[:, first * F : stop * F].double() - offset[:, None]
+        pad = (stop - first) * F - segment.shape[-1]
+        if pad:
+            segment = torch.nn.functional.pad(segment, (0, pad))
+        return segment.reshape(x.shape[0], stop - first, F)
+
+    def frame_gains(self, x: torch.Tensor, chunk_frames: int = 4096):
+        """[B, N] samples (physical) -> gain levels [B, T], scale [B], offset [B] (see codec.gain)."""
+        F, N = self.config.frame_length, x.shape[-1]
+        T = -(-N // F)
+        offset = sum(x[:, a : a + chunk_frames * F].double().sum(-1) for a in range(0, N, chunk_frames * F)) / N
+        rms = torch.cat([gainlib.frame_rms(self._frames(x, offset, t, min(t + chunk_frames, T)))
+                         for t in range(0, T, chunk_frames)], dim=-1)
+        scale = gainlib.choose_scale(rms)
+        return gainlib.quantize_gain(rms, scale), scale, offset
+
+    def _unit_frames(self, x, gain, scale, offset, first: int, stop: int) -> torch.Tensor:
+        """Frames first..stop-1 divided by their quantized gains: [B, F, T'] float32 (the networks' input)."""
+        frames = self._frames(x, offset, first, stop)
+        return (frames / gainlib.dequantize_gain(gain[:, first:stop], scale)[..., None]).transpose(1, 2).float()
+
     def normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """[B, N] samples (physical) -> unit-RMS frames [B, F, T] (float32), gain [B, T], scale [B], offset [B]."""
-        F = self.config.frame_length
-        x = x.double()
-        offset = x.mean(-1)
-        x = x - offset[:, None]
-        pad = (-x.shape[-1]) % F
-        if pad:
-            x = torch.nn.functional.pad(x, (0, pad))
-        frames = x.reshape(x.shape[0], -1, F)  # [B, T, F]
-        rms = gainlib.frame_rms(frames)
-        scale = gainlib.choose_scale(rms)
-        gain = gainlib.quantize_gain(rms, scale)
-        unit = frames / gainlib.dequantize_gain(gain, scale)[..., None]
-        return unit.transpose(1, 2).float(), gain, scale, offset
-
-    def denormalize(self, unit: torch.Tensor, gain: torch.Tensor, scale: torch.Tensor,
-                    offset: torch.Tensor, length: int) -> torch.Tensor:
-        """Unit-RMS frames [B, F, T] -> [B, length] samples in physical units (float64)."""
-        frames = unit.transpose(1, 2).double() * gainlib.dequantize_gain(gain, scale)[..., None]
-        x = frames.reshape(frames.shape[0], -1)[:, :length]
-        return x + offset[:, None]
+        gain, scale, offset = self.frame_gains(x)
+        return self._unit_frames(x, gain, scale, offset, 0, gain.shape[-1]), gain, scale, offset
 
     # ------------------------------------------------------------------ networks
     def _encode_frames(self, unit: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
         """[B, F, T] unit frames -> [B, D, T] latents."""
-        return self.encoder(torch.cat([unit, gainlib.gain_context(gain)], dim=1))
+        latent = self.encoder(torch.cat([unit, gainlib.gain_context(gain)], dim=1))
+        return latent + unit if self.config.identity_skip else latent
 
     def _decode_latents(self, latent: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
         """[B, D, T] quantized latents -> [B, F, T] unit frames."""
-        return self.decoder(torch.cat([latent, gainlib.gain_context(gain)], dim=1))
+        unit = self.decoder(torch.cat([latent, gainlib.gain_context(gain)], dim=1))
+        return unit + latent if self.config.identity_skip else unit
 
     def _nearest_codes(self, latent: torch.Tensor) -> torch.Tensor:
         """[B, D, T] latents -> [B, K, T] residual nearest-neighbour indices (inference)."""
@@ -223,30 +269,24 @@ class EQCodec(nn.Module):
         latent = sum(codebooks[q][codes[:, q]] for q in range(codes.shape[1]))  # [B, T, D]
         return latent.transpose(1, 2)
 
-    def _chunked(self, fn, x: torch.Tensor, gain: torch.Tensor, radius: int, chunk_frames: int) -> torch.Tensor:
-        """Apply a frame-rate network to [B, C, T] in overlapping chunks.
+    @staticmethod
+    def _chunks(num_frames: int, radius: int, chunk_frames: int):
+        """Yield (start, stop, lo, hi): frames start..stop-1 are computed from frames lo..hi-1.
 
         Each chunk carries `radius` frames of real context on each side, so
         every kept output frame sees exactly what it would in a single pass.
         """
-        T = x.shape[-1]
-        if T <= chunk_frames:
-            return fn(x, gain)
-        outputs = []
-        for start in range(0, T, chunk_frames):
-            stop = min(start + chunk_frames, T)
-            lo, hi = max(start - radius, 0), min(stop + radius, T)
-            y = fn(x[..., lo:hi], gain[..., lo:hi])
-            outputs.append(y[..., start - lo : start - lo + stop - start])
-        return torch.cat(outputs, dim=-1)
+        for start in range(0, num_frames, chunk_frames):
+            stop = min(start + chunk_frames, num_frames)
+            yield start, stop, max(start - radius, 0), min(stop + radius, num_frames)
 
     # ------------------------------------------------------------------ public API
     @torch.inference_mode()
     def encode(self, x, chunk_frames: int = 1024) -> EncodedWaveform:
         """[B, N] or [N] samples at 40 Hz (numpy or torch, physical units) -> EncodedWaveform.
 
-        Memory does not grow with N beyond the input and the tokens: the
-        networks run on chunks of `chunk_frames` frames.
+        Memory does not grow with N beyond the input and the tokens: framing,
+        networks and quantizer run on chunks of `chunk_frames` frames.
         """
         x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
         if x.ndim == 1:
@@ -254,10 +294,12 @@ class EQCodec(nn.Module):
         if x.ndim != 2:
             raise ValueError(f"encode expects [B, N] or [N] samples, got shape {tuple(x.shape)}")
         device = next(self.parameters()).device
-        unit, gain, scale, offset = self.normalize(x.to(device))
-        radius = self.encoder.receptive_radius
-        encode_chunk = lambda u, g: self._nearest_codes(self._encode_frames(u, g))  # noqa: E731
-        codes = self._chunked(encode_chunk, unit, gain, radius, chunk_frames)
+        x = x.to(device)
+        gain, scale, offset = self.frame_gains(x)
+        codes = torch.empty(x.shape[0], self.config.num_codebooks, gain.shape[-1], dtype=torch.long, device=device)
+        for start, stop, lo, hi in self._chunks(gain.shape[-1], self.encoder.receptive_radius, chunk_frames):
+            latent = self._encode_frames(self._unit_frames(x, gain, scale, offset, lo, hi), gain[:, lo:hi])
+            codes[..., start:stop] = self._nearest_codes(latent[..., start - lo : stop - lo])
         return EncodedWaveform(codes, gain, scale, offset, x.shape[-1])
 
     @torch.inference_mode()
@@ -265,16 +307,18 @@ class EQCodec(nn.Module):
                chunk_frames: int = 1024) -> torch.Tensor:
         """EncodedWaveform -> [B, N] float64 samples in physical units, from the first k codebooks."""
         k = self.check_num_codebooks(num_codebooks)
-        codes = encoded.codes[:, :k]
+        codes, gain = encoded.codes[:, :k], encoded.gain
         if codes.shape[1] < k:
             raise ValueError(f"asked for {k} codebooks but the tokens hold only {codes.shape[1]}")
-        radius = self.decoder.receptive_radius
-
-        def decode_chunk(c, g):
-            return self._decode_latents(self._codes_to_latents(c), g)
-
-        unit = self._chunked(decode_chunk, codes, encoded.gain, radius, chunk_frames)
-        return self.denormalize(unit, encoded.gain, encoded.scale, encoded.offset, encoded.length)
+        F, (B, _, T) = self.config.frame_length, codes.shape
+        out = torch.empty(B, encoded.length, dtype=torch.float64, device=codes.device)
+        for start, stop, lo, hi in self._chunks(T, self.decoder.receptive_radius, chunk_frames):
+            unit = self._decode_latents(self._codes_to_latents(codes[..., lo:hi]), gain[:, lo:hi])
+            frames = unit[..., start - lo : stop - lo].transpose(1, 2).double()
+            frames = frames * gainlib.dequantize_gain(gain[:, start:stop], encoded.scale)[..., None]
+            samples = frames.reshape(B, -1)[:, : encoded.length - start * F]
+            out[:, start * F : start * F + samples.shape[-1]] = samples + encoded.offset[:, None]
+        return out
 
     def check_num_codebooks(self, k: int | None) -> int:
         K = self.config.num_codebooks

@@ -117,23 +117,44 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+EXAMPLES = """examples:
+  eqcodec train-codec --data events/ --out codec-run
+  eqcodec train-codec --data events/ --out small-run --config small.json --steps 2000 --batch-size 32
+  eqcodec train-codec --data my-events/ --out my-codec --init codec/pretrained --steps 1000 --lr 3e-4
+  accelerate launch -m codec.cli train-codec --data events/ --out codec-run    # several GPUs
+"""
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    from .cli import positive_float, positive_int
+
     parser = parser or argparse.ArgumentParser(prog="eqcodec train-codec", description=__doc__)
-    parser.add_argument("--data", required=True, help="folder of event-window miniSEED files (nc-events layout)")
-    parser.add_argument("--out", required=True, help="output folder: checkpoint/, final/, metrics.jsonl, train.log")
-    parser.add_argument("--no-obspy-recordings", action="store_true",
-                        help="do not add the real recordings bundled with obspy to the training data")
-    parser.add_argument("--config", help="codec config JSON (sizes); default: EQCodecConfig()")
-    parser.add_argument("--init", help="start from this codec checkpoint (fine-tuning)")
-    parser.add_argument("--steps", type=int, default=20000, help="optimizer steps (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=64, help="crops per step (default: %(default)s)")
-    parser.add_argument("--crop-seconds", type=int, default=32, help="crop length in seconds (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=500, help="warm-up steps (default: %(default)s)")
-    parser.add_argument("--spectral-weight", type=float, default=0.01,
-                        help="weight of the multi-resolution STFT loss (default: %(default)s)")
-    parser.add_argument("--eval-every", type=int, default=1000, help="validate and checkpoint every N steps")
-    parser.add_argument("--seed", type=int, default=0)
+    files = parser.add_argument_group("input/output")
+    files.add_argument("--data", required=True, metavar="DIR",
+                       help="folder of event-window miniSEED files (nc-events layout)")
+    files.add_argument("--out", required=True, metavar="RUN",
+                       help="output folder: checkpoint/, final/, metrics.jsonl, train.log")
+    files.add_argument("--no-obspy-recordings", action="store_true",
+                       help="do not add the real recordings bundled with obspy to the training data")
+    model = parser.add_argument_group("model")
+    model.add_argument("--config", metavar="JSON", help="codec config JSON (sizes) (default: EQCodecConfig())")
+    model.add_argument("--init", metavar="PATH", help="start from this codec checkpoint (fine-tuning)")
+    model.add_argument("--init-codebooks", metavar="FILE",
+                       help="start the residual VQ from a fitted gain-shape RVQ (codec.baselines, e.g. the one "
+                            "benchmarks/codec_benchmark.py caches) instead of k-means on the first batch; "
+                            "for configs with identity_skip")
+    training = parser.add_argument_group("training")
+    training.add_argument("--steps", type=positive_int, default=20000, metavar="N", help="optimizer steps (default: %(default)s)")
+    training.add_argument("--batch-size", type=positive_int, default=64, metavar="N", help="crops per step (default: %(default)s)")
+    training.add_argument("--crop-seconds", type=positive_int, default=32, metavar="S",
+                          help="crop length in seconds (default: %(default)s)")
+    training.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (default: %(default)s)")
+    training.add_argument("--warmup", type=int, default=500, metavar="N", help="warm-up steps (default: %(default)s)")
+    training.add_argument("--spectral-weight", type=float, default=0.01, metavar="W",
+                          help="weight of the multi-resolution STFT loss (default: %(default)s)")
+    training.add_argument("--eval-every", type=positive_int, default=1000, metavar="N",
+                          help="validate and checkpoint every N steps (default: %(default)s)")
+    training.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default: %(default)s)")
     return parser
 
 
@@ -164,6 +185,11 @@ def main(args: argparse.Namespace) -> int:
     else:
         config = EQCodecConfig.from_dict(json.loads(Path(args.config).read_text())) if args.config else EQCodecConfig()
         model = EQCodec(config)
+    if args.init_codebooks:
+        from .baselines import GainShapeRVQ
+
+        model.init_codebooks(GainShapeRVQ.load(args.init_codebooks).codebooks)
+        log(f"residual VQ started from the codebooks of {args.init_codebooks}")
     crop = args.crop_seconds * model.config.frame_length
     dataset = RandomCrops(train_traces, crop, length=args.steps * args.batch_size, seed=args.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False)

@@ -144,3 +144,22 @@ def test_steim2_is_lossless_and_compresses_a_real_recording():
     assert len(data) < 4 * len(integers)  # smaller than raw int32
     seconds = len(integers) / 40.0
     assert baselines.steim2_bits_per_second(integers) == pytest.approx(8 * len(data) / seconds)
+
+
+def test_untrained_identity_skip_codec_is_the_gain_shape_baseline(small_baseline, example_traces):
+    """identity_skip + the baseline's codebooks: the same tokens and samples before any training."""
+    from codec.model import EQCodec
+
+    config = EQCodecConfig(latent_dim=40, num_codebooks=4, codebook_size=16, hidden_channels=16,
+                           residual_layers=2, identity_skip=True)
+    codec = EQCodec(config).eval()
+    codec.init_codebooks(small_baseline.codebooks)
+    x = np.stack(example_traces)
+    ours, theirs = codec.encode(x), small_baseline.encode(x)
+    assert torch.equal(ours.codes, theirs.codes)
+    for k in (1, 4):
+        torch.testing.assert_close(codec.decode(ours, k), small_baseline.decode(theirs, k))
+    with pytest.raises(ValueError, match="do not fit"):
+        codec.init_codebooks(small_baseline.codebooks[:, :8])
+    with pytest.raises(ValueError, match="latent_dim == frame_length"):
+        EQCodec(EQCodecConfig(latent_dim=32, identity_skip=True))
