@@ -249,23 +249,33 @@ class EQCodec(nn.Module):
         unit = self.decoder(torch.cat([latent, gainlib.gain_context(gain)], dim=1))
         return unit + latent if self.config.identity_skip else unit
 
-    def _nearest_codes(self, latent: torch.Tensor) -> torch.Tensor:
-        """[B, D, T] latents -> [B, K, T] residual nearest-neighbour indices (inference)."""
-        codebooks = self.quantizer.codebooks  # [K, C, D]
-        norms = codebooks.pow(2).sum(-1)
-        B, D, T = latent.shape
-        residual = latent.transpose(1, 2).reshape(-1, D)
-        codes = []
-        for books, book_norms in zip(codebooks, norms):
-            # argmin ||r - c||^2 = argmin (||c||^2 - 2 r.c)
-            index = torch.addmm(book_norms, residual, books.T, alpha=-2).argmin(-1)
-            residual = residual - books[index]
-            codes.append(index)
-        return torch.stack(codes, 0).reshape(-1, B, T).transpose(0, 1)
+    def _nearest_codes(self, latent: torch.Tensor, codebooks: torch.Tensor, rows: int = 256) -> torch.Tensor:
+        """[B, D, T] latents, codebooks [K, C, D] -> [B, K, T] residual nearest-neighbour indices (inference).
 
-    def _codes_to_latents(self, codes: torch.Tensor) -> torch.Tensor:
-        """[B, k, T] indices of the first k codebooks -> [B, D, T] summed code vectors."""
-        codebooks = self.quantizer.codebooks
+        Exhaustive search, argmin ||r - c||^2 = argmin (||c||^2 - 2 r.c), in
+        blocks of `rows` latents with one reused distance buffer: the [rows, C]
+        distances stay in cache instead of a fresh multi-MB matrix per stage.
+        """
+        K, C, D = codebooks.shape
+        B, _, T = latent.shape
+        norms = codebooks.pow(2).sum(-1)  # [K, C]
+        transposed = codebooks.transpose(1, 2).contiguous()  # [K, D, C]
+        residual = latent.transpose(1, 2).reshape(-1, D).contiguous()  # [B*T, D], updated in place
+        codes = torch.empty(K, residual.shape[0], dtype=torch.long, device=latent.device)
+        distances = torch.empty(min(rows, residual.shape[0]), C, device=latent.device)
+        for first in range(0, residual.shape[0], rows):
+            block = residual[first : first + rows]
+            d = distances[: block.shape[0]]
+            for q in range(K):
+                torch.addmm(norms[q], block, transposed[q], alpha=-2, out=d)
+                index = d.argmin(-1)
+                codes[q, first : first + block.shape[0]] = index
+                block -= codebooks[q][index]
+        return codes.reshape(K, B, T).transpose(0, 1)
+
+    @staticmethod
+    def _codes_to_latents(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
+        """[B, k, T] indices of the first k codebooks, codebooks [K, C, D] -> [B, D, T] summed code vectors."""
         latent = sum(codebooks[q][codes[:, q]] for q in range(codes.shape[1]))  # [B, T, D]
         return latent.transpose(1, 2)
 
@@ -297,9 +307,10 @@ class EQCodec(nn.Module):
         x = x.to(device)
         gain, scale, offset = self.frame_gains(x)
         codes = torch.empty(x.shape[0], self.config.num_codebooks, gain.shape[-1], dtype=torch.long, device=device)
+        codebooks = self.quantizer.codebooks  # [K, C, D]; the property stacks the layers' tensors on every call
         for start, stop, lo, hi in self._chunks(gain.shape[-1], self.encoder.receptive_radius, chunk_frames):
             latent = self._encode_frames(self._unit_frames(x, gain, scale, offset, lo, hi), gain[:, lo:hi])
-            codes[..., start:stop] = self._nearest_codes(latent[..., start - lo : stop - lo])
+            codes[..., start:stop] = self._nearest_codes(latent[..., start - lo : stop - lo], codebooks)
         return EncodedWaveform(codes, gain, scale, offset, x.shape[-1])
 
     @torch.inference_mode()
@@ -312,8 +323,9 @@ class EQCodec(nn.Module):
             raise ValueError(f"asked for {k} codebooks but the tokens hold only {codes.shape[1]}")
         F, (B, _, T) = self.config.frame_length, codes.shape
         out = torch.empty(B, encoded.length, dtype=torch.float64, device=codes.device)
+        codebooks = self.quantizer.codebooks
         for start, stop, lo, hi in self._chunks(T, self.decoder.receptive_radius, chunk_frames):
-            unit = self._decode_latents(self._codes_to_latents(codes[..., lo:hi]), gain[:, lo:hi])
+            unit = self._decode_latents(self._codes_to_latents(codes[..., lo:hi], codebooks), gain[:, lo:hi])
             frames = unit[..., start - lo : stop - lo].transpose(1, 2).double()
             frames = frames * gainlib.dequantize_gain(gain[:, start:stop], encoded.scale)[..., None]
             samples = frames.reshape(B, -1)[:, : encoded.length - start * F]
