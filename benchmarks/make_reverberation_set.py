@@ -5,8 +5,9 @@
 creates reverb/constant/ and reverb/drifting/, each with waveforms/ (observed
 traces, one miniSEED file per trace), truth/ (primaries PR, reverberation RV,
 noise NS) and manifest.json (per-trace parameters). The drifting set uses
-seed + 1, as benchmarks/deconvolution_benchmark.py does, so both see the same
-traces. To fine-tune the LM on the observed traces:
+seed + 1, as `eqcodec evaluate deconvolution --synthetic` does (its test sets
+use seeds 0 and 1, its fine-tuning traces 100 and 101). That command also
+fine-tunes and scores the LM in one go; to do the steps by hand:
 
     eqcodec tokenize reverb/constant/waveforms --out reverb-corpus
     eqcodec train-lm --data reverb-corpus --init <LM> --out reverb-lm

@@ -197,10 +197,16 @@ class EQCodec(nn.Module):
         return model.eval()
 
     def identity(self) -> str:
-        """Short hash of config and weights: tokens from two codecs mix only if these match."""
+        """Short hash of config and weights: tokens from two codecs mix only if these match.
+
+        Config fields at their default are left out, so that a new option whose
+        default keeps the old behaviour does not change existing identities.
+        """
         import hashlib
 
-        digest = hashlib.sha256(json.dumps(asdict(self.config), sort_keys=True).encode())
+        defaults = asdict(EQCodecConfig())
+        config = {k: v for k, v in asdict(self.config).items() if v != defaults[k]}
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
         for name, tensor in sorted(self.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())

@@ -5,9 +5,6 @@ trace ids and start times, 40 Hz, physical units), prints a table per trace
 and level (bits/s with the gain side information, SNR over the whole trace,
 mean segmental SNR over 1-s segments) and writes the same as DIR/report.json.
 --plot draws the paper's Figure 1: the original on top, levels 8..1 below.
-
-example:
-  eqcodec reconstruct event.mseed --out recon --codebooks 1,2,4,8 --plot figure1.png
 """
 
 from __future__ import annotations
@@ -101,14 +98,23 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+EXAMPLES = """examples:
+  eqcodec reconstruct event.mseed --out recon --codebooks 1,2,4,8 --plot figure1.png
+  eqcodec reconstruct day/*.mseed station.SAC --out recon --codebooks all
+  eqcodec reconstruct event.mseed --out recon-mine --codec my-codec/final
+"""
+
+
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="waveform files obspy can read (miniSEED, SAC, ...)")
-    parser.add_argument("--out", required=True, help="output folder (k{K}/ subfolders, report.json)")
-    parser.add_argument("--codebooks", default="1,2,4,8",
-                        help="levels k to decode, comma-separated, or 'all' (default: %(default)s)")
-    parser.add_argument("--codec", default=None, help="codec checkpoint folder (default: the shipped EQcodec)")
-    parser.add_argument("--plot", default=None, metavar="FIG.png", help="draw Figure 1 (first trace of the first file)")
-    parser.add_argument("--allow-clipped", action="store_true", help="code traces that look clipped instead of refusing them")
+    files = parser.add_argument_group("input/output")
+    files.add_argument("inputs", nargs="+", metavar="INPUT", help="waveform files obspy can read (miniSEED, SAC, ...)")
+    files.add_argument("--out", required=True, metavar="DIR", help="output folder (k{K}/ subfolders, report.json)")
+    files.add_argument("--plot", default=None, metavar="FIG.png", help="draw Figure 1 (first trace of the first file)")
+    files.add_argument("--allow-clipped", action="store_true", help="code traces that look clipped instead of refusing them")
+    codec = parser.add_argument_group("codec")
+    codec.add_argument("--codebooks", default="1,2,4,8", metavar="LEVELS",
+                       help="levels k to decode, comma-separated, or 'all' (default: %(default)s)")
+    codec.add_argument("--codec", default=None, metavar="PATH", help="codec checkpoint folder (default: the shipped EQcodec)")
     return parser
 
 

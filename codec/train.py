@@ -65,14 +65,26 @@ def multi_resolution_stft_loss(target: torch.Tensor, recon: torch.Tensor,
     return loss / len(windows)
 
 
-def codec_losses(model: EQCodec, batch: torch.Tensor, spectral_weight: float) -> dict:
+def segmental_error_db(target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """Mean over 1-s frames of 10 log10(frame error energy) for unit-RMS frames [B, F, T]: minus the segmental SNR.
+
+    MSE weighs frames by their error, so it spends the networks on the worst
+    frames; this term weighs every frame's SNR in dB alike, like the
+    segmental SNR the codec is judged by (floored at -30 dB so near-perfect frames do not dominate).
+    """
+    frame_error = (recon - target).pow(2).mean(1)  # [B, T]
+    return 10 * torch.log10(frame_error + 1e-3).mean()
+
+
+def codec_losses(model: EQCodec, batch: torch.Tensor, spectral_weight: float, segmental_weight: float = 0.0) -> dict:
     out = model(batch)
     target = out["target"].transpose(1, 2).reshape(batch.shape[0], -1)  # [B, N] unit domain
     recon = out["recon"].transpose(1, 2).reshape(batch.shape[0], -1)
     mse = F.mse_loss(recon, target)
     spectral = multi_resolution_stft_loss(target, recon)
-    total = mse + spectral_weight * spectral + out["commit_loss"]
-    return {"loss": total, "mse": mse, "spectral": spectral, "commit": out["commit_loss"]}
+    segmental = segmental_error_db(out["target"], out["recon"])
+    total = mse + spectral_weight * spectral + segmental_weight * segmental + out["commit_loss"]
+    return {"loss": total, "mse": mse, "spectral": spectral, "segmental_db": segmental, "commit": out["commit_loss"]}
 
 
 def evaluate(model: EQCodec, traces: list[np.ndarray]) -> dict:
@@ -152,6 +164,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     training.add_argument("--warmup", type=int, default=500, metavar="N", help="warm-up steps (default: %(default)s)")
     training.add_argument("--spectral-weight", type=float, default=0.01, metavar="W",
                           help="weight of the multi-resolution STFT loss (default: %(default)s)")
+    training.add_argument("--segmental-weight", type=float, default=0.0, metavar="W",
+                          help="weight of the mean per-frame error in dB (minus segmental SNR) (default: %(default)s)")
     training.add_argument("--eval-every", type=positive_int, default=1000, metavar="N",
                           help="validate and checkpoint every N steps (default: %(default)s)")
     training.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default: %(default)s)")
@@ -210,7 +224,7 @@ def main(args: argparse.Namespace) -> int:
     for batch in batches:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args.steps, args.warmup, args.lr)
-        losses = codec_losses(model, batch, args.spectral_weight)
+        losses = codec_losses(model, batch, args.spectral_weight, args.segmental_weight)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(losses["loss"])
         accelerator.clip_grad_norm_(model.parameters(), 1.0)

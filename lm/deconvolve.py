@@ -16,7 +16,9 @@ methods:
           is predicted from the C s of data ending at least --lag before it
           (C = --operator-seconds, at least 10 s), as the mean of 8 sampled LM
           continuations decoded by the codec; the first C + lag seconds are
-          left as they are (prediction 0). Slow: about 1 s of CPU per 10 s of trace
+          left as they are (prediction 0). Slow: about 1 s of CPU per 10 s of trace.
+          --lm DIR uses a fine-tuned LM (e.g. OUT/final of `eqcodec train-lm`);
+          it must have been trained on tokens of the codec used (--codec)
 
 Choose --lag at or slightly before the first multiple (e.g. the water-layer
 two-way time, seen as a strong peak of the trace's autocorrelation), and an
@@ -24,14 +26,19 @@ operator at least as long as the reverberating wavelet; for a Backus
 (source + receiver) water layer of period tau the operator must reach the
 second multiple: L > 2 tau - lag (about the lag when lag = tau).
 
-example:
-  eqcodec deconvolve event.mseed --lag 4.0 --operator-seconds 5 --out decon.mseed --plot decon.png
+Benchmarks of both methods (synthetic reverberations, real recordings):
+`eqcodec evaluate deconvolution --help`.
 """
 
 from __future__ import annotations
 
+EXAMPLES = """examples:
+  eqcodec deconvolve event.mseed --lag 4.0 --operator-seconds 5 --out decon.mseed --plot decon.png
+  eqcodec deconvolve event.mseed --lag 0.5 --method wiener --design-window 60 --out decon.mseed
+  eqcodec deconvolve event.mseed --lag 2 --method lm --lm my-lm/final --out decon-lm.mseed
+"""
+
 import argparse
-import importlib.util
 import os
 from dataclasses import dataclass
 from functools import partial
@@ -39,7 +46,6 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.model import CheckpointError
 from codec.preprocess import SAMPLING_RATE, InputError, read_stream, trace_label, trace_to_codec_input
 
 from .baselines import DEFAULT_PREWHITENING, time_varying_wiener_prediction_error, wiener_prediction_error
@@ -51,10 +57,6 @@ MIN_LENGTH_FACTOR = 2
 
 #: At most this many traces are drawn by --plot.
 MAX_PLOTTED_TRACES = 6
-
-
-class LMUnavailableError(CheckpointError):
-    """--method lm was asked for but the token LM cannot be used."""
 
 
 # ------------------------------------------------------------------ predictors
@@ -75,21 +77,16 @@ def wiener_prediction(samples: np.ndarray, lag_samples: int, operator_samples: i
     return prediction
 
 
-def lm_available() -> bool:
-    """True once the token LM's generation code (lm/generate.py) is installed."""
-    return importlib.util.find_spec("lm.generate") is not None
-
-
 #: Sampled continuations averaged per predicted frame, and windows generated per LM call (bounds memory).
 LM_SAMPLES = 8
 LM_WINDOWS_PER_CALL = 32
-_LM_AND_CODEC = []  # the shipped LM and codec, loaded on first use
 
 
-def lm_prediction(samples: np.ndarray, lag_samples: int, context_samples: int, *,
+def lm_prediction(samples: np.ndarray, lag_samples: int, context_samples: int, *, lm, codec,
                   n_samples: int = LM_SAMPLES, seed: int = 0) -> np.ndarray:
     """[N]: the token LM's prediction of samples[n] from samples[: n - lag + 1] (conditional mean).
 
+    lm, codec: a SeismicLM and the EQCodec it was trained with (lm.forecast.load_lm_and_codec).
     The trace is cut in 1-s frames. Frame t is predicted from the window of
     C whole frames that ends g frames before it, g = max(1, ceil((lag - 1) / 40)),
     so that every sample of frame t is at least `lag` samples after the
@@ -101,17 +98,12 @@ def lm_prediction(samples: np.ndarray, lag_samples: int, context_samples: int, *
     C + g frames have no such window: their prediction is 0 (nothing removed).
     All windows of a trace are generated together in batches.
     """
-    if not lm_available():
-        raise LMUnavailableError(
-            "--method lm needs the token language model's generation code (lm/generate.py), "
-            "which this installation does not have yet; use --method wiener")
     import math
 
     import obspy
 
     from .generate import MIN_CONTEXT_SECONDS, generate_continuations
 
-    lm, codec = _shipped_lm_and_codec()
     frame = int(SAMPLING_RATE)  # samples per codec frame (1 s)
     gap = max(1, math.ceil((lag_samples - 1) / frame))
     context_frames = min(max(math.ceil(context_samples / frame), MIN_CONTEXT_SECONDS), lm.config.max_frames)
@@ -129,17 +121,6 @@ def lm_prediction(samples: np.ndarray, lag_samples: int, context_samples: int, *
             members = np.stack([stream[i].data[-frame:] for stream in continuations])  # [S, 40]: frame t
             prediction[t * frame : (t + 1) * frame] = members.mean(axis=0)
     return prediction[: len(samples)]
-
-
-def _shipped_lm_and_codec():
-    """The shipped LM and codec (loaded once per process)."""
-    if not _LM_AND_CODEC:
-        from codec.model import EQCodec
-
-        from .model import load_lm
-
-        _LM_AND_CODEC.extend([load_lm(), EQCodec.from_pretrained()])
-    return _LM_AND_CODEC
 
 
 METHODS = ("wiener", "lm")
@@ -200,13 +181,15 @@ def deconvolve_samples(samples: np.ndarray, lag_samples: int, operator_samples: 
 
 
 def make_predictor(method: str, prewhitening: float = DEFAULT_PREWHITENING,
-                   design_window_samples: int | None = None):
-    """The predictor function of a method name, options bound."""
+                   design_window_samples: int | None = None, *, lm=None, codec=None):
+    """The predictor function of a method name, options bound ("lm" needs the LM and its codec)."""
     if method == "wiener":
         return partial(wiener_prediction, prewhitening=prewhitening,
                        design_window_samples=design_window_samples)
     if method == "lm":
-        return lm_prediction
+        if lm is None or codec is None:
+            raise ValueError("the lm method needs an LM and its codec (lm.forecast.load_lm_and_codec)")
+        return partial(lm_prediction, lm=lm, codec=codec)
     raise InputError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
 
 
@@ -284,31 +267,53 @@ def plot_deconvolution(results: list[DeconvolvedTrace], path: Path, title: str) 
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("input", metavar="INPUT", help="waveform file obspy can read (miniSEED, SAC, ...)")
-    parser.add_argument("--lag", type=float, required=True, metavar="SECONDS",
-                        help="prediction distance: the part predictable from samples at least this far back is removed")
-    parser.add_argument("--out", required=True, metavar="FILE", help="miniSEED file for the prediction-error traces")
-    parser.add_argument("--operator-seconds", type=float, default=1.0, metavar="L",
-                        help="operator length (Wiener) or context (LM) beyond the lag (default: %(default)s s)")
-    parser.add_argument("--method", choices=METHODS, default="wiener", help="predictor (default: %(default)s)")
-    parser.add_argument("--prewhitening", type=float, default=100 * DEFAULT_PREWHITENING, metavar="PERCENT",
-                        help="white noise added to the zero-lag autocorrelation, in %% (Wiener; default: %(default)s)")
-    parser.add_argument("--design-window", type=float, default=None, metavar="SECONDS",
-                        help="time-varying Wiener filter: one operator per window of this length, half overlapping")
-    parser.add_argument("--prediction-out", default=None, metavar="FILE", help="also write the prediction as miniSEED")
-    parser.add_argument("--plot", default=None, metavar="FIG.png", help="draw input, prediction and error")
-    parser.add_argument("--allow-clipped", action="store_true", help="process traces that look clipped")
+    io = parser.add_argument_group("input/output")
+    io.add_argument("input", metavar="INPUT", help="waveform file obspy can read (miniSEED, SAC, ...)")
+    io.add_argument("--out", required=True, metavar="FILE", help="miniSEED file for the prediction-error traces")
+    io.add_argument("--prediction-out", default=None, metavar="FILE",
+                    help="also write the prediction as miniSEED (default: %(default)s)")
+    io.add_argument("--plot", default=None, metavar="FIG.png",
+                    help="draw input, prediction and error (default: %(default)s)")
+    io.add_argument("--allow-clipped", action="store_true",
+                    help="process traces that look clipped (default: %(default)s)")
+    filt = parser.add_argument_group("prediction")
+    filt.add_argument("--lag", type=float, required=True, metavar="SECONDS",
+                      help="prediction distance: the part predictable from samples at least this far back is removed")
+    filt.add_argument("--operator-seconds", type=float, default=1.0, metavar="L",
+                      help="operator length (Wiener) or context (LM, at least 10 s) beyond the lag "
+                           "(default: %(default)s s)")
+    filt.add_argument("--method", choices=METHODS, default="wiener", help="predictor (default: %(default)s)")
+    wiener = parser.add_argument_group("Wiener filter")
+    wiener.add_argument("--prewhitening", type=float, default=100 * DEFAULT_PREWHITENING, metavar="PERCENT",
+                        help="white noise added to the zero-lag autocorrelation, in %% (default: %(default)s)")
+    wiener.add_argument("--design-window", type=float, default=None, metavar="SECONDS",
+                        help="time-varying filter: one operator per window of this length, half overlapping "
+                             "(default: %(default)s, one operator per trace)")
+    model = parser.add_argument_group("model (--method lm)")
+    model.add_argument("--lm", default=None, metavar="DIR",
+                       help="LM folder, e.g. a fine-tuned RUN/final (default: the shipped lm/pretrained)")
+    model.add_argument("--codec", default=None, metavar="DIR",
+                       help="codec folder the LM was trained with (default: the shipped codec/pretrained)")
     return parser
 
 
 def main(args: argparse.Namespace) -> int:
+    from codec.cli import UsageError
+
     if args.prewhitening < 0:
         raise InputError(f"--prewhitening must not be negative, got {args.prewhitening:g} %")
     if args.plot and Path(args.plot).suffix.lower() != ".png":
         raise InputError(f"--plot {args.plot}: expected a .png file name")
+    if args.method != "lm" and (args.lm or args.codec):
+        raise UsageError("--lm and --codec are used by --method lm only")
+    lm = codec = None
+    if args.method == "lm":
+        from .forecast import load_lm_and_codec
+
+        lm, codec = load_lm_and_codec(args.lm, args.codec)  # refuses a missing LM or one of another codec
     predictor = make_predictor(args.method, args.prewhitening / 100,
                                seconds_to_samples(args.design_window, "--design-window")
-                               if args.design_window else None)
+                               if args.design_window else None, lm=lm, codec=codec)
     stream = read_stream(args.input)
     # Everything is computed before anything is written: a bad trace leaves no output.
     results = deconvolve_stream(stream, args.lag, args.operator_seconds, predictor,

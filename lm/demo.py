@@ -6,9 +6,6 @@ Steps (each prints what it does; the end lists where every result is):
   3. fine-tune the shipped base LM on that corpus for a short run (accelerate)
   4. generate continuations of the example event, decode them to miniSEED, plot median and spread
   5. codebook usage of the corpus (histograms and entropy per codebook)
-
-example:
-  eqcodec demo --out eqcodec-demo
 """
 
 from __future__ import annotations
@@ -21,11 +18,23 @@ from pathlib import Path
 import numpy as np
 
 
+EXAMPLES = """examples:
+  eqcodec demo --out eqcodec-demo
+  eqcodec demo --out quick-demo --finetune-steps 10 --samples 4    # a shorter run
+"""
+
+
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--out", default="eqcodec-demo", help="output folder (default: %(default)s)")
-    parser.add_argument("--finetune-steps", type=int, default=40,
-                        help="optimizer steps of the LM fine-tuning (default: %(default)s)")
-    parser.add_argument("--samples", type=int, default=16, help="continuations to sample (default: %(default)s)")
+    from codec.cli import positive_int
+
+    output = parser.add_argument_group("input/output")
+    output.add_argument("--out", default="eqcodec-demo", metavar="DIR",
+                        help="output folder for every result (default: %(default)s)")
+    run = parser.add_argument_group("run length")
+    run.add_argument("--finetune-steps", type=positive_int, default=40, metavar="N",
+                     help="optimizer steps of the LM fine-tuning (default: %(default)s)")
+    run.add_argument("--samples", type=positive_int, default=16, metavar="S",
+                     help="continuations to sample (default: %(default)s)")
     return parser
 
 

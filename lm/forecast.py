@@ -21,11 +21,17 @@ of each 1-s frame), then summarized over the samples.
 Errors (N <= 0, a context shorter than 10 s or longer than the LM's window,
 NaN or gaps in the context, an unknown checkpoint) leave no file behind.
 
-example:
-  eqcodec forecast event.mseed --context-seconds 30 --seconds 20 --samples 32 --out fc.mseed
+--lm DIR forecasts with a fine-tuned LM (e.g. OUT/final of `eqcodec train-lm`);
+it must have been trained on tokens of the codec used (--codec). Skill scores
+against classical forecasters: `eqcodec evaluate forecast --help`.
 """
 
 from __future__ import annotations
+
+EXAMPLES = """examples:
+  eqcodec forecast event.mseed --context-seconds 30 --seconds 20 --samples 32 --out fc.mseed
+  eqcodec forecast event.mseed --context-seconds 60 --seconds 30 --lm my-lm/final --out fc.mseed --plot fc.png
+"""
 
 import argparse
 import json
@@ -34,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.model import EQCodec
+from codec.model import CheckpointError, EQCodec
 from codec.preprocess import FRAME_LENGTH, SAMPLING_RATE, InputError, read_stream
 
 from .generate import context_samples, generate_continuations
@@ -46,6 +52,23 @@ DEFAULT_TEMPERATURE = 0.8
 DEFAULT_SAMPLES = 32
 #: Quantiles (%) of the band written and drawn.
 BAND_PERCENTILES = (5, 50, 95)
+
+
+def load_lm_and_codec(lm_path=None, codec_path=None) -> tuple[SeismicLM, EQCodec]:
+    """An LM and the codec whose tokens it reads (None: the shipped ones), checked to belong together.
+
+    Raises CheckpointError naming the folder when the LM or the codec cannot be
+    loaded, or when the LM was trained on another codec's tokens.
+    """
+    lm = load_lm(lm_path)
+    codec = EQCodec.from_pretrained(codec_path)
+    if lm.config.codec_id != codec.identity():
+        lm_name = lm_path or "the shipped LM (lm/pretrained)"
+        codec_name = codec_path or "the shipped codec (codec/pretrained)"
+        raise CheckpointError(f"{lm_name} was trained on tokens of codec {lm.config.codec_id}, but "
+                              f"{codec_name} is codec {codec.identity()}: pass the codec the LM was trained "
+                              "with (--codec) or an LM fine-tuned on this codec's tokens (--lm)")
+    return lm, codec
 
 
 def forecast_samples(samples_40hz: np.ndarray, lm: SeismicLM, codec: EQCodec, context_seconds: int,
@@ -157,20 +180,25 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser = parser or argparse.ArgumentParser(prog="eqcodec forecast")
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("input", metavar="INPUT", help="waveform file (any obspy format)")
-    parser.add_argument("--context-seconds", type=int, required=True,
-                        help="seconds at the end of each trace the LM reads (>= 10, <= the LM's window)")
-    parser.add_argument("--seconds", type=int, required=True, help="seconds to forecast (>= 1)")
-    parser.add_argument("--out", required=True, help="miniSEED of the median forecast (see above for the others)")
-    parser.add_argument("--samples", type=_positive_int, default=DEFAULT_SAMPLES,
-                        help="sampled continuations per trace (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--top-k", type=_positive_int, default=DEFAULT_TOP_K, help="default: %(default)s")
-    parser.add_argument("--temperature", type=_positive_float, default=DEFAULT_TEMPERATURE,
-                        help="default: %(default)s")
-    parser.add_argument("--lm", help="LM folder (default: the shipped lm/pretrained)")
-    parser.add_argument("--codec", help="codec folder (default: the shipped codec/pretrained)")
-    parser.add_argument("--plot", help="PNG path (default: OUT with .png)")
+    io = parser.add_argument_group("input/output")
+    io.add_argument("input", metavar="INPUT", help="waveform file (any obspy format)")
+    io.add_argument("--out", required=True, help="miniSEED of the median forecast (see above for the others)")
+    io.add_argument("--plot", help="PNG path (default: OUT with .png)")
+    fc = parser.add_argument_group("forecast")
+    fc.add_argument("--context-seconds", type=int, required=True,
+                    help="seconds at the end of each trace the LM reads (>= 10, <= the LM's window)")
+    fc.add_argument("--seconds", type=int, required=True, help="seconds to forecast (>= 1)")
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--samples", type=_positive_int, default=DEFAULT_SAMPLES,
+                          help="sampled continuations per trace (default: %(default)s)")
+    sampling.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    sampling.add_argument("--top-k", type=_positive_int, default=DEFAULT_TOP_K,
+                          help="sample among the k likeliest tokens (default: %(default)s)")
+    sampling.add_argument("--temperature", type=_positive_float, default=DEFAULT_TEMPERATURE,
+                          help="softmax temperature (default: %(default)s)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--lm", metavar="DIR", help="LM folder, e.g. a fine-tuned RUN/final (default: the shipped lm/pretrained)")
+    model.add_argument("--codec", metavar="DIR", help="codec folder (default: the shipped codec/pretrained)")
     return parser
 
 
@@ -186,9 +214,8 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     paths = output_paths(out)
     paths["plot"] = Path(args.plot) if args.plot else out.with_suffix(".png")
+    lm, codec = load_lm_and_codec(args.lm, args.codec)
     stream = read_stream(args.input)
-    lm = load_lm(args.lm)
-    codec = EQCodec.from_pretrained(args.codec)
     continuations = generate_continuations(stream, lm, codec, args.context_seconds, args.seconds,
                                            samples=args.samples, temperature=args.temperature, top_k=args.top_k,
                                            seed=args.seed)

@@ -228,14 +228,3 @@ def test_deconvolve_cli_refuses_bad_lags(example_file, tmp_path, capsys, argumen
     assert message in error
     assert "--lag" in error or "BW.RJOB" in error  # names the option or the trace
     assert not out.exists() and list(tmp_path.iterdir()) == [example_file]
-
-
-def test_deconvolve_cli_lm_method_fails_clearly_without_the_lm(example_file, tmp_path, capsys, monkeypatch):
-    from codec.cli import main
-    from lm import deconvolve
-
-    monkeypatch.setattr(deconvolve, "lm_available", lambda: False)
-    out = tmp_path / "decon.mseed"
-    assert main(["deconvolve", str(example_file), "--lag", "1", "--method", "lm", "--out", str(out)]) == 1
-    assert "lm/generate.py" in capsys.readouterr().err
-    assert not out.exists()

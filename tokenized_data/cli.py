@@ -1,10 +1,5 @@
 """Turn waveform files or an SDS archive into a token corpus (a Hugging Face dataset folder).
 
-examples:
-  eqcodec tokenize archive/ --out corpus
-  eqcodec tokenize 'data/**/*.mseed' events/*.SAC --out corpus --num-proc 4
-  eqcodec tokenize --sds /data/sds --start 2024-01-01 --end 2024-02-01 --seed-id 'CH.*..HH?' --out corpus
-
 Each waveform is merged per channel without filling gaps (a gap ends a
 segment), detrended, resampled to 40 Hz, cut into windows and encoded by
 EQcodec; one row per window (see tokenized_data.schema). Problems with single
@@ -28,41 +23,55 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+EXAMPLES = """examples:
+  eqcodec tokenize archive/ --out corpus
+  eqcodec tokenize 'data/**/*.mseed' events/*.SAC --out corpus --num-proc 4
+  eqcodec tokenize --sds /data/sds --start 2024-01-01 --end 2024-02-01 --seed-id 'CH.*..HH?' --out corpus
+  eqcodec tokenize archive/ --out corpus-part0 --shard 0/2    # machine 0 of 2; the other runs --shard 1/2
+"""
+
+
 def build_parser(parser) -> None:
-    parser.add_argument("inputs", nargs="*", metavar="INPUT",
-                        help="waveform files, directories (searched recursively) or glob patterns "
-                             "('data/**/*.mseed'): any format obspy reads (miniSEED, SAC, GSE2, SEG-Y, ...)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="corpus folder to create")
-    parser.add_argument("--codec", default=None, metavar="PATH",
-                        help="codec checkpoint folder (default: the shipped EQcodec)")
-    parser.add_argument("--window-seconds", type=int, default=120,
-                        help="window length in s = frames (default 120: a local/regional event with its "
-                             "coda fits in one window, and it is a convenient LM context)")
-    parser.add_argument("--hop-seconds", type=int, default=None,
-                        help="start-to-start distance of windows in s (default: the window length, so "
-                             "windows tile the data and no token appears twice)")
-    parser.add_argument("--min-window-seconds", type=int, default=10,
-                        help="keep a last, shorter window of a segment if it has at least this many "
-                             "seconds (default 10: short event files and segment ends are kept, "
-                             "fragments between gaps are not)")
-    parser.add_argument("--num-proc", type=int, default=available_cpus(),
-                        help="worker processes, one codec each (default: the CPUs available, %(default)s)")
-    parser.add_argument("--seed-id", default="*", metavar="PATTERN",
-                        help="only channels whose NET.STA.LOC.CHA matches this fnmatch pattern, "
-                             "e.g. '*.HH?' (default: all)")
+    from codec.cli import positive_int
+
+    files = parser.add_argument_group("input/output")
+    files.add_argument("inputs", nargs="*", metavar="INPUT",
+                       help="waveform files, directories (searched recursively) or glob patterns "
+                            "('data/**/*.mseed'): any format obspy reads (miniSEED, SAC, GSE2, SEG-Y, ...)")
+    files.add_argument("--out", required=True, metavar="DIR", help="corpus folder to create")
+    files.add_argument("--seed-id", default="*", metavar="PATTERN",
+                       help="only channels whose NET.STA.LOC.CHA matches this fnmatch pattern, "
+                            "e.g. '*.HH?' (default: %(default)s, all)")
+    files.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     sds = parser.add_argument_group("SDS archive (instead of INPUT)")
     sds.add_argument("--sds", metavar="ROOT", help="root of a local SDS archive (YEAR/NET/STA/CHA.D/...)")
     sds.add_argument("--start", metavar="T0", help="first time to read (UTC, e.g. 2024-01-01)")
     sds.add_argument("--end", metavar="T1", help="end of the time to read (UTC, exclusive)")
-    parser.add_argument("--allow-clipped", action="store_true",
-                        help="tokenize clipped windows too (default: skip and count them)")
-    parser.add_argument("--allow-failures", action="store_true",
-                        help="exit 0 even if some files could not be (fully) tokenized")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    parser.add_argument("--shard", default=None, metavar="I/N",
-                        help="tokenize only part I of N (0 <= I < N) of the sorted inputs, e.g. one "
-                             "machine of N; merge the parts with load_tokenized([...])")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    windows = parser.add_argument_group("windows")
+    windows.add_argument("--window-seconds", type=positive_int, default=120, metavar="S",
+                         help="window length in s = frames; a local/regional event with its coda fits in one "
+                              "window, and it is a convenient LM context (default: %(default)s)")
+    windows.add_argument("--hop-seconds", type=positive_int, default=None, metavar="S",
+                         help="start-to-start distance of windows in s (default: the window length, so "
+                              "windows tile the data and no token appears twice)")
+    windows.add_argument("--min-window-seconds", type=positive_int, default=10, metavar="S",
+                         help="keep a last, shorter window of a segment if it has at least this many "
+                              "seconds: short event files and segment ends are kept, fragments between "
+                              "gaps are not (default: %(default)s)")
+    windows.add_argument("--allow-clipped", action="store_true",
+                         help="tokenize clipped windows too (default: skip and count them)")
+    model = parser.add_argument_group("codec")
+    model.add_argument("--codec", default=None, metavar="PATH",
+                       help="codec checkpoint folder (default: the shipped EQcodec)")
+    running = parser.add_argument_group("running")
+    running.add_argument("--num-proc", type=positive_int, default=available_cpus(), metavar="N",
+                         help="worker processes, one codec each (default: %(default)s, the CPUs available)")
+    running.add_argument("--shard", default=None, metavar="I/N",
+                         help="tokenize only part I of N (0 <= I < N) of the sorted inputs, e.g. one "
+                              "machine of N; merge the parts with load_tokenized([...])")
+    running.add_argument("--allow-failures", action="store_true",
+                         help="exit 0 even if some files could not be (fully) tokenized")
+    running.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def main(args) -> int:

@@ -28,14 +28,26 @@ from .writer import one_torch_thread
 DECODE_BATCH = 64
 
 
+EXAMPLES = """examples:
+  eqcodec detokenize corpus --out waveforms
+  eqcodec detokenize corpus --out waveforms-k2 --codebooks 2    # 28 bits/s
+  eqcodec detokenize corpus-part0 corpus-part1 --out waveforms --codec my-codec/final
+"""
+
+
 def build_parser(parser) -> None:
-    parser.add_argument("corpus", nargs="+", help="token corpus folder(s) made by `eqcodec tokenize`")
-    parser.add_argument("--out", required=True, help="folder for the miniSEED files (created if missing)")
-    parser.add_argument("--codebooks", type=int, default=None, metavar="k",
-                        help="decode from the first k codebooks (default: all)")
-    parser.add_argument("--codec", default=None, metavar="PATH",
-                        help="codec checkpoint folder (default: the shipped EQcodec); must be the corpus's codec")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from codec.cli import positive_int
+
+    files = parser.add_argument_group("input/output")
+    files.add_argument("corpus", nargs="+", metavar="CORPUS",
+                       help="token corpus folder(s) made by `eqcodec tokenize`")
+    files.add_argument("--out", required=True, metavar="DIR", help="folder for the miniSEED files (created if missing)")
+    files.add_argument("--no-progress", action="store_true", help="no progress bar")
+    codec = parser.add_argument_group("codec")
+    codec.add_argument("--codebooks", type=positive_int, default=None, metavar="k",
+                       help="decode from the first k codebooks (default: all)")
+    codec.add_argument("--codec", default=None, metavar="PATH",
+                       help="codec checkpoint folder (default: the shipped EQcodec); must be the corpus's codec")
 
 
 def main(args) -> int:

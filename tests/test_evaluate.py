@@ -1,0 +1,199 @@
+"""`eqcodec evaluate forecast|deconvolution` end to end, `--lm` of forecast/deconvolve, and the help convention.
+
+Small settings on obspy's bundled recording (BW.RJOB, 3 x 30 s at 100 Hz) and
+on short synthetic reverberation traces; the LM is a tiny random one tied to
+the shipped codec (the benchmark figures themselves come from the full runs
+described in docs/forecasting_and_deconvolution.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from codec.cli import main as cli
+from lm.model import SeismicLM, load_config, load_lm
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory, codec):
+    """A tiny randomly initialised LM that reads the shipped codec's tokens (fast to sample and fine-tune)."""
+    config = load_config("tiny")
+    config.codec_id = codec.identity()
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("lm") / "tiny"
+    SeismicLM(config).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture()
+def example_file(example_stream, tmp_path):
+    path = tmp_path / "example.mseed"
+    example_stream.write(str(path), format="MSEED")
+    return path
+
+
+def test_evaluate_forecast_with_picks_writes_tables_json_and_plot(example_file, example_stream, tiny_lm, tmp_path,
+                                                                  capsys):
+    start = example_stream[0].stats.starttime
+    picks = tmp_path / "picks.csv"
+    picks.write_text(f"file,p_arrival,s_arrival\n{example_file.name},{start + 12},{start + 14}\n")
+    out = tmp_path / "eval"
+    assert cli(["evaluate", "forecast", str(example_file), "--picks", str(picks), "--out", str(out),
+                "--context-seconds", "10", "--horizons", "1,5", "--samples", "20", "--lm-samples", "3",
+                "--lm", str(tiny_lm)]) == 0
+    report = json.loads((out / "forecast.json").read_text())
+    # P+2s ends at 14 s and S+5s at 19 s: both fit with 10 s of context and 5 s of truth; the
+    # noise case (10 s before P, at 2 s) has no room for its context and is dropped.
+    assert report["cases"] == {"P+2s": 3, "S+5s": 3}
+    assert report["lm_codec_id"] == load_lm(tiny_lm).config.codec_id
+    for kind in ("P+2s", "S+5s"):
+        scores = report["median_over_cases"][kind]
+        assert set(scores) == {"zero", "persistence", "ar", "noise-ensemble", "ar-ensemble", "lm"}
+        assert set(scores["lm"]) == {"1.0", "5.0"}
+        # Cases are normalized by their context's mean: the zero forecast scores exactly 1.
+        assert scores["zero"]["5.0"]["relative_mse"] == pytest.approx(1.0)
+        assert scores["zero"]["5.0"]["coverage_90"] is None or np.isnan(scores["zero"]["5.0"]["coverage_90"])
+        for method in ("lm", "ar-ensemble"):
+            row = scores[method]["5.0"]
+            assert all(np.isfinite(row[m]) for m in ("relative_mse", "log_envelope_rmse", "crps"))
+            assert 0 <= row["coverage_90"] <= 1
+    tables = (out / "FORECAST.md").read_text()
+    assert "### Cases 'S+5s' (3 traces" in tables and "| lm | 5 |" in tables
+    assert tables in capsys.readouterr().out
+    assert (out / "forecast_examples.png").stat().st_size > 10_000
+
+
+def test_evaluate_forecast_without_picks_uses_the_end_of_each_trace(example_file, tmp_path):
+    out = tmp_path / "eval"
+    assert cli(["evaluate", "forecast", str(example_file.parent), "--out", str(out), "--methods", "zero,ar",
+                "--context-seconds", "10", "--horizons", "2,10"]) == 0
+    report = json.loads((out / "forecast.json").read_text())
+    assert report["cases"] == {"end": 3}
+    assert report["median_over_cases"]["end"]["ar"]["2.0"]["relative_mse"] < 1.0  # AR beats zero just ahead
+
+
+@pytest.mark.parametrize("arguments, code, message", [
+    (["--picks", "{dir}/missing.csv"], 1, "picks file not found"),
+    (["--picks", "{dir}/bad.csv"], 1, "needs the columns file, p_arrival, s_arrival"),
+    (["--context-seconds", "25", "--horizons", "10"], 1, "no forecast case fits"),
+    (["--methods", "zero,oracle"], 2, "unknown --methods oracle"),
+])
+def test_evaluate_forecast_refuses_bad_input(example_file, tmp_path, capsys, arguments, code, message):
+    (tmp_path / "bad.csv").write_text("file,p\nexample.mseed,2009-08-24T00:20:10\n")
+    out = tmp_path / "eval"
+    argv = ["evaluate", "forecast", str(example_file), "--out", str(out), "--methods", "zero",
+            *[a.format(dir=tmp_path) for a in arguments]]
+    if code == 2:
+        with pytest.raises(SystemExit) as exit_info:
+            cli(argv)
+        assert exit_info.value.code == 2
+    else:
+        assert cli(argv) == code
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_evaluate_deconvolution_synthetic_finetunes_and_scores_lm_and_wiener(example_file, tiny_lm, codec,
+                                                                             tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert cli(["evaluate", "deconvolution", "--synthetic", str(example_file), "--out", str(out),
+                "--traces", "2", "--duration", "50", "--train-traces", "2", "--train-duration", "40",
+                "--train-steps", "2", "--lm-traces", "1", "--lm", str(tiny_lm),
+                "--lags", "0.5,1", "--operator-seconds", "1"]) == 0
+    report = json.loads((out / "deconvolution.json").read_text())
+    # Fine-tuning ran with the normal tokenize and train-lm code, on traces other than the test traces.
+    finetuned = load_lm(out / "synthetic-lm" / "final")
+    assert finetuned.config.codec_id == codec.identity()
+    manifest = json.loads((out / "synthetic-train" / "constant" / "manifest.json").read_text())
+    assert {t["parameters"]["seed"] for t in manifest["traces"]} == {100}
+    assert len(list((out / "synthetic-train" / "drifting" / "waveforms").iterdir())) == 2
+    for name in ("constant", "drifting"):
+        rows = {r["label"]: r for r in report["synthetic"][name]}
+        assert rows["wiener, oracle tau"]["traces"] == 2
+        lm_row = rows["lm fine-tuned 2 steps, oracle tau"]
+        same_traces = rows["wiener, oracle tau (LM's traces)"]
+        assert lm_row["traces"] == same_traces["traces"] == 1
+        assert [t["lag_s"] for t in lm_row["per_trace"]] == [t["lag_s"] for t in same_traces["per_trace"]]
+        assert np.isfinite(lm_row["suppression_db"]) and -1 <= lm_row["correlation_after"] <= 1
+    # A constant water layer is what the Wiener filter removes well, even on 30 scored seconds.
+    assert {r["label"]: r for r in report["synthetic"]["constant"]}["wiener, oracle tau"]["suppression_db"] > 3
+    # Real part: the Wiener filter on all 3 traces, then on the LM's first trace beside the LM.
+    real = {(r["method"], r["traces"], r["lag_s"]): r for r in report["real"]}
+    assert list(real) == [("wiener", 3, 0.5), ("wiener", 3, 1.0), ("wiener", 1, 0.5), ("wiener", 1, 1.0),
+                          ("lm", 1, 0.5), ("lm", 1, 1.0)]
+    assert real[("wiener", 3, 0.5)]["autocorrelation_reduction_db"] > 0
+    tables = (out / "DECONVOLUTION.md").read_text()
+    assert "Synthetic set 'drifting'" in tables and "Real recordings (3 traces)" in tables
+    assert (out / "deconvolution_synthetic.png").stat().st_size > 10_000
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_evaluate_deconvolution_needs_something_to_evaluate(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["evaluate", "deconvolution", "--out", str(tmp_path / "eval")])
+    assert exit_info.value.code == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- --lm of deconvolve and forecast
+
+@pytest.mark.parametrize("command", [
+    ["deconvolve", "{file}", "--lag", "1", "--method", "lm", "--out", "{out}"],
+    ["forecast", "{file}", "--context-seconds", "10", "--seconds", "2", "--out", "{out}"],
+])
+def test_lm_option_refuses_missing_and_mismatched_lms(example_file, tiny_lm, tmp_path, capsys, command):
+    out = tmp_path / "result.mseed"
+    fill = lambda lm: [a.format(file=example_file, out=out) for a in command] + ["--lm", str(lm)]  # noqa: E731
+    assert cli(fill(tmp_path / "no-such-lm")) == 1
+    assert "no-such-lm: not an LM checkpoint" in capsys.readouterr().err
+    other = load_lm(tiny_lm)
+    other.config.codec_id = "0000000000000000"
+    other.save_pretrained(tmp_path / "other-codec")
+    assert cli(fill(tmp_path / "other-codec")) == 1
+    err = capsys.readouterr().err
+    assert "other-codec was trained on tokens of codec 0000000000000000" in err and "--codec" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["example.mseed", "other-codec"]
+
+
+def test_deconvolve_with_a_given_lm(example_file, tiny_lm, tmp_path):
+    out = tmp_path / "decon.mseed"
+    assert cli(["deconvolve", str(example_file), "--lag", "1", "--method", "lm", "--lm", str(tiny_lm),
+                "--out", str(out)]) == 0
+    import obspy
+
+    assert len(obspy.read(str(out))) == 3
+
+
+def test_deconvolve_refuses_lm_options_with_wiener(example_file, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["deconvolve", str(example_file), "--lag", "1", "--lm", "x", "--out", str(tmp_path / "d.mseed")])
+    assert exit_info.value.code == 2
+    assert "--method lm only" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- help convention
+
+@pytest.mark.parametrize("module_name, subcommands", [
+    ("lm.forecast", [None]), ("lm.deconvolve", [None]), ("lm.evaluate", ["forecast", "deconvolution"])])
+def test_help_groups_defaults_and_examples(module_name, subcommands):
+    import importlib
+
+    module = importlib.import_module(module_name)
+    assert module.EXAMPLES.startswith("examples:\n  eqcodec ")
+    parser = module.build_parser(argparse.ArgumentParser())
+    for sub in subcommands:
+        target = parser if sub is None else next(
+            a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[sub]
+        titles = [g.title for g in target._action_groups if g._group_actions]
+        assert "input/output" in titles and "options" not in titles[1:] and len(titles) >= 3
+        for action in target._actions:
+            if action.option_strings and action.help not in (None, argparse.SUPPRESS) and not action.required \
+                    and not isinstance(action, argparse._HelpAction):
+                assert "default" in action.help, f"{module_name} {sub or ''} {action.dest}: default not shown"
