@@ -13,6 +13,9 @@ Reported, in one table (and as JSON with --out):
   generation speed      frames per second with the KV cache, batch 1 and 16; each model's own
                         sampling loop (ours: SeismicLM.generate_frames; MusicGen: .generate),
                         plain sampling (temperature 1, no top-k/top-p)
+  (for information)     MusicGen's generation speed with our weight layout
+                        (lm.model.lay_out_for_generation, which generate_frames applies to ours):
+                        how much of the lead comes from the layout alone
   peak memory           resident memory above the process's level before the phase (CPU; each
                         phase in a fresh process), or torch.cuda.max_memory_allocated on a GPU
   validation CE         nats per token, mean over streams, after --steps steps of training
@@ -49,9 +52,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from lm.model import SeismicLM, load_config, stream_cross_entropy  # noqa: E402
+from lm.model import SeismicLM, lay_out_for_generation, load_config, stream_cross_entropy  # noqa: E402
 
 MODELS = ("ours", "musicgen")
+RELAID_PEER = "musicgen_relaid"  # MusicGen with lm.model.lay_out_for_generation: reported for information
 TARGETS = {"train_frames_per_s": 1.0, "gen_frames_per_s_b1": 1.5, "gen_frames_per_s_b16": 1.5}
 
 
@@ -255,28 +259,37 @@ def speed_phase(args, model_dir: Path) -> dict:
     trainees = {name: new_model(name, config).train() for name in MODELS}
     optimizers = {name: optimizer_for(model, args) for name, model in trainees.items()}
     trained = {name: load_trained(name, model_dir, config) for name in MODELS}
+    # For information only: the peer with the weight layout our generate_frames uses.
+    trained[RELAID_PEER] = load_trained("musicgen", model_dir, config)
+    lay_out_for_generation(trained[RELAID_PEER])
     contexts = {b: generation_contexts(args, b) for b in (1, 16)}
-    best = {name: {} for name in MODELS}
+    best = {name: {} for name in trained}
 
     def keep(name, key, value):
         best[name][key] = round(max(best[name].get(key, 0.0), value), 1)
 
-    for name in MODELS:  # warm-up: first calls allocate and pick kernels
+    def time_generation(name):
+        peer_or_ours = "musicgen" if name == RELAID_PEER else name
+        for batch_size, context in contexts.items():
+            torch.manual_seed(0)
+            start = time.perf_counter()
+            produced = generate(peer_or_ours, trained[name], context, args, config)
+            keep(name, f"gen_frames_per_s_b{batch_size}", batch_size * produced / (time.perf_counter() - start))
+            if produced != args.gen_frames:
+                raise RuntimeError(f"{name} produced {produced} frames instead of {args.gen_frames}")
+
+    for name in MODELS:  # warm-up: first calls allocate and pick kernels (and lay out our weights)
         train_step(name, trainees[name], *optimizers[name], helper, batch, config)
         generate(name, trained[name], contexts[1], args, config)
+    generate("musicgen", trained[RELAID_PEER], contexts[1], args, config)
     for _ in range(args.rounds):
         for name in MODELS:
             start = time.perf_counter()
             for _ in range(args.speed_steps):
                 train_step(name, trainees[name], *optimizers[name], helper, batch, config)
             keep(name, "train_frames_per_s", args.speed_steps * int(batch["mask"].sum()) / (time.perf_counter() - start))
-            for batch_size, context in contexts.items():
-                torch.manual_seed(0)
-                start = time.perf_counter()
-                produced = generate(name, trained[name], context, args, config)
-                keep(name, f"gen_frames_per_s_b{batch_size}", batch_size * produced / (time.perf_counter() - start))
-                if produced != args.gen_frames:
-                    raise RuntimeError(f"{name} produced {produced} frames instead of {args.gen_frames}")
+            time_generation(name)
+        time_generation(RELAID_PEER)
     return best
 
 
@@ -366,11 +379,16 @@ def main(argv=None) -> int:
         for name in MODELS:
             results[name].update(run_worker("generation-memory", name, args, model_dir))
         for name, speeds in run_worker("speed", "both", args, model_dir).items():
-            results[name].update(speeds)
+            results.setdefault(name, {}).update(speeds)
     settings = {k: v for k, v in vars(args).items() if k not in ("worker", "model_dir", "result")}
     report = {"settings": settings, "load_average_before": load_before, "load_average_after": os.getloadavg(),
               "torch": torch.__version__, **results}
     print(table(results, args))
+    relaid = results[RELAID_PEER]
+    print("\nfor information, MusicGen with our generation weight layout (lm.model.lay_out_for_generation): "
+          + ", ".join(f"batch {b} {relaid[f'gen_frames_per_s_b{b}']} frames/s (ours / it: "
+                      f"{results['ours'][f'gen_frames_per_s_b{b}'] / relaid[f'gen_frames_per_s_b{b}']:.2f})"
+                      for b in (1, 16)))
     print(f"\nsettings: {json.dumps(settings)}")
     print(f"load average (1, 5, 15 min) before {load_before}, after {report['load_average_after']}")
     if args.out:

@@ -187,27 +187,40 @@ def output_paths(out: Path, samples: int) -> list[Path]:
     return [out.with_name(f"{out.stem}.s{j:02d}{out.suffix}") for j in range(samples)]
 
 
+EXAMPLES = """examples:
+  eqcodec generate event.mseed --context-seconds 30 --seconds 20 --out cont.mseed
+  eqcodec generate event.mseed --context-seconds 30 --seconds 20 --samples 16 --top-k 50 --out cont.mseed
+  eqcodec generate event.mseed --context-seconds 60 --seconds 30 --lm my-lm/final --seed 1 --out my-cont.mseed
+"""
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="eqcodec generate", description=__doc__)
-    parser.add_argument("input", metavar="INPUT", help="waveform file (any obspy format)")
-    parser.add_argument("--context-seconds", type=_positive_int, required=True,
+    files = parser.add_argument_group("input/output")
+    files.add_argument("input", metavar="INPUT", help="waveform file (any obspy format)")
+    files.add_argument("--out", required=True, metavar="FILE",
+                       help="output miniSEED file (see above for --samples > 1)")
+    files.add_argument("--plot", metavar="PNG", help="plot path (default: OUT with .png)")
+    files.add_argument("--allow-clipped", action="store_true", help="accept a clipped context")
+    length = parser.add_argument_group("context and continuation")
+    length.add_argument("--context-seconds", type=_positive_int, required=True, metavar="S",
                         help=f"seconds at the end of each trace the LM reads (>= {MIN_CONTEXT_SECONDS}, "
                              "<= the LM's window)")
-    parser.add_argument("--seconds", type=_positive_int, required=True, help="seconds to generate")
-    parser.add_argument("--out", required=True, help="output miniSEED file (see above for --samples > 1)")
-    parser.add_argument("--samples", type=_positive_int, default=1, help="continuations per trace (default: 1)")
-    parser.add_argument("--temperature", type=_positive_float, default=1.0, help="sampling temperature (default: 1)")
-    parser.add_argument("--top-k", type=_positive_int, help="sample among the k most likely tokens only")
-    parser.add_argument("--top-p", type=_probability, help="sample from the smallest set with this probability")
-    parser.add_argument("--seed", type=int, help="random seed (default: not seeded)")
-    parser.add_argument("--lm", help="LM folder (default: the shipped lm/pretrained)")
-    parser.add_argument("--codec", help="codec folder (default: the shipped codec/pretrained)")
-    parser.add_argument("--plot", help="PNG path (default: OUT with .png)")
-    parser.add_argument("--allow-clipped", action="store_true", help="accept a clipped context")
+    length.add_argument("--seconds", type=_positive_int, required=True, metavar="S", help="seconds to generate")
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--samples", type=_positive_int, default=1, metavar="N",
+                          help="continuations per trace (default: %(default)s)")
+    sampling.add_argument("--temperature", type=_positive_float, default=1.0, metavar="T",
+                          help="sampling temperature (default: %(default)s)")
+    sampling.add_argument("--top-k", type=_positive_int, metavar="K",
+                          help="sample among the K most likely tokens only (default: all)")
+    sampling.add_argument("--top-p", type=_probability, metavar="P",
+                          help="sample from the smallest set of tokens with probability P (default: all)")
+    sampling.add_argument("--seed", type=int, metavar="N", help="random seed (default: not seeded)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--lm", metavar="PATH", help="LM folder (default: the shipped lm/pretrained)")
+    model.add_argument("--codec", metavar="PATH", help="codec folder (default: the shipped codec/pretrained)")
     return parser
-
-
-
 
 
 def main(args: argparse.Namespace) -> int:

@@ -227,6 +227,18 @@ class SeismicLM(PreTrainedModel):
                                cache=hidden.cache if use_cache else None)
 
     # ------------------------------------------------------------------ generation
+    def next_logits(self, tokens: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+        """The generation step: [B, S, L] delayed steps that follow the cached ones -> [B, sum(vocab_sizes)].
+
+        The logits of the step after the last one, every stream's head in one
+        product (stream s in columns sum(vocab_sizes[:s]) ..). The same numbers
+        as forward(tokens, cache=cache, use_cache=True).logits[s][:, -1], without
+        forward's checks, per-stream products and output objects: at batch 1 a
+        step is short, and such per-call overheads are a visible part of it.
+        """
+        hidden = self.backbone(inputs_embeds=self.embed(tokens), cache=cache, use_cache=True).last_hidden_state
+        return F.linear(hidden[:, -1], self.lm_head.weight)
+
     @torch.inference_mode()
     def generate_frames(self, context: torch.Tensor, num_frames: int, *, temperature: float = 1.0,
                         top_k: int | None = None, top_p: float | None = None,
@@ -235,76 +247,109 @@ class SeismicLM(PreTrainedModel):
 
         context: [B, S, C] frame-aligned tokens (C >= 1). Returns [B, S, num_frames].
 
-        Walks the delayed steps C, C + 1, ..., C + num_frames + S - 2 with the KV
-        cache. At step j stream s holds frame j - s: context tokens are kept,
-        the others are sampled (temperature, then top-k, then top-p). When the
-        sequence outgrows the trained window (config.max_positions) the cache is
-        rebuilt from the last max_frames / 2 frames.
+        The frames live in their delayed layout `delayed` [B, S, C + num_frames + S - 1]
+        (empty where not yet known). Step j of the loop predicts delayed step j
+        from the steps before it (KV cache), then writes the sampled tokens of
+        the streams that hold a new frame there; the others (context, or past
+        the last frame) keep theirs. Sampling: temperature, then top-k, then
+        top-p. When the sequence outgrows the trained window
+        (config.max_positions) the cache is rebuilt from the last max_frames / 2 frames.
         """
         B, S, C = context.shape
         if S != self.config.num_streams or C < 1 or num_frames < 1:
             raise ValueError(f"need context [B, {self.config.num_streams}, C >= 1] and num_frames >= 1, "
                              f"got {tuple(context.shape)} and {num_frames}")
-        sample = _Sampler(self.config.vocab_sizes, temperature, top_k, top_p, generator)
         total = C + num_frames
         frames = torch.tensor(self.config.empty_tokens, device=self.device).view(1, S, 1).repeat(B, 1, total)
         frames[:, :, :C] = context.to(self.device)
+        delayed = self.delay.build(frames)  # [B, S, L]
+        frame_at = torch.arange(delayed.shape[-1], device=self.device) - torch.arange(S, device=self.device)[:, None]
+        to_sample = (frame_at >= C) & (frame_at < total)  # [S, L]: stream s holds a new frame at step j
+        sample = _Sampler(self.config.vocab_sizes, temperature, top_k, top_p, generator)
         was_training = self.training
         self.eval()
-        cache, first_frame, positions = None, 0, 0
-        for step in range(C, self.delay.delayed_length(total)):
+        lay_out_for_generation(self)
+        cache, positions = None, 0
+        for step in range(C, delayed.shape[-1]):
             if cache is None or positions + 1 > self.config.max_positions:
                 # (Re)build the cache from frames first_frame.. : BOS + delayed steps before `step`.
                 keep = self.config.max_positions - 1 if cache is None else self.config.max_frames // 2
                 first_frame = max(0, step - keep)
-                window = self.delay.build(frames[:, :, first_frame:])[:, :, : step - first_frame]
+                window = self.delay.build(self.delay.revert(delayed)[:, :, first_frame:])[:, :, : step - first_frame]
                 inputs = torch.cat([self.bos(B), window], dim=-1)
                 cache, positions = DynamicCache(), 0
             else:
-                inputs = self.delay.column(frames[:, :, first_frame:], step - first_frame - 1)[:, :, None]
-            out = self(inputs, cache=cache, use_cache=True, logits_to_keep=1)
-            cache, positions = out.cache, positions + inputs.shape[-1]
-            tokens = sample(out.logits)  # [B, S]: a token for every stream; only the new frames' are kept
-            for s in range(S):
-                frame = step - s
-                if C <= frame < total:
-                    frames[:, s, frame] = tokens[:, s]
+                inputs = delayed[:, :, step - 1 : step]
+            logits = self.next_logits(inputs, cache)
+            positions += inputs.shape[-1]
+            delayed[:, :, step] = torch.where(to_sample[:, step], sample(logits), delayed[:, :, step])
         self.train(was_training)
-        return frames[:, :, C:]
+        return self.delay.revert(delayed)[:, :, C:]
+
+
+def lay_out_for_generation(model: nn.Module) -> None:
+    """Store every Linear weight [out, in] of `model` column-major (strides (1, out)): same values, names, shapes.
+
+    Why: a generation step at batch 1 is a chain of matrix-vector products
+    (x @ W.T in nn.Linear). MKL streams W.T at memory speed when W.T is
+    contiguous, but takes a markedly slower path for a row-major W (about 1.4x
+    slower on the project's AMD CPU; benchmarks/lm_vs_musicgen.py measures it
+    on the peer too). Large batches (training) do not care. The Parameter
+    objects are kept (`.data` swap), so optimizers holding them stay valid;
+    save_pretrained writes contiguous copies. SeismicLM.generate_frames calls
+    it; a no-op once done.
+    """
+    # Outside inference mode (generate_frames runs in it): the weights must stay trainable.
+    with torch.inference_mode(False), torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear) and module.weight.stride(0) != 1:
+                module.weight.data = module.weight.data.t().contiguous().t()
 
 
 class _Sampler:
-    """Draws one token per stream from the logits of one step.
+    """Draws one token per stream from the logits of one step, all streams in one batch.
 
-    Streams with the same vocabulary (the K codebooks) are drawn as one batch,
-    the gain stream on its own: transformers' warpers (temperature, then top-k,
-    then top-p), then inverse-CDF sampling (on a CPU far faster than
+    Each step's logits are copied into rows as wide as the largest vocabulary,
+    one row per stream, in a buffer whose columns past a stream's vocabulary
+    stay -inf (probability 0); consecutive streams of one vocabulary size (the
+    K codebooks) take one copy. Then transformers' warpers (temperature, then
+    top-k, then top-p) and inverse-CDF sampling (on a CPU far faster than
     torch.multinomial, with the same distribution).
     """
 
     def __init__(self, vocab_sizes: list[int], temperature: float, top_k: int | None, top_p: float | None,
                  generator: torch.Generator | None):
-        self.groups = [list(group) for _, group in groupby(range(len(vocab_sizes)), key=vocab_sizes.__getitem__)]
+        self.vocab_sizes = vocab_sizes
+        # (first stream, number of streams, vocabulary size, first column in the logits) of each run of streams
+        self.groups, stream, column = [], 0, 0
+        for vocab_size, run in groupby(vocab_sizes):
+            count = len(list(run))
+            self.groups.append((stream, count, vocab_size, column))
+            stream, column = stream + count, column + count * vocab_size
         self.warpers = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
         if top_k:
             self.warpers.append(TopKLogitsWarper(top_k))
         if top_p is not None and top_p < 1.0:
             self.warpers.append(TopPLogitsWarper(top_p))
         self.generator = generator
+        self.scores = None  # [B, S, max vocabulary] float32, made on the first call
 
-    def __call__(self, logits: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """S tensors [B, 1, V_s] -> [B, S] sampled tokens."""
-        B = logits[0].shape[0]
-        tokens = []
-        for streams in self.groups:
-            scores = torch.stack([logits[s][:, -1] for s in streams], dim=1).flatten(0, 1).float()  # [B * n, V]
-            for warp in self.warpers:
-                scores = warp(None, scores)
-            cdf = scores.softmax(-1).cumsum(-1)
-            u = torch.rand(cdf.shape[0], 1, generator=self.generator, device=cdf.device) * cdf[:, -1:]
-            drawn = torch.searchsorted(cdf, u, right=True).clamp_max(cdf.shape[-1] - 1)
-            tokens.append(drawn.view(B, len(streams)))
-        return torch.cat(tokens, dim=1)
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        """[B, sum(vocab_sizes)] logits (streams side by side, as next_logits) -> [B, S] sampled tokens."""
+        B, S = logits.shape[0], len(self.vocab_sizes)
+        if self.scores is None or self.scores.shape[0] != B:
+            self.scores = torch.full((B, S, max(self.vocab_sizes)), float("-inf"), device=logits.device)
+            self.last_token = torch.tensor(self.vocab_sizes, device=logits.device) - 1
+        for first, count, vocab_size, column in self.groups:
+            self.scores[:, first : first + count, :vocab_size] = logits[:, column : column + count * vocab_size].view(
+                B, count, vocab_size)
+        scores = self.scores.view(B * S, -1)
+        for warp in self.warpers:  # each returns a new tensor: the buffer's -inf columns stay as they are
+            scores = warp(None, scores)
+        cdf = scores.softmax(-1).cumsum(-1)
+        u = torch.rand(B * S, 1, generator=self.generator, device=cdf.device) * cdf[:, -1:]
+        drawn = torch.searchsorted(cdf, u, right=True).view(B, S)
+        return torch.minimum(drawn, self.last_token)  # u rounded up to the total: the last token, as before
 
 
 # ---------------------------------------------------------------------- loading

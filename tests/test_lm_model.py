@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from codec.model import CheckpointError
-from lm.model import IGNORE_INDEX, SeismicLM, load_config, load_lm
+from lm.model import IGNORE_INDEX, SeismicLM, lay_out_for_generation, load_config, load_lm
 
 torch.set_num_threads(1)
 
@@ -131,18 +132,70 @@ def test_sampling_is_seeded_valid_and_slides_past_the_window(lm):
 def test_sampler_draws_from_the_softmax_of_each_stream():
     from lm.model import _Sampler
 
-    logits = (torch.tensor([[[2.0, 0.0, 1.0, -1.0]]]), torch.tensor([[[0.0, 1.0, 0.5]]]),
-              torch.tensor([[[3.0, 0.0, 0.0]]]))
+    logits = torch.tensor([[2.0, 0.0, 1.0, -1.0, 0.0, 1.0, 0.5, 3.0, 0.0, 0.0]])  # streams of 4, 3 and 3 tokens
     n = 40000
-    batch = tuple(x.expand(n, 1, -1) for x in logits)
+    batch = logits.expand(n, -1)
     tokens = _Sampler([4, 3, 3], 1.0, None, None, torch.Generator().manual_seed(0))(batch)
     assert tokens.shape == (n, 3)
-    for s, x in enumerate(logits):
-        expected = x[0, 0].softmax(-1)
+    for s, stream_logits in enumerate(logits[0].split([4, 3, 3])):
+        expected = stream_logits.softmax(-1)
         observed = torch.bincount(tokens[:, s], minlength=len(expected)).float() / n
+        assert len(observed) == len(expected)  # never a padding column of a narrower stream
         torch.testing.assert_close(observed, expected, rtol=0, atol=0.01)
     top2 = _Sampler([4, 3, 3], 1.0, 2, None, torch.Generator().manual_seed(0))(batch)
-    assert set(top2[:, 0].tolist()) == {0, 2} and set(top2[:, 2].tolist()) <= {0, 1, 2}
+    assert set(top2[:, 0].tolist()) == {0, 2} and set(top2[:, 1].tolist()) == {1, 2}
+    assert set(top2[:, 2].tolist()) <= {0, 1, 2}
+    top_p = _Sampler([4, 3, 3], 1.0, None, 0.5, torch.Generator().manual_seed(0))(batch)
+    assert set(top_p[:, 0].tolist()) == {0} and set(top_p[:, 2].tolist()) == {0}
+
+
+def test_generation_fast_path_gives_the_logits_of_the_plain_forward(codec):
+    """The shipped LM on real tokens (obspy's example, encoded by the shipped codec): the cached
+    generation step (next_logits, weights re-laid for generation) gives forward()'s logits."""
+    import copy
+
+    import obspy
+    from transformers import DynamicCache
+
+    from lm.generate import context_samples
+    from tokenized_data import to_streams
+
+    shipped = load_lm()
+    contexts = [context_samples(trace, 20)[0] for trace in obspy.read()]
+    encoded = codec.encode(np.stack(contexts))
+    inputs, _ = shipped.prepare_batch(to_streams(encoded.codes, encoded.gain))  # [3, 9, 28]
+    with torch.no_grad():
+        plain = torch.cat(shipped(inputs).logits, dim=-1)  # [3, L, sum(vocab_sizes)]
+
+    fast = copy.deepcopy(shipped)
+    lay_out_for_generation(fast)
+    assert all(m.weight.stride(0) == 1 for m in fast.modules() if isinstance(m, torch.nn.Linear))
+    for name, tensor in fast.state_dict().items():
+        assert torch.equal(tensor, shipped.state_dict()[name]), name
+    cache, prompt = DynamicCache(), 10
+    with torch.inference_mode():
+        steps = [fast.next_logits(inputs[:, :, :prompt], cache)]
+        steps += [fast.next_logits(inputs[:, :, j : j + 1], cache) for j in range(prompt, inputs.shape[-1])]
+    torch.testing.assert_close(torch.stack(steps, dim=1), plain[:, prompt - 1 :], rtol=1e-5, atol=1e-4)
+
+
+def test_model_still_trains_after_generating():
+    """generate_frames re-lays the weights (lay_out_for_generation) inside inference mode:
+    they must stay ordinary trainable tensors, and the optimizer's Parameters the same objects."""
+    config = load_config("tiny")
+    torch.manual_seed(0)
+    model = SeismicLM(config)
+    parameters = list(model.parameters())
+    optimizer = torch.optim.SGD(parameters, lr=0.1)
+    context = random_frames(model, 2, 6)
+    model.generate_frames(context, 3)
+    assert model.lm_head.weight.stride(0) == 1 and not model.lm_head.weight.is_inference()
+    assert all(a is b for a, b in zip(parameters, model.parameters()))
+    inputs, labels = model.prepare_batch(context)
+    before = model.lm_head.weight.detach().clone()
+    model(inputs, labels).loss.backward()
+    optimizer.step()
+    assert model.training and not torch.equal(model.lm_head.weight, before)
 
 
 def test_save_and_load_round_trip(lm, tmp_path):

@@ -55,3 +55,5 @@ def test_benchmark_reports_every_metric(tmp_path, capsys):
         assert result["train_frames_per_s"] > 0 and result["gen_frames_per_s_b16"] > 0
         assert math.isfinite(result["val_ce"]) and 0 < result["val_ce"] < 10
         assert len(result["val_ce_streams"]) == 9
+    assert report["musicgen_relaid"]["gen_frames_per_s_b1"] > 0  # the peer with our weight layout, for information
+    assert "MusicGen with our generation weight layout" in printed
