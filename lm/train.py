@@ -55,6 +55,20 @@ RUN_ARGS = ("data", "init", "config", "steps", "batch_size", "context_frames", "
             "grad_accum", "seed", "split", "eval_fraction", "weight_decay")
 
 
+#: Context lengths (frames) for which the LM learns to read gains: in every
+#: training crop the loudest of its first P frames is moved to the reference
+#: level, P from 10 (the shortest context generation accepts) to half the
+#: window; validation uses P = 20, the default forecast context. See
+#: tokenized_data.LMExamples(gain_reference_frames=...).
+def training_gain_reference(length: int) -> tuple[int, int]:
+    low = min(10, length)
+    return low, max(low, length // 2)
+
+
+def evaluation_gain_reference(length: int) -> int:
+    return min(20, length)
+
+
 class TrainingWindows(torch.utils.data.Dataset):
     """Item i of the training stream: a crop from the corpus, in a fixed order for the whole run.
 
@@ -67,7 +81,8 @@ class TrainingWindows(torch.utils.data.Dataset):
     def __init__(self, corpus, length: int, num_items: int, seed: int):
         from tokenized_data import LMExamples
 
-        self.examples = LMExamples(corpus, length, random_crop=True, seed=seed)
+        self.examples = LMExamples(corpus, length, random_crop=True, seed=seed,
+                                   gain_reference_frames=training_gain_reference(length))
         self.per_epoch = len(self.examples)
         if self.per_epoch == 0:
             raise InputError("the training part of the corpus holds no window")
@@ -261,7 +276,8 @@ def main(args: argparse.Namespace) -> int:
 
     train_corpus, eval_corpus = corpus.split(by=args.split, eval_fraction=args.eval_fraction, seed=args.seed)
     train_windows = TrainingWindows(train_corpus, length, args.steps * args.batch_size, args.seed)
-    eval_windows = LMExamples(eval_corpus, length, random_crop=False, seed=args.seed)
+    eval_windows = LMExamples(eval_corpus, length, random_crop=False, seed=args.seed,
+                              gain_reference_frames=evaluation_gain_reference(length))
     n_params = sum(p.numel() for p in model.parameters())
     log(f"corpus {args.data}: codec {corpus.codec_id}, {train_windows.per_epoch} training and "
         f"{len(eval_windows)} validation windows ({args.split}-wise split); LM {n_params / 1e6:.2f} M parameters, "

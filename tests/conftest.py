@@ -1,4 +1,4 @@
-"""Shared fixtures: small real recordings from obspy's package and the shipped codec."""
+"""Shared fixtures: small real recordings from obspy's package, the shipped codec, a tiny LM."""
 
 from __future__ import annotations
 
@@ -22,3 +22,18 @@ def example_stream():
     import obspy
 
     return obspy.read()
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(codec, tmp_path_factory):
+    """A tiny randomly initialised LM (lm/configs/tiny.json) that reads the shipped codec's tokens: fast to sample and fine-tune."""
+    import torch
+
+    from lm.model import SeismicLM, load_config
+
+    config = load_config("tiny")
+    config.codec_id = codec.identity()
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("lm") / "tiny"
+    SeismicLM(config).save_pretrained(directory)
+    return directory

@@ -16,20 +16,14 @@ import pytest
 import torch
 
 from codec.cli import main as cli
-from lm.model import SeismicLM, load_config, load_lm
+from lm.model import load_lm
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory, codec):
-    """A tiny randomly initialised LM that reads the shipped codec's tokens (fast to sample and fine-tune)."""
-    config = load_config("tiny")
-    config.codec_id = codec.identity()
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("lm") / "tiny"
-    SeismicLM(config).save_pretrained(directory)
-    return directory
+def tiny_lm(tiny_lm_dir):
+    return tiny_lm_dir
 
 
 @pytest.fixture()

@@ -9,20 +9,14 @@ import torch
 
 from codec.cli import main as cli
 from lm.generate import MIN_CONTEXT_SECONDS, generate_continuations
-from lm.model import SeismicLM, load_config, load_lm
+from lm.model import load_lm
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def lm_dir(codec, tmp_path_factory):
-    """A tiny randomly initialised LM tied to the shipped codec (until lm/pretrained holds a trained one)."""
-    config = load_config("tiny")
-    config.codec_id = codec.identity()
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("lm") / "tiny"
-    SeismicLM(config).save_pretrained(directory)
-    return directory
+def lm_dir(tiny_lm_dir):
+    return tiny_lm_dir
 
 
 @pytest.fixture(scope="module")

@@ -140,3 +140,32 @@ def test_lm_examples_with_dataloader(corpus):
         batch = next(iter(loader))
         assert batch["tokens"].shape == (4, 9, 24) and batch["mask"].shape == (4, 24)
         assert int(batch["tokens"][:, 0].max()) < 256 and int(batch["tokens"][:, 1:].max()) < 1024
+
+
+def test_rereferenced_gains_are_those_of_the_context_coded_alone(codec):
+    """rereference_gain(g, P) gives the levels the codec assigns when the loudest of the first P frames sets the scale."""
+    from codec import gain as gainlib
+    from codec.preprocess import trace_to_codec_input
+    from tokenized_data.examples import rereference_gain
+
+    x = torch.as_tensor(trace_to_codec_input(obspy.read()[0]))  # quiet first seconds, then the event
+    gain, scale, offset = codec.frame_gains(x[None])
+    rms = gainlib.frame_rms(codec._frames(x[None], offset, 0, gain.shape[-1]))[0]
+    for prefix in (3, 8, 20):
+        expected = gainlib.quantize_gain(rms[None], rms[:prefix].max()[None])[0]
+        got = rereference_gain(gain[0], prefix)
+        assert int(got[:prefix].max()) == gainlib.REFERENCE_LEVEL
+        assert (got - expected).abs().max() <= 1  # the two roundings may differ by one step
+    assert int(rereference_gain(gain[0], 3).max()) > gainlib.REFERENCE_LEVEL  # the later event rises above
+
+
+def test_lm_examples_rereference_the_gain_stream(corpus):
+    plain = LMExamples(corpus, length=16, random_crop=True, seed=3)
+    shifted = LMExamples(corpus, length=16, random_crop=True, seed=3, gain_reference_frames=(2, 8))
+    for i in range(6):
+        a, b = plain[i]["tokens"], shifted[i]["tokens"]
+        assert torch.equal(a[1:], b[1:])  # codes untouched
+        assert (b[0] - a[0]).unique().numel() == 1  # one shift for the whole crop
+        assert int(b[0, :8].max()) >= 192 >= int(b[0, :2].max())
+    with pytest.raises(ValueError, match="gain_reference_frames"):
+        LMExamples(corpus, length=16, gain_reference_frames=(5, 2))

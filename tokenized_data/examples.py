@@ -13,6 +13,15 @@ examples covers about as many frames as the corpus holds:
       between epochs for new crops).
 Windows (or last chunks) shorter than `length` are right-padded with token 0
 and mask False; mask True marks real frames.
+
+gain_reference_frames=P or (P_min, P_max): shift each item's gain stream so
+that the loudest of its first P frames sits at the codec's reference level
+(codec.gain.REFERENCE_LEVEL), P drawn per item from [P_min, P_max]. A corpus
+window's gains are relative to its loudest frame, usually the event; but when
+an LM continues a trace, the context is encoded alone and its own loudest frame
+sits at the reference level. Without the shift, an LM never sees quiet noise at
+the reference level and reads a quiet context as an event (and the window's
+scale would tell it, before the event, how loud the event will be).
 """
 
 from __future__ import annotations
@@ -20,15 +29,23 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from codec.gain import GAIN_LEVELS, REFERENCE_LEVEL
+
 from .schema import to_streams
 
 
 class LMExamples(torch.utils.data.Dataset):
     """torch Dataset of {"tokens": LongTensor [K+1, length], "mask": BoolTensor [length]} (layout: STREAM_LAYOUT)."""
 
-    def __init__(self, corpus, length: int, *, random_crop: bool = True, seed: int = 0):
+    def __init__(self, corpus, length: int, *, random_crop: bool = True, seed: int = 0,
+                 gain_reference_frames: int | tuple[int, int] | None = None):
         if not isinstance(length, (int, np.integer)) or length < 1:
             raise ValueError(f"length must be a positive number of frames, got {length!r}")
+        if isinstance(gain_reference_frames, (int, np.integer)):
+            gain_reference_frames = (int(gain_reference_frames),) * 2
+        if gain_reference_frames is not None and not 1 <= gain_reference_frames[0] <= gain_reference_frames[1]:
+            raise ValueError(f"gain_reference_frames must be P >= 1 or (P_min, P_max), got {gain_reference_frames!r}")
+        self.gain_reference_frames = gain_reference_frames
         self.length = int(length)
         self.random_crop = random_crop
         self.seed = seed
@@ -64,11 +81,29 @@ class LMExamples(torch.utils.data.Dataset):
             start = chunk * self.length
         row = self._rows[window]
         streams = to_streams(row["codes"], row["gain"])[:, start:start + self.length]  # [K+1, <= length]
+        if self.gain_reference_frames is not None:
+            lo, hi = self.gain_reference_frames
+            frames = lo if lo == hi else int(np.random.default_rng([self.seed, self.epoch, int(index), 1]).integers(lo, hi + 1))
+            streams[0] = rereference_gain(streams[0], frames)
         tokens = torch.zeros(self.num_streams, self.length, dtype=torch.long)
         mask = torch.zeros(self.length, dtype=torch.bool)
         tokens[:, :streams.shape[1]] = streams
         mask[:streams.shape[1]] = True
         return {"tokens": tokens, "mask": mask}
+
+
+def rereference_gain(gain: torch.Tensor, frames: int) -> torch.Tensor:
+    """[T] gain levels -> the same shifted so the loudest of the first `frames` is at REFERENCE_LEVEL.
+
+    Level 0 (digital silence, or below the gain's range) stays 0; shifted
+    levels are clipped to 1..255.
+    """
+    gain = torch.as_tensor(gain)
+    head = gain[:frames]
+    if not (head > 0).any():
+        return gain
+    shifted = (gain + (REFERENCE_LEVEL - int(head.max()))).clamp(1, GAIN_LEVELS - 1)
+    return torch.where(gain > 0, shifted, torch.zeros_like(gain))
 
 
 def collate(items: list[dict]) -> dict:
