@@ -51,15 +51,6 @@ class DelayPattern:
             delayed[:, s, s : s + T] = codes[:, s]
         return delayed
 
-    def column(self, codes: torch.Tensor, step: int) -> torch.Tensor:
-        """The delayed step `step` of frame-aligned codes [B, S, T], without building the rest: [B, S]."""
-        self._check_streams(codes)
-        frames = step - torch.arange(self.num_streams, device=codes.device)  # frame held by each stream
-        defined = (frames >= 0) & (frames < codes.shape[-1])
-        picked = codes.gather(2, frames.clamp(0, codes.shape[-1] - 1).view(1, -1, 1).expand(codes.shape[0], -1, 1))
-        empty = torch.tensor(self.empty_tokens, device=codes.device, dtype=codes.dtype)
-        return torch.where(defined, picked[..., 0], empty)
-
     def revert(self, delayed: torch.Tensor) -> torch.Tensor:
         """[B, S, L] delayed tokens -> [B, S, L - S + 1] frame-aligned tokens (inverse of build)."""
         self._check_streams(delayed)

@@ -35,16 +35,6 @@ def test_layout_shifts_stream_s_by_s_steps_and_fills_the_rest():
                 assert pattern.step_of(s, frame) == step
 
 
-def test_column_is_one_step_of_build():
-    gen = torch.Generator().manual_seed(0)
-    pattern = DelayPattern([7, 8, 9])
-    codes = torch.randint(0, 7, (2, 3, 5), generator=gen)
-    delayed = pattern.build(codes)
-    for step in range(-1, delayed.shape[-1] + 2):
-        expected = delayed[:, :, step] if 0 <= step < delayed.shape[-1] else torch.tensor([[7, 8, 9]] * 2)
-        assert torch.equal(pattern.column(codes, step), expected)
-
-
 def test_build_rejects_wrong_number_of_streams():
     with pytest.raises(ValueError, match=r"\[B, 3, T\]"):
         DelayPattern([5, 5, 5]).build(torch.zeros(1, 2, 4, dtype=torch.long))
