@@ -8,7 +8,16 @@
 obspy users: `codec.api.encode_stream`, `codec.api.reconstruct_stream`.
 """
 
-from .model import CheckpointError, EncodedWaveform, EQCodec, EQCodecConfig
-from .preprocess import InputError
+import importlib
 
-__all__ = ["EQCodec", "EQCodecConfig", "EncodedWaveform", "CheckpointError", "InputError"]
+#: Public names and the submodule that defines them. They are imported on first
+#: use, so that `eqcodec --help` (codec.cli) does not pay for importing torch.
+_EXPORTS = {"EQCodec": ".model", "EQCodecConfig": ".model", "EncodedWaveform": ".model",
+            "CheckpointError": ".model", "InputError": ".preprocess"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
