@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import obspy
+import torch
 
 from codec import EQCodec
 from codec.cli import main as eqcodec
@@ -68,3 +69,33 @@ def test_train_codec_runs_checkpoints_and_resumes(tmp_path, example_stream):
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [2, 4]
     shutil.rmtree(out)
+
+
+def test_train_codec_from_baseline_codebooks_keeps_them_frozen(tmp_path, example_stream):
+    """The shipped recipe in small: identity_skip, RVQ started from a fitted gain-shape baseline, frozen (EMA decay 1)."""
+    from codec.baselines import GainShapeRVQ
+    from codec.preprocess import trace_to_codec_input
+
+    data = tmp_path / "events"
+    data.mkdir()
+    for i in range(5):
+        st = example_stream.copy()
+        for tr in st:
+            tr.data = np.roll(tr.data, 300 * i)
+        st.write(str(data / f"BW_RJOB_20050801{i:02d}571985.mseed"), format="MSEED")
+    baseline = GainShapeRVQ.fit([trace_to_codec_input(tr) for tr in example_stream], num_codebooks=2,
+                                codebook_size=16, iters=3, seed=0)
+    baseline.save(tmp_path / "baseline.safetensors")
+    config = tmp_path / "skip.json"
+    config.write_text(json.dumps({"hidden_channels": 16, "residual_layers": 1, "latent_dim": 40, "codebook_size": 16,
+                                  "num_codebooks": 2, "identity_skip": True, "ema_decay": 1.0,
+                                  "dead_code_threshold": 0.0}))
+    out = tmp_path / "run"
+    assert eqcodec(["train-codec", "--data", str(data), "--out", str(out), "--config", str(config),
+                    "--init-codebooks", str(tmp_path / "baseline.safetensors"), "--segmental-weight", "0.05",
+                    "--no-obspy-recordings", "--batch-size", "4", "--crop-seconds", "8", "--steps", "3",
+                    "--eval-every", "3"]) == 0
+    trained = EQCodec.from_pretrained(out / "final")
+    torch.testing.assert_close(trained.quantizer.codebooks, baseline.codebooks)
+    assert trained.decoder.model[-1].weight.abs().max() > 0  # the corrections did train
+    assert "segmental_db" in (out / "metrics.jsonl").read_text()
