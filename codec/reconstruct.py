@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .api import encode_stream, decode_trace
+from .files import write_atomically
 from .metrics import segmental_snr_db, snr_db
 from .model import EQCodec
 from .preprocess import InputError, read_stream, trace_to_codec_input
@@ -84,10 +85,8 @@ def plot_figure1(originals: dict, recon: dict, starttime, out_path: Path, title:
     axes[-1].set_xlabel(f"seconds after {starttime}")
     axes[0].set_title(f"{title}: {trace_id}")
     fig.tight_layout()
-    tmp = out_path.with_name(out_path.stem + ".tmp" + out_path.suffix)
-    fig.savefig(tmp, dpi=110)
+    write_atomically(lambda tmp: fig.savefig(tmp, dpi=110), out_path)
     plt.close(fig)
-    os.replace(tmp, out_path)
 
 
 def format_table(rows: list[dict]) -> str:

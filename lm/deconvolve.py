@@ -39,13 +39,13 @@ EXAMPLES = """examples:
 """
 
 import argparse
-import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from codec.files import write_atomically
 from codec.preprocess import SAMPLING_RATE, InputError, read_stream, trace_label, trace_to_codec_input
 
 from .baselines import DEFAULT_PREWHITENING, time_varying_wiener_prediction_error, wiener_prediction_error
@@ -223,18 +223,6 @@ def to_stream(results: list[DeconvolvedTrace], which: str = "error"):
                   "starttime": r.starttime, "sampling_rate": SAMPLING_RATE}
         traces.append(obspy.Trace(getattr(r, which).astype(np.float64), header=header))
     return obspy.Stream(traces)
-
-
-def write_atomically(write, path: Path) -> None:
-    """Call write(temporary path) next to `path`, then rename: no half-written output."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def plot_deconvolution(results: list[DeconvolvedTrace], path: Path, title: str) -> None:

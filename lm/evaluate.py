@@ -65,11 +65,12 @@ from pathlib import Path
 import numpy as np
 
 from codec.cli import UsageError, positive_float, positive_int
+from codec.files import write_atomically
 from codec.preprocess import SAMPLING_RATE, InputError, read_stream, trace_to_codec_input
 
 from . import synthetic
 from .baselines import FORECASTERS, SAMPLE_FORECASTERS, pick_reverberation_period
-from .deconvolve import deconvolve_samples, make_predictor, write_atomically
+from .deconvolve import deconvolve_samples, make_predictor
 from .forecast_metrics import (autocorrelation_reduction_db, horizon_scores, multiple_suppression_db,
                                primary_correlation)
 

@@ -35,11 +35,11 @@ EXAMPLES = """examples:
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from codec.files import write_all_or_nothing
 from codec.model import CheckpointError, EQCodec
 from codec.preprocess import FRAME_LENGTH, SAMPLING_RATE, InputError, read_stream
 
@@ -230,20 +230,7 @@ def main(args: argparse.Namespace) -> int:
                for name in ("median", "q05", "q95")}
     writers["json"] = lambda tmp: tmp.write_text(json.dumps(envelope, indent=1))
     writers["plot"] = lambda tmp: plot_forecast(stream, quantiles, envelope, args.context_seconds, tmp)
-    written = []
-    try:
-        for name, write in writers.items():
-            path = paths[name]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-            written.append((tmp, path))
-            write(tmp)
-    except BaseException:
-        for tmp, _ in written:
-            tmp.unlink(missing_ok=True)
-        raise
-    for tmp, path in written:
-        os.replace(tmp, path)
+    written = write_all_or_nothing({paths[name]: write for name, write in writers.items()})
     print(f"{len(quantiles['median'])} trace(s), {args.samples} samples of {args.seconds} s: "
-          + ", ".join(str(path) for _, path in written))
+          + ", ".join(str(path) for path in written))
     return 0

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from codec.cli import positive_float as _positive_float, positive_int as _positive_int, probability as _probability
+from codec.files import write_all_or_nothing
 from codec.model import CheckpointError, EncodedWaveform, EQCodec
 from codec.preprocess import (FRAME_LENGTH, SAMPLING_RATE, InputError, check_samples, read_stream,
                               resample_to_codec_rate, trace_label)
@@ -237,24 +237,11 @@ def main(args: argparse.Namespace) -> int:
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
         allow_clipped=args.allow_clipped)
 
-    # Write everything under temporary names first, then rename: no half-written output.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    try:
-        for path, continuation in zip(output_paths(out, args.samples), continuations):
-            tmp = path.with_name(f".{path.name}.tmp")
-            continuation.write(str(tmp), format="MSEED")
-            written.append((tmp, path))
-        tmp_plot = plot.with_name(f".{plot.name}.tmp.png")
-        plot_continuations(stream, continuations, args.context_seconds, tmp_plot)
-        written.append((tmp_plot, plot))
-    except BaseException:
-        for tmp, _ in written:
-            tmp.unlink(missing_ok=True)
-        raise
-    for tmp, path in written:
-        os.replace(tmp, path)
-    names = ", ".join(str(path) for _, path in written)
+    # Everything under temporary names first, then renamed: no half-written output.
+    writers = {path: (lambda tmp, c=continuation: c.write(str(tmp), format="MSEED"))
+               for path, continuation in zip(output_paths(out, args.samples), continuations)}
+    writers[plot] = lambda tmp: plot_continuations(stream, continuations, args.context_seconds, tmp)
+    written = write_all_or_nothing(writers)
+    names = ", ".join(str(path) for path in written)
     print(f"{len(continuations[0])} trace(s) x {args.samples} sample(s) of {args.seconds} s: {names}")
     return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from codec.files import write_atomically
 from codec.model import CheckpointError, EncodedWaveform
 from codec.preprocess import FRAME_LENGTH, SAMPLING_RATE
 
@@ -115,9 +116,7 @@ def detokenize(corpus, codec, out, num_codebooks: int | None = None, *, progress
         stream.merge(method=-1)  # joins windows that follow each other; gaps and overlaps stay
         stream.sort()
         path = out / names[source]
-        tmp = path.with_name(path.name + ".tmp")
-        stream.write(str(tmp), format="MSEED", encoding="FLOAT32")
-        tmp.replace(path)
+        write_atomically(lambda tmp, st=stream: st.write(str(tmp), format="MSEED", encoding="FLOAT32"), path)
         written.append(path)
     return written
 
