@@ -45,14 +45,19 @@ def test_event_split_keeps_events_together_and_holds_out_a_fifth(tmp_path):
     assert together <= set(train) or together <= set(held)
 
 
-def test_train_codec_runs_checkpoints_and_resumes(tmp_path, example_stream):
-    data = tmp_path / "events"
+def write_event_files(data, stream):
+    """Five event-window files in nc-events naming, the example shifted in time: a tiny training corpus."""
     data.mkdir()
     for i in range(5):
-        st = example_stream.copy()
+        st = stream.copy()
         for tr in st:
             tr.data = np.roll(tr.data, 300 * i)
         st.write(str(data / f"BW_RJOB_20050801{i:02d}571985.mseed"), format="MSEED")
+    return data
+
+
+def test_train_codec_runs_checkpoints_and_resumes(tmp_path, example_stream):
+    data = write_event_files(tmp_path / "events", example_stream)
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"hidden_channels": 16, "residual_layers": 1, "latent_dim": 8,
                                   "codebook_size": 16, "num_codebooks": 2}))
@@ -76,13 +81,7 @@ def test_train_codec_from_baseline_codebooks_keeps_them_frozen(tmp_path, example
     from codec.baselines import GainShapeRVQ
     from codec.preprocess import trace_to_codec_input
 
-    data = tmp_path / "events"
-    data.mkdir()
-    for i in range(5):
-        st = example_stream.copy()
-        for tr in st:
-            tr.data = np.roll(tr.data, 300 * i)
-        st.write(str(data / f"BW_RJOB_20050801{i:02d}571985.mseed"), format="MSEED")
+    data = write_event_files(tmp_path / "events", example_stream)
     baseline = GainShapeRVQ.fit([trace_to_codec_input(tr) for tr in example_stream], num_codebooks=2,
                                 codebook_size=16, iters=3, seed=0)
     baseline.save(tmp_path / "baseline.safetensors")
