@@ -59,7 +59,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="/work/shared/data/nc-events", help="nc-events folder (default: %(default)s)")
-    parser.add_argument("--baseline-cache", default=str(REPO / "runs" / "baselines" / "gain_shape_rvq.safetensors"),
+    parser.add_argument("--baseline-cache", default=str(REPO / "benchmarks" / "baselines" / "gain_shape_rvq.safetensors"),
                         help="fitted gain-shape RVQ (benchmarks/codec_benchmark.py writes it) (default: %(default)s)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
