@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .model import EncodedWaveform, EQCodec
-from .preprocess import SAMPLING_RATE, check_no_gaps, trace_to_codec_input
+from .preprocess import SAMPLING_RATE, contiguous_traces, trace_to_codec_input
 
 
 @dataclass
@@ -53,9 +53,8 @@ def decode_trace(codec: EQCodec, encoded: EncodedTrace, num_codebooks: int | Non
 
 
 def encode_stream(codec: EQCodec, stream, *, source: str = "stream", allow_clipped: bool = False) -> list[EncodedTrace]:
-    """Encode every trace of a Stream (gaps are refused: split the stream first)."""
-    check_no_gaps(stream, source)
-    return [encode_trace(codec, tr, allow_clipped=allow_clipped) for tr in stream]
+    """Encode every channel of a Stream, its touching pieces joined (gaps are refused: split the stream first)."""
+    return [encode_trace(codec, tr, allow_clipped=allow_clipped) for tr in contiguous_traces(stream, source)]
 
 
 def reconstruct_stream(codec: EQCodec, stream, num_codebooks: int | None = None, *,

@@ -25,6 +25,16 @@ MIN_SAMPLING_RATE = 20.0
 #: Shortest trace accepted, in samples at 40 Hz (one frame).
 MIN_SAMPLES = FRAME_LENGTH
 
+#: Relative difference up to which a sampling rate counts as its nominal value:
+#: formats that store the sample interval as float32 give 19.9999997 Hz for
+#: 20 Hz. Treating such a rate as nominal shifts the last sample of a day-long
+#: trace by less than 10 ms (under half a sample at 40 Hz).
+RATE_TOLERANCE = 1e-7
+
+#: Longest network, station, location and channel codes miniSEED (2.x) holds;
+#: obspy's writer cuts longer codes without a word.
+MINISEED_CODE_LENGTHS = {"network": 2, "station": 5, "location": 2, "channel": 3}
+
 
 class InputError(ValueError):
     """Input the toolkit cannot process; the message names the trace or file."""
@@ -55,19 +65,36 @@ def read_stream(path):
     return stream
 
 
-def check_samples(data: np.ndarray, label: str, *, allow_clipped: bool = False) -> None:
-    """Reject samples the codec cannot code: empty, non-finite, constant, clipped."""
+def check_trace_header(trace) -> None:
+    """Reject a Trace whose header disagrees with its data (a damaged or inconsistent file)."""
+    if trace.stats.npts != len(trace.data):
+        raise InputError(f"{trace_label(trace)}: the header says {trace.stats.npts} samples but the data hold "
+                         f"{len(trace.data)}; the file is inconsistent")
+
+
+def check_numeric_samples(data: np.ndarray, label: str) -> None:
+    """Reject samples that are not finite numbers: text, gaps (masked), none at all, NaN or inf."""
     if np.ma.isMaskedArray(data) and np.ma.is_masked(data):
         raise InputError(f"{label}: contains gaps (masked samples); split it at the gaps first")
     data = np.asarray(data)
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+        raise InputError(f"{label}: samples are not numbers (data type {data.dtype}: text, "
+                         "e.g. a log channel); nothing to code")
     if data.size == 0:
         raise InputError(f"{label}: trace is empty")
     bad = ~np.isfinite(data)
     if bad.any():
         first = int(np.argmax(bad))
         raise InputError(f"{label}: {int(bad.sum())} NaN or infinite samples (first at sample {first})")
+
+
+def check_samples(data: np.ndarray, label: str, *, allow_clipped: bool = False) -> None:
+    """Reject samples the codec cannot code: not numbers, empty, non-finite, constant, clipped."""
+    check_numeric_samples(data, label)
+    data = np.asarray(data)
     if np.all(data == data.flat[0]):
-        raise InputError(f"{label}: trace is constant (every sample equals {data.flat[0]!r}); nothing to code")
+        raise InputError(f"{label}: trace is constant (every sample equals {data.flat[0].item()!r}); "
+                         "nothing to code")
     if not allow_clipped and is_clipped(data):
         raise InputError(
             f"{label}: trace looks clipped (flat runs at its extreme value {np.abs(data).max():g}); "
@@ -95,33 +122,49 @@ def is_clipped(data: np.ndarray, min_run: int = 4) -> bool:
     return bool(runs.max(initial=0) >= min_run)
 
 
+def check_sampling_rate(sampling_rate: float, label: str) -> None:
+    """Refuse rates below MIN_SAMPLING_RATE (within RATE_TOLERANCE: 19.9999997 Hz is 20 Hz)."""
+    if not sampling_rate >= MIN_SAMPLING_RATE * (1 - RATE_TOLERANCE):
+        raise InputError(
+            f"{label}: sampling rate {sampling_rate:.10g} Hz is below the minimum of "
+            f"{MIN_SAMPLING_RATE:g} Hz (the codec codes 0-16 Hz at 40 Hz)"
+        )
+
+
 def resample_to_codec_rate(data: np.ndarray, sampling_rate: float, label: str = "trace") -> np.ndarray:
     """Anti-aliased resampling of `data` (float64) to 40 Hz.
 
-    Rational rate ratios (100, 200, 50, 20 Hz ...) use a polyphase FIR filter
-    (scipy's resample_poly, Kaiser window), which keeps the first sample's
-    time; other rates fall back to FFT resampling.
+    Rational rate ratios (100, 200, 50, 20 Hz ...; within RATE_TOLERANCE) use a
+    polyphase FIR filter (scipy's resample_poly, Kaiser window), which keeps
+    the first sample's time; other rates fall back to FFT resampling. Both
+    would ring at the ends of a trace with an offset (raw counts often sit far
+    from zero): the mean is taken out and put back, and the filter continues
+    the trace beyond its ends by a straight line instead of zeros.
     """
     from scipy.signal import resample, resample_poly
 
-    if sampling_rate < MIN_SAMPLING_RATE:
-        raise InputError(
-            f"{label}: sampling rate {sampling_rate:g} Hz is below the minimum of "
-            f"{MIN_SAMPLING_RATE:g} Hz (the codec codes 0-16 Hz at 40 Hz)"
-        )
+    check_sampling_rate(sampling_rate, label)
     data = np.asarray(data, dtype=np.float64)
-    if sampling_rate == SAMPLING_RATE:
-        return data.copy()
     ratio = Fraction(SAMPLING_RATE / sampling_rate).limit_denominator(1000)
-    if abs(float(ratio) - SAMPLING_RATE / sampling_rate) < 1e-9:
-        return resample_poly(data, ratio.numerator, ratio.denominator)
+    if abs(float(ratio) * sampling_rate / SAMPLING_RATE - 1) <= RATE_TOLERANCE:
+        if ratio == 1:
+            return data.copy()
+        mean = data.mean()
+        return resample_poly(data - mean, ratio.numerator, ratio.denominator, padtype="line") + mean
+    # FFT resampling treats the trace as one period of a periodic signal: the line through its
+    # first and last samples is taken out (so that the ends meet) and put back at the new times.
     n_out = int(round(len(data) * SAMPLING_RATE / sampling_rate))
-    return resample(data, n_out)
+    span = max(len(data) - 1, 1)
+    ends = data[0] + (data[-1] - data[0]) * np.arange(len(data)) / span
+    times_out = np.arange(n_out) * len(data) / n_out  # in input samples
+    return resample(data - ends, n_out) + data[0] + (data[-1] - data[0]) * times_out / span
 
 
 def trace_to_codec_input(trace, *, allow_clipped: bool = False) -> np.ndarray:
     """Check an obspy Trace and return its samples at 40 Hz as float64."""
     label = trace_label(trace)
+    check_trace_header(trace)
+    check_sampling_rate(trace.stats.sampling_rate, label)
     check_samples(trace.data, label, allow_clipped=allow_clipped)
     data = resample_to_codec_rate(trace.data, trace.stats.sampling_rate, label)
     if len(data) < MIN_SAMPLES:
@@ -129,6 +172,61 @@ def trace_to_codec_input(trace, *, allow_clipped: bool = False) -> np.ndarray:
             f"{label}: {len(data)} samples at 40 Hz is shorter than one codec frame ({MIN_SAMPLES} samples)"
         )
     return data
+
+
+def contiguous_traces(stream, source: str = "stream") -> list:
+    """One Trace per channel id, in the stream's order: pieces that follow each other are joined.
+
+    Files often hold a channel in several pieces (records, blocks) that touch;
+    obspy's Stream.merge(method=-1) joins them (and overlaps with identical
+    samples) without filling anything, and empty pieces beside others are
+    dropped. A channel that still comes in several pieces has a gap or a
+    conflicting overlap: InputError (check_no_gaps). Single pieces are returned
+    as they are, joined pieces as new Traces.
+    """
+    import obspy
+
+    pieces: dict[str, list] = {}
+    for trace in stream:
+        pieces.setdefault(trace.id, []).append(trace)
+    traces = []
+    for trace_id, group in pieces.items():
+        group = [tr for tr in group if tr.stats.npts > 0] or group[:1]  # an empty piece holds nothing
+        if len(group) == 1:
+            traces.append(group[0])  # (an empty one is refused when it is coded)
+            continue
+        for trace in group:  # merging needs usable rates, and gives a less clear message
+            check_sampling_rate(trace.stats.sampling_rate, trace_label(trace))
+        merged = obspy.Stream([tr.copy() for tr in group])
+        try:
+            merged.merge(method=-1)
+        except Exception as err:  # e.g. pieces with different sampling rates or data types
+            raise InputError(f"{source}: the pieces of {trace_id} cannot be joined ({err})") from None
+        traces.extend(merged)
+    check_no_gaps(obspy.Stream(traces), source)
+    return traces
+
+
+def miniseed_code_problem(codes) -> str | None:
+    """What miniSEED cannot hold of {network, station, location, channel: code} (a dict or obspy Stats), or None."""
+    for field, longest in MINISEED_CODE_LENGTHS.items():
+        code = str(codes[field])
+        if len(code) > longest:
+            return (f"{field} code {code!r} has {len(code)} characters but miniSEED holds at most {longest}, "
+                    f"so the output would carry another id; give it a shorter code first "
+                    f"(obspy: trace.stats.{field} = ...)")
+    return None
+
+
+def check_miniseed_ids(stream, source: str = "stream") -> None:
+    """Raise InputError if a trace's codes do not fit miniSEED, whose writer would cut them.
+
+    Cut codes can make two channels one (WIN channels a100 and a101 both become a10).
+    """
+    for trace in stream:
+        problem = miniseed_code_problem(trace.stats)
+        if problem is not None:
+            raise InputError(f"{source}: trace {trace.id}: {problem}")
 
 
 def check_no_gaps(stream, source: str = "stream") -> None:

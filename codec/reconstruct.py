@@ -1,7 +1,8 @@
 """Encode and decode waveform files with EQcodec at several numbers of codebooks.
 
 For each input file and each k, writes DIR/k{k}/<input file name>.mseed (same
-trace ids and start times, 40 Hz, physical units), prints a table per trace
+trace ids and start times, 40 Hz, physical units; a channel stored in touching
+pieces is one trace, and ids miniSEED cannot hold are refused), prints a table per trace
 and level (bits/s with the gain side information, SNR over the whole trace,
 mean segmental SNR over 1-s segments) and writes the same as DIR/report.json.
 --plot draws the paper's Figure 1: the original on top, levels 8..1 below.
@@ -21,7 +22,7 @@ from .api import encode_stream, decode_trace
 from .files import write_atomically
 from .metrics import segmental_snr_db, snr_db
 from .model import EQCodec
-from .preprocess import InputError, read_stream, trace_to_codec_input
+from .preprocess import InputError, check_miniseed_ids, contiguous_traces, read_stream, trace_to_codec_input
 
 
 def parse_levels(text: str, num_codebooks: int = 8) -> list[int]:
@@ -44,12 +45,19 @@ def output_name(path: Path) -> str:
 
 
 def reconstruct_file(codec: EQCodec, path: Path, levels: list[int], *, allow_clipped: bool = False):
-    """Return (rows, originals {id: 40 Hz samples}, reconstructions {k: Stream}) for one file."""
+    """Return (rows, originals {id: 40 Hz samples}, reconstructions {k: Stream}) for one file.
+
+    A channel stored in touching pieces is one trace; InputError messages name the file.
+    """
     import obspy
 
-    stream = read_stream(path)
-    encoded = encode_stream(codec, stream, source=str(path), allow_clipped=allow_clipped)
-    originals = {tr.id: trace_to_codec_input(tr, allow_clipped=allow_clipped) for tr in stream}
+    try:
+        stream = obspy.Stream(contiguous_traces(read_stream(path), str(path)))
+        encoded = encode_stream(codec, stream, source=str(path), allow_clipped=allow_clipped)
+        originals = {tr.id: trace_to_codec_input(tr, allow_clipped=allow_clipped) for tr in stream}
+    except InputError as err:  # trace-level messages name the trace only
+        message = str(err)
+        raise InputError(message if message.startswith(str(path)) else f"{path}: {message}") from None
     bits = codec.config.bits_per_second
     rows, recon = [], {}
     for k in levels:
@@ -124,12 +132,21 @@ def main(args: argparse.Namespace) -> int:
     if plot_path is not None and plot_path.suffix.lower() != ".png":
         raise InputError(f"--plot {plot_path}: expected a .png file name")
     out = Path(args.out)
+    inputs_by_output: dict[str, str] = {}
+    for name in args.inputs:  # outputs are named after the inputs: two of one name would collide
+        output = output_name(Path(name))
+        if output in inputs_by_output:
+            raise InputError(f"{inputs_by_output[output]} and {name} would both be written as k*/{output}; "
+                             "give each input once, under different file names")
+        inputs_by_output[output] = name
 
     # Everything is computed before anything is written, so a bad file leaves no partial output.
     results = []
     for name in args.inputs:
         path = Path(name)
-        results.append((path, *reconstruct_file(codec, path, levels, allow_clipped=args.allow_clipped)))
+        rows, originals, recon = reconstruct_file(codec, path, levels, allow_clipped=args.allow_clipped)
+        check_miniseed_ids(recon[levels[0]], str(path))  # the outputs are miniSEED
+        results.append((path, rows, originals, recon))
 
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".reconstruct-", dir=out))
@@ -154,7 +171,7 @@ def main(args: argparse.Namespace) -> int:
         staging.rmdir()
     if plot_path is not None:
         path, _, originals, recon = results[0]
-        plot_figure1(originals, recon, read_stream(path)[0].stats.starttime, plot_path, path.name)
+        plot_figure1(originals, recon, recon[levels[0]][0].stats.starttime, plot_path, path.name)
     print(format_table(rows))
     print(f"\nwrote {len(written) - 1} miniSEED files under {out}/k*/ and {out / 'report.json'}"
           + (f"; Figure 1: {plot_path}" if plot_path else ""))

@@ -46,7 +46,8 @@ from pathlib import Path
 import numpy as np
 
 from codec.files import write_atomically
-from codec.preprocess import SAMPLING_RATE, InputError, read_stream, trace_label, trace_to_codec_input
+from codec.preprocess import (SAMPLING_RATE, InputError, check_miniseed_ids, read_stream, trace_label,
+                              trace_to_codec_input)
 
 from .baselines import DEFAULT_PREWHITENING, time_varying_wiener_prediction_error, wiener_prediction_error
 from .forecast_metrics import autocorrelation_reduction_db
@@ -303,6 +304,7 @@ def main(args: argparse.Namespace) -> int:
                                seconds_to_samples(args.design_window, "--design-window")
                                if args.design_window else None, lm=lm, codec=codec)
     stream = read_stream(args.input)
+    check_miniseed_ids(stream, args.input)  # the outputs are miniSEED with the input's ids
     # Everything is computed before anything is written: a bad trace leaves no output.
     results = deconvolve_stream(stream, args.lag, args.operator_seconds, predictor,
                                 design_window_s=args.design_window, allow_clipped=args.allow_clipped)

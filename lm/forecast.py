@@ -41,7 +41,7 @@ import numpy as np
 
 from codec.files import write_all_or_nothing
 from codec.model import CheckpointError, EQCodec
-from codec.preprocess import FRAME_LENGTH, SAMPLING_RATE, InputError, read_stream
+from codec.preprocess import FRAME_LENGTH, SAMPLING_RATE, InputError, check_miniseed_ids, read_stream
 
 from .generate import context_samples, generate_continuations
 from .model import SeismicLM, load_lm
@@ -216,6 +216,7 @@ def main(args: argparse.Namespace) -> int:
     paths["plot"] = Path(args.plot) if args.plot else out.with_suffix(".png")
     lm, codec = load_lm_and_codec(args.lm, args.codec)
     stream = read_stream(args.input)
+    check_miniseed_ids(stream, args.input)  # the outputs are miniSEED with the input's ids
     continuations = generate_continuations(stream, lm, codec, args.context_seconds, args.seconds,
                                            samples=args.samples, temperature=args.temperature, top_k=args.top_k,
                                            seed=args.seed)

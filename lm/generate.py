@@ -30,8 +30,8 @@ import torch
 from codec.cli import positive_float as _positive_float, positive_int as _positive_int, probability as _probability
 from codec.files import write_all_or_nothing
 from codec.model import CheckpointError, EncodedWaveform, EQCodec
-from codec.preprocess import (FRAME_LENGTH, SAMPLING_RATE, InputError, check_samples, read_stream,
-                              resample_to_codec_rate, trace_label)
+from codec.preprocess import (FRAME_LENGTH, SAMPLING_RATE, InputError, check_miniseed_ids, check_samples,
+                              check_sampling_rate, read_stream, resample_to_codec_rate, trace_label)
 
 from .model import SeismicLM, load_lm
 
@@ -75,8 +75,16 @@ def _last_pieces(stream, context_seconds: int) -> list:
         pieces.setdefault(trace.id, []).append(trace)
     traces = []
     for group in pieces.values():
-        merged = obspy.Stream([tr.copy() for tr in group])
-        merged.merge(method=-1)  # joins contiguous pieces; a gap keeps pieces apart
+        with_samples = [tr for tr in group if tr.stats.npts > 0]  # an empty piece holds nothing
+        if not with_samples:
+            raise InputError(f"{trace_label(group[0])}: trace is empty")
+        for trace in with_samples:  # merging needs usable rates
+            check_sampling_rate(trace.stats.sampling_rate, trace_label(trace))
+        merged = obspy.Stream([tr.copy() for tr in with_samples])
+        try:
+            merged.merge(method=-1)  # joins contiguous pieces; a gap keeps pieces apart
+        except Exception as err:  # e.g. pieces with different sampling rates or data types
+            raise InputError(f"{trace_label(with_samples[0])}: its pieces cannot be joined ({err})") from None
         merged.sort(keys=["endtime"])
         last = merged[-1]
         if len(merged) > 1 and last.stats.endtime - last.stats.starttime < context_seconds:
@@ -230,6 +238,7 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     plot = Path(args.plot) if args.plot else out.with_suffix(".png")
     stream = read_stream(args.input)
+    check_miniseed_ids(stream, args.input)  # the continuations are written as miniSEED with the input's ids
     lm = load_lm(args.lm)
     codec = EQCodec.from_pretrained(args.codec)
     continuations = generate_continuations(

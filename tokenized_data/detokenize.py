@@ -4,7 +4,10 @@ One miniSEED file per source file of the corpus, named after it, holding its
 channels at 40 Hz in the input's physical units (FLOAT32 encoding), with the
 windows' SEED ids and start times. Consecutive windows of a segment are joined
 into one trace (obspy merge, no filling), so gaps stay gaps. `--codebooks k`
-decodes from the first k codebooks only (10 k + 8 bits/s).
+decodes from the first k codebooks only (10 k + 8 bits/s). A corpus with
+channel codes longer than miniSEED holds (network 2, station 5, location 2,
+channel 3 characters) is refused before anything is written: obspy's writer
+would cut them, and WIN channels a100 and a101 would both become a10.
 
 The corpus must be decoded by the codec that made it: the default is the
 shipped EQcodec; pass the same `--codec` as for `eqcodec tokenize` otherwise.
@@ -20,7 +23,7 @@ import torch
 
 from codec.files import write_atomically
 from codec.model import CheckpointError, EncodedWaveform
-from codec.preprocess import FRAME_LENGTH, SAMPLING_RATE
+from codec.preprocess import FRAME_LENGTH, SAMPLING_RATE, InputError, miniseed_code_problem
 
 from .reader import load_tokenized
 from .writer import one_torch_thread
@@ -72,6 +75,17 @@ def check_codec(corpus, codec) -> None:
             "pass --codec with the checkpoint that made the corpus")
 
 
+def check_ids_fit_miniseed(corpus) -> None:
+    """Refuse a corpus with channel ids miniSEED cannot hold (its writer would cut them, mixing channels)."""
+    ids = corpus.dataset.select_columns(["source_file", "network", "station", "location", "channel"])
+    ids = ids.to_pandas().drop_duplicates()
+    problems = [f"{row.source_file}: trace {row.network}.{row.station}.{row.location}.{row.channel}: {problem}"
+                for row in ids.itertuples() if (problem := miniseed_code_problem(row._asdict())) is not None]
+    if problems:
+        raise InputError(f"miniSEED cannot hold the ids of {len(problems)} channel(s) of the corpus (ids come "
+                         f"from the tokenized files); nothing was written. The first: {problems[0]}")
+
+
 def decode_rows(codec, rows: dict, num_codebooks: int | None = None) -> list:
     """Rows of a corpus (a dict of columns, numpy format) -> one obspy Trace per window (40 Hz)."""
     import obspy
@@ -102,6 +116,7 @@ def detokenize(corpus, codec, out, num_codebooks: int | None = None, *, progress
     from tqdm.auto import tqdm
 
     check_codec(corpus, codec)
+    check_ids_fit_miniseed(corpus)
     k = codec.check_num_codebooks(num_codebooks)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

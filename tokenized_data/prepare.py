@@ -9,9 +9,8 @@ The steps, in order (recorded in every corpus's metadata by `Preprocessing.descr
 3. where pieces still overlap, their samples conflict: that time span is cut
    out of every piece (we cannot tell which piece is right) and reported;
 4. per segment: refuse unusable samples (empty, NaN/inf, constant, below 20 Hz)
-   with codec.preprocess's checks, remove the linear trend (and so the mean:
-   the resampler pads with zeros, so an offset would ring at the edges), and
-   resample to 40 Hz with codec.preprocess.resample_to_codec_rate
+   with codec.preprocess's checks, remove the linear trend (and so the mean),
+   and resample to 40 Hz with codec.preprocess.resample_to_codec_rate
    (anti-aliased polyphase FIR);
 5. cut windows of `window_seconds` every `hop_seconds`, whole 1-s frames only;
    a last shorter window is kept when it has at least `min_window_seconds`;
@@ -28,8 +27,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from codec.preprocess import (FRAME_LENGTH, MIN_SAMPLING_RATE, SAMPLING_RATE, InputError, check_samples,
-                              is_clipped, resample_to_codec_rate, trace_label)
+from codec.preprocess import (FRAME_LENGTH, MIN_SAMPLING_RATE, SAMPLING_RATE, InputError, check_numeric_samples,
+                              check_samples, check_sampling_rate, check_trace_header, is_clipped,
+                              resample_to_codec_rate, trace_label)
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class Preprocessing:
             "conflicting_overlaps": "time span cut out of every piece and reported",
             "detrend": "linear (scipy.signal.detrend) per segment at the original rate",
             "resample": "codec.preprocess.resample_to_codec_rate: scipy resample_poly "
-                        "(Kaiser FIR) for rational ratios, FFT otherwise",
+                        "(Kaiser FIR, mean removed, line padding) for rational ratios, FFT otherwise",
             "windows": "whole frames; start at multiples of hop within a segment; "
                        "a last shorter window kept if >= min_window_seconds",
             "window_checks": "constant windows skipped; clipped windows skipped unless allow_clipped",
@@ -132,19 +132,33 @@ def prepare_stream(stream, prep: Preprocessing, report: Report) -> list[Segment]
     """
     import obspy
 
-    selected = [tr for tr in stream if fnmatch.fnmatchcase(tr.id, prep.seed_id)]
+    selected = []
+    for trace in stream:
+        if not fnmatch.fnmatchcase(trace.id, prep.seed_id):
+            continue
+        try:
+            check_trace_header(trace)
+        except InputError as err:
+            report.fail(str(err))
+            continue
+        selected.append(trace)
+    with_samples = {tr.id for tr in selected if tr.stats.npts > 0}
+    reported_empty = set()
     by_channel: dict[tuple[str, float], list] = {}
     for trace in selected:
-        if trace.stats.npts == 0:  # merging would silently drop it
-            report.fail(f"{trace_label(trace)}: trace is empty")
+        if trace.stats.npts == 0:  # an empty piece holds nothing; a channel with no sample at all is reported once
+            if trace.id not in with_samples and trace.id not in reported_empty:
+                report.fail(f"{trace_label(trace)}: trace is empty")
+                reported_empty.add(trace.id)
             continue
         by_channel.setdefault((trace.id, float(trace.stats.sampling_rate)), []).append(trace)
 
     segments = []
     for (trace_id, rate), traces in sorted(by_channel.items()):
-        if rate < MIN_SAMPLING_RATE:
-            report.fail(f"{trace_id}: sampling rate {rate:g} Hz is below the minimum of "
-                        f"{MIN_SAMPLING_RATE:g} Hz (the codec codes 0-16 Hz at 40 Hz)")
+        try:
+            check_sampling_rate(rate, trace_id)
+        except InputError as err:
+            report.fail(str(err))
             continue
         merged = obspy.Stream([tr.copy() for tr in traces])
         try:
@@ -169,8 +183,7 @@ def _segment_from_piece(piece, prep: Preprocessing, report: Report) -> Segment |
 
     label, stats = trace_label(piece), piece.stats
     data = np.asarray(piece.data)
-    if data.size == 0 or not np.all(np.isfinite(data)):
-        check_samples(data, label)  # raises: empty or NaN/inf, with the codec's wording
+    check_numeric_samples(data, label)  # text, empty, NaN/inf: with the codec's wording
     duration = stats.npts / stats.sampling_rate
     if duration < prep.min_window_seconds:  # a fragment between gaps: counted, not an error
         report.short_segment_seconds += duration
