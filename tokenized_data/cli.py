@@ -83,8 +83,6 @@ def main(args) -> int:
         raise UsageError("give INPUT files, directories or patterns, or --sds ROOT --start T0 --end T1")
     if args.sds and not (args.start and args.end):
         raise UsageError("--sds needs --start and --end")
-    if args.num_proc < 1:
-        raise UsageError("--num-proc must be at least 1")
     shard = None
     if args.shard:
         match = re.fullmatch(r"(\d+)/(\d+)", args.shard)
