@@ -35,10 +35,11 @@ class EncodedTrace:
         return self.encoded.gain[0].cpu().numpy().astype(np.uint8)
 
 
-def encode_trace(codec: EQCodec, trace, *, allow_clipped: bool = False) -> EncodedTrace:
-    """Check, resample to 40 Hz and encode one obspy Trace."""
+def encode_trace(codec: EQCodec, trace, *, allow_clipped: bool = False, beam_width: int = 1) -> EncodedTrace:
+    """Check, resample to 40 Hz and encode one obspy Trace (beam_width: see EQCodec.encode)."""
     samples = trace_to_codec_input(trace, allow_clipped=allow_clipped)
-    return EncodedTrace(codec.encode(samples), trace.id, trace.stats.starttime, float(trace.stats.sampling_rate))
+    return EncodedTrace(codec.encode(samples, beam_width=beam_width), trace.id, trace.stats.starttime,
+                        float(trace.stats.sampling_rate))
 
 
 def decode_trace(codec: EQCodec, encoded: EncodedTrace, num_codebooks: int | None = None):
@@ -52,16 +53,18 @@ def decode_trace(codec: EQCodec, encoded: EncodedTrace, num_codebooks: int | Non
     return obspy.Trace(samples.astype(np.float64), header=header)
 
 
-def encode_stream(codec: EQCodec, stream, *, source: str = "stream", allow_clipped: bool = False) -> list[EncodedTrace]:
+def encode_stream(codec: EQCodec, stream, *, source: str = "stream", allow_clipped: bool = False,
+                  beam_width: int = 1) -> list[EncodedTrace]:
     """Encode every channel of a Stream, its touching pieces joined (gaps are refused: split the stream first)."""
-    return [encode_trace(codec, tr, allow_clipped=allow_clipped) for tr in contiguous_traces(stream, source)]
+    return [encode_trace(codec, tr, allow_clipped=allow_clipped, beam_width=beam_width)
+            for tr in contiguous_traces(stream, source)]
 
 
 def reconstruct_stream(codec: EQCodec, stream, num_codebooks: int | None = None, *,
-                       source: str = "stream", allow_clipped: bool = False):
+                       source: str = "stream", allow_clipped: bool = False, beam_width: int = 1):
     """Encode and decode a Stream from the first k codebooks: the Stream the codec's tokens carry."""
     import obspy
 
     k = codec.check_num_codebooks(num_codebooks)
-    return obspy.Stream([decode_trace(codec, e, k) for e in
-                         encode_stream(codec, stream, source=source, allow_clipped=allow_clipped)])
+    encoded = encode_stream(codec, stream, source=source, allow_clipped=allow_clipped, beam_width=beam_width)
+    return obspy.Stream([decode_trace(codec, e, k) for e in encoded])

@@ -280,6 +280,35 @@ class EQCodec(nn.Module):
         return codes.reshape(K, B, T).transpose(0, 1)
 
     @staticmethod
+    def _beam_codes(latent: torch.Tensor, codebooks: torch.Tensor, width: int, rows: int = 256) -> torch.Tensor:
+        """Like _nearest_codes, but keeps the `width` best partial code sequences per latent at
+        every stage and returns the one with the least error after all K stages: [B, K, T].
+
+        Greedy search fixes each stage's code before seeing the later stages; the beam
+        lowers the error at k = K (held-out nc-events, k = 8: +1.0 dB at width 4, +1.3 dB
+        at 16) for about `width` times the search work, and raises it slightly at k = 1-2.
+        """
+        K, C, D = codebooks.shape
+        B, _, T = latent.shape
+        norms = codebooks.pow(2).sum(-1)  # [K, C]
+        vectors = latent.transpose(1, 2).reshape(-1, D)
+        codes = torch.empty(K, vectors.shape[0], dtype=torch.long, device=latent.device)
+        for first in range(0, vectors.shape[0], rows):
+            residual = vectors[first : first + rows, None, :]  # [n, beams, D]
+            n = residual.shape[0]
+            error = residual.pow(2).sum(-1)  # [n, beams]
+            paths = torch.empty(n, 1, 0, dtype=torch.long, device=latent.device)  # [n, beams, stages so far]
+            for q in range(K):
+                # ||r - c||^2 = ||r||^2 - 2 r.c + ||c||^2 for every beam and code: [n, beams, C]
+                candidates = torch.matmul(residual, codebooks[q].T).mul_(-2).add_(norms[q]).add_(error[..., None])
+                error, best = candidates.reshape(n, -1).topk(min(width, candidates[0].numel()), largest=False)
+                parent, code = best // C, best % C
+                residual = residual.gather(1, parent[..., None].expand(-1, -1, D)) - codebooks[q][code]
+                paths = torch.cat([paths.gather(1, parent[..., None].expand(-1, -1, q)), code[..., None]], dim=-1)
+            codes[:, first : first + n] = paths[:, 0].T  # topk sorts ascending: beam 0 is the best
+        return codes.reshape(K, B, T).transpose(0, 1)
+
+    @staticmethod
     def _codes_to_latents(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
         """[B, k, T] indices of the first k codebooks, codebooks [K, C, D] -> [B, D, T] summed code vectors."""
         latent = sum(codebooks[q][codes[:, q]] for q in range(codes.shape[1]))  # [B, T, D]
@@ -298,12 +327,16 @@ class EQCodec(nn.Module):
 
     # ------------------------------------------------------------------ public API
     @torch.inference_mode()
-    def encode(self, x, chunk_frames: int = 1024) -> EncodedWaveform:
+    def encode(self, x, chunk_frames: int = 1024, beam_width: int = 1) -> EncodedWaveform:
         """[B, N] or [N] samples at 40 Hz (numpy or torch, physical units) -> EncodedWaveform.
 
         Memory does not grow with N beyond the input and the tokens: framing,
         networks and quantizer run on chunks of `chunk_frames` frames.
+        beam_width > 1 searches the residual VQ with a beam (see _beam_codes):
+        better at k = 8, slightly worse at k = 1, beam_width times slower search.
         """
+        if not isinstance(beam_width, (int, np.integer)) or beam_width < 1:
+            raise ValueError(f"beam_width must be a positive integer, got {beam_width!r}")
         x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
         if x.ndim == 1:
             x = x[None]
@@ -316,7 +349,9 @@ class EQCodec(nn.Module):
         codebooks = self.quantizer.codebooks  # [K, C, D]; the property stacks the layers' tensors on every call
         for start, stop, lo, hi in self._chunks(gain.shape[-1], self.encoder.receptive_radius, chunk_frames):
             latent = self._encode_frames(self._unit_frames(x, gain, scale, offset, lo, hi), gain[:, lo:hi])
-            codes[..., start:stop] = self._nearest_codes(latent[..., start - lo : stop - lo], codebooks)
+            latent = latent[..., start - lo : stop - lo]
+            codes[..., start:stop] = (self._nearest_codes(latent, codebooks) if beam_width == 1
+                                      else self._beam_codes(latent, codebooks, int(beam_width)))
         return EncodedWaveform(codes, gain, scale, offset, x.shape[-1])
 
     @torch.inference_mode()

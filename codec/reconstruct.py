@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .api import encode_stream, decode_trace
+from .cli import positive_int
 from .files import write_atomically
 from .metrics import segmental_snr_db, snr_db
 from .model import EQCodec
@@ -44,7 +45,8 @@ def output_name(path: Path) -> str:
     return path.name if path.suffix.lower() == ".mseed" else path.name + ".mseed"
 
 
-def reconstruct_file(codec: EQCodec, path: Path, levels: list[int], *, allow_clipped: bool = False):
+def reconstruct_file(codec: EQCodec, path: Path, levels: list[int], *, allow_clipped: bool = False,
+                     beam_width: int = 1):
     """Return (rows, originals {id: 40 Hz samples}, reconstructions {k: Stream}) for one file.
 
     A channel stored in touching pieces is one trace; InputError messages name the file.
@@ -53,7 +55,7 @@ def reconstruct_file(codec: EQCodec, path: Path, levels: list[int], *, allow_cli
 
     try:
         stream = obspy.Stream(contiguous_traces(read_stream(path), str(path)))
-        encoded = encode_stream(codec, stream, source=str(path), allow_clipped=allow_clipped)
+        encoded = encode_stream(codec, stream, source=str(path), allow_clipped=allow_clipped, beam_width=beam_width)
         originals = {tr.id: trace_to_codec_input(tr, allow_clipped=allow_clipped) for tr in stream}
     except InputError as err:  # trace-level messages name the trace only
         message = str(err)
@@ -109,6 +111,7 @@ EXAMPLES = """examples:
   eqcodec reconstruct event.mseed --out recon --codebooks 1,2,4,8 --plot figure1.png
   eqcodec reconstruct day/*.mseed station.SAC --out recon --codebooks all
   eqcodec reconstruct event.mseed --out recon-mine --codec my-codec/final
+  eqcodec reconstruct archive.mseed --out recon-k8 --codebooks 8 --beam-width 4
 """
 
 
@@ -122,6 +125,10 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     codec.add_argument("--codebooks", default="1,2,4,8", metavar="LEVELS",
                        help="levels k to decode, comma-separated, or 'all' (default: %(default)s)")
     codec.add_argument("--codec", default=None, metavar="PATH", help="codec checkpoint folder (default: the shipped EQcodec)")
+    codec.add_argument("--beam-width", type=positive_int, default=1, metavar="B",
+                       help="search the codebooks with a beam of B code sequences instead of stage by stage: "
+                            "about +1 dB at k = 8 for B = 4, slightly less at k = 1, B times the search work "
+                            "(default: %(default)s)")
     return parser
 
 
@@ -144,7 +151,8 @@ def main(args: argparse.Namespace) -> int:
     results = []
     for name in args.inputs:
         path = Path(name)
-        rows, originals, recon = reconstruct_file(codec, path, levels, allow_clipped=args.allow_clipped)
+        rows, originals, recon = reconstruct_file(codec, path, levels, allow_clipped=args.allow_clipped,
+                                                  beam_width=args.beam_width)
         check_miniseed_ids(recon[levels[0]], str(path))  # the outputs are miniSEED
         results.append((path, rows, originals, recon))
 

@@ -124,6 +124,32 @@ def test_checkpoint_of_another_kind_is_reported(tmp_path, codec):
         EQCodec.from_pretrained(tmp_path / "ckpt")
 
 
+def test_beam_search_lowers_the_full_rate_error(codec, example_stream):
+    """A beam of code sequences finds codes at least as good at k = 8 as the stage-by-stage search."""
+    x = np.concatenate([codec_input(trace) for trace in example_stream])
+    with torch.inference_mode():
+        latent = codec._encode_frames(*codec.normalize(torch.as_tensor(x)[None])[:2])
+        codebooks = codec.quantizer.codebooks
+        greedy = codec._nearest_codes(latent, codebooks)
+        beam = codec._beam_codes(latent, codebooks, 8)
+        assert torch.equal(codec._beam_codes(latent, codebooks, 1), greedy)  # a beam of one is the greedy search
+
+    def error(codes):  # [T] squared error of the k = 8 latent reconstruction
+        return (latent - codec._codes_to_latents(codes, codebooks)).pow(2).sum(1)[0]
+
+    assert (beam != greedy).any()
+    assert error(beam).sum() < 0.95 * error(greedy).sum()
+    encoded = codec.encode(x, beam_width=8)
+    assert torch.equal(encoded.codes, beam)
+    assert snr_db(x, codec.decode(encoded, 8)[0].numpy()) > snr_db(x, codec.decode(codec.encode(x), 8)[0].numpy())
+
+
+def test_bad_beam_width_is_refused(codec):
+    for width in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="beam_width"):
+            codec.encode(np.random.default_rng(3).standard_normal(400), beam_width=width)
+
+
 def test_num_codebooks_outside_range_is_refused(codec):
     encoded = codec.encode(np.random.default_rng(3).standard_normal(400))
     for k in (0, 9, 2.5):

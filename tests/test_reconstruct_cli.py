@@ -34,6 +34,18 @@ def test_reconstruct_writes_levels_report_and_figure(tmp_path, example_stream, c
     assert "| RJOB.mseed | BW.RJOB..EHZ | 8 | 88 |" in capsys.readouterr().out
 
 
+def test_reconstruct_with_a_beam_search_scores_higher_at_k8(tmp_path, example_stream):
+    source = tmp_path / "RJOB.mseed"
+    example_stream.write(str(source), format="MSEED")
+    snr = {}
+    for width in (1, 8):
+        out = tmp_path / f"beam{width}"
+        assert eqcodec(["reconstruct", str(source), "--out", str(out), "--codebooks", "8",
+                        "--beam-width", str(width)]) == 0
+        snr[width] = np.mean([r["snr_db"] for r in json.loads((out / "report.json").read_text())["rows"]])
+    assert snr[8] > snr[1], snr
+
+
 def test_event_split_keeps_events_together_and_holds_out_a_fifth(tmp_path):
     names = [f"NC_S{i:02d}_20100101{h:02d}000000.mseed" for i, h in enumerate(range(10))]
     names += ["NC_T01_2010010100000100.mseed"]  # 1 s after S00's window: same event
