@@ -2,9 +2,10 @@
 
 For each input file and each k, writes DIR/k{k}/<input file name>.mseed (same
 trace ids and start times, 40 Hz, physical units; a channel stored in touching
-pieces is one trace, and ids miniSEED cannot hold are refused), prints a table per trace
-and level (bits/s with the gain side information, SNR over the whole trace,
-mean segmental SNR over 1-s segments) and writes the same as DIR/report.json.
+pieces is one trace, and ids miniSEED cannot hold are refused), prints a table
+per trace and level (bits/s with all side information: the gains and the
+trace's scale and offset; SNR over the whole trace; mean segmental SNR over 1-s
+segments) and writes the same as DIR/report.json.
 --plot draws the paper's Figure 1: the original on top, levels 8..1 below.
 """
 
@@ -23,7 +24,8 @@ from .cli import positive_int
 from .files import write_atomically
 from .metrics import segmental_snr_db, snr_db
 from .model import EQCodec
-from .preprocess import InputError, check_miniseed_ids, contiguous_traces, read_stream, trace_to_codec_input
+from .preprocess import (SAMPLING_RATE, InputError, check_miniseed_ids, contiguous_traces, read_stream,
+                         trace_to_codec_input)
 
 
 def parse_levels(text: str, num_codebooks: int = 8) -> list[int]:
@@ -60,14 +62,14 @@ def reconstruct_file(codec: EQCodec, path: Path, levels: list[int], *, allow_cli
     except InputError as err:  # trace-level messages name the trace only
         message = str(err)
         raise InputError(message if message.startswith(str(path)) else f"{path}: {message}") from None
-    bits = codec.config.bits_per_second
     rows, recon = [], {}
     for k in levels:
         recon[k] = obspy.Stream([decode_trace(codec, e, k) for e in encoded])
         for trace in recon[k]:
             x = originals[trace.id]
             rows.append({
-                "file": path.name, "trace": trace.id, "k": k, "bits_per_second": bits[k - 1],
+                "file": path.name, "trace": trace.id, "k": k,
+                "bits_per_second": round(codec.config.trace_bits_per_second(k, len(x) / SAMPLING_RATE), 2),
                 "snr_db": round(snr_db(x, trace.data), 2),
                 "segmental_snr_db": round(segmental_snr_db(x, trace.data), 2),
             })
@@ -102,7 +104,7 @@ def plot_figure1(originals: dict, recon: dict, starttime, out_path: Path, title:
 def format_table(rows: list[dict]) -> str:
     lines = ["| file | trace | k | bits/s | SNR dB | seg. SNR dB |", "|---|---|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['file']} | {r['trace']} | {r['k']} | {r['bits_per_second']:.0f} | "
+        lines.append(f"| {r['file']} | {r['trace']} | {r['k']} | {r['bits_per_second']:.1f} | "
                      f"{r['snr_db']:.2f} | {r['segmental_snr_db']:.2f} |")
     return "\n".join(lines)
 

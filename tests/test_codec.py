@@ -17,6 +17,9 @@ from codec.metrics import segmental_snr_db, snr_db
 def test_bit_rates_count_the_gain():
     config = EQCodecConfig()
     assert config.bits_per_second == [10 * k + 8 for k in range(1, 9)]
+    # the per-trace scale and offset (two float64) weigh on short traces only
+    assert config.trace_bits_per_second(8, 90.0) == pytest.approx(88 + 128 / 90.0)
+    assert config.trace_bits_per_second(1, 86400.0) - 18 < 0.002
 
 
 def test_encode_shapes_and_token_ranges(codec, example_stream):

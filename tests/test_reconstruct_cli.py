@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import obspy
+import pytest
 import torch
 
 from codec import EQCodec
@@ -28,10 +29,11 @@ def test_reconstruct_writes_levels_report_and_figure(tmp_path, example_stream, c
         assert (tmp_path / "out" / f"k{k}" / f"{sac.name}.mseed").is_file()
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     rows = {(r["trace"], r["k"]): r for r in report["rows"] if r["file"] == "RJOB.mseed"}
-    assert rows[("BW.RJOB..EHZ", 8)]["bits_per_second"] == 88
+    seconds = len(st[0].data) / 40.0  # all side information counts: 88 bits/s + 128 bits of scale and offset
+    assert rows[("BW.RJOB..EHZ", 8)]["bits_per_second"] == pytest.approx(88 + 128 / seconds, abs=0.01)
     assert rows[("BW.RJOB..EHZ", 8)]["snr_db"] > rows[("BW.RJOB..EHZ", 1)]["snr_db"]
     assert (tmp_path / "fig.png").stat().st_size > 10_000
-    assert "| RJOB.mseed | BW.RJOB..EHZ | 8 | 88 |" in capsys.readouterr().out
+    assert f"| RJOB.mseed | BW.RJOB..EHZ | 8 | {88 + 128 / seconds:.1f} |" in capsys.readouterr().out
 
 
 def test_reconstruct_with_a_beam_search_scores_higher_at_k8(tmp_path, example_stream):
