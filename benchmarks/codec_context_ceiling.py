@@ -73,6 +73,7 @@ def main() -> int:
     import torch
 
     from codec.baselines import GainShapeRVQ
+    from benchmarks.codec_rate_distortion import broadband as is_broadband
     from codec.data import load_traces, nc_events_split, obspy_recordings
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,8 +87,7 @@ def main() -> int:
     train_files, held_out_files = nc_events_split(args.data)
     nc_train = [x for _, x in load_traces(train_files)]
     nc_held = [x for _, x in load_traces(held_out_files)]
-    broadband = [x for label, x in load_traces(obspy_recordings())
-                 if len(channel := label.rsplit(".", 1)[-1]) == 3 and channel[0] in "BH"]
+    broadband = [x for label, x in load_traces(obspy_recordings()) if is_broadband(label)]
     print("| corpus | k | per-frame error, own codes (dB) | with linear 3-frame context (dB) | gain (dB) |")
     print("|---|---|---|---|---|")
     for k in (1, 4, 8):

@@ -37,7 +37,12 @@ class EncodedTrace:
 
 def encode_trace(codec: EQCodec, trace, *, allow_clipped: bool = False, beam_width: int = 1) -> EncodedTrace:
     """Check, resample to 40 Hz and encode one obspy Trace (beam_width: see EQCodec.encode)."""
-    samples = trace_to_codec_input(trace, allow_clipped=allow_clipped)
+    return encode_samples(codec, trace, trace_to_codec_input(trace, allow_clipped=allow_clipped),
+                          beam_width=beam_width)
+
+
+def encode_samples(codec: EQCodec, trace, samples: np.ndarray, *, beam_width: int = 1) -> EncodedTrace:
+    """Encode `samples`, the trace's data already checked and at 40 Hz (trace_to_codec_input), keeping its id and times."""
     return EncodedTrace(codec.encode(samples, beam_width=beam_width), trace.id, trace.stats.starttime,
                         float(trace.stats.sampling_rate))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .api import encode_stream, decode_trace
+from .api import decode_trace, encode_samples
 from .cli import positive_int
 from .files import write_atomically
 from .metrics import segmental_snr_db, snr_db
@@ -56,9 +56,9 @@ def reconstruct_file(codec: EQCodec, path: Path, levels: list[int], *, allow_cli
     import obspy
 
     try:
-        stream = obspy.Stream(contiguous_traces(read_stream(path), str(path)))
-        encoded = encode_stream(codec, stream, source=str(path), allow_clipped=allow_clipped, beam_width=beam_width)
-        originals = {tr.id: trace_to_codec_input(tr, allow_clipped=allow_clipped) for tr in stream}
+        traces = contiguous_traces(read_stream(path), str(path))
+        originals = {tr.id: trace_to_codec_input(tr, allow_clipped=allow_clipped) for tr in traces}
+        encoded = [encode_samples(codec, tr, originals[tr.id], beam_width=beam_width) for tr in traces]
     except InputError as err:  # trace-level messages name the trace only
         message = str(err)
         raise InputError(message if message.startswith(str(path)) else f"{path}: {message}") from None
