@@ -1,6 +1,6 @@
 """Predictive-deconvolution benchmark: a thin wrapper of `eqcodec evaluate deconvolution`.
 
-The benchmark itself lives in lm/evaluate.py. This script runs the seeded
+The benchmark itself lives in tasks/evaluate.py. This script runs the seeded
 synthetic reverberation benchmark, with the LM fine-tuned on separate
 synthetic training traces by train-lm, and the held-out nc-events
 recordings, writes tables, JSON, plots and the fine-tuned LM to
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from codec.cli import main as eqcodec  # noqa: E402
+from cli import main as eqcodec  # noqa: E402
 
 NC_EVENTS = ROOT.parent / "shared/data/nc-events"
 OUT = ROOT / "runs/benchmarks/deconvolution"

@@ -1,6 +1,6 @@
 """Forecasting benchmark on the held-out nc-events split: a thin wrapper of `eqcodec evaluate forecast`.
 
-The benchmark itself lives in lm/evaluate.py (cases from picks.csv: pre-event
+The benchmark itself lives in tasks/evaluate.py (cases from picks.csv: pre-event
 noise, 2 s after P, 5 s after S; horizons 1/5/10/30 s; zero, persistence,
 AR(p), noise- and AR-ensembles and the token LM). This script runs it on
 the held-out split with the options given, writes the tables, JSON and plot
@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from codec.cli import main as eqcodec  # noqa: E402
+from cli import main as eqcodec  # noqa: E402
 
 NC_EVENTS = ROOT.parent / "shared/data/nc-events"
 OUT = ROOT / "runs/benchmarks/forecast"

@@ -26,7 +26,7 @@ minutes, and alternation exposes both models to the same conditions.
 
 Usage:
   python benchmarks/lm_vs_musicgen.py --data CORPUS            # a token corpus (eqcodec tokenize)
-  python benchmarks/lm_vs_musicgen.py --synthetic              # lm.random_corpus tokens
+  python benchmarks/lm_vs_musicgen.py --synthetic              # tokenized_data.random_corpus tokens
   options: --config lm/configs/base.json --steps 150 --batch-size 16 --context-frames 90
            --gen-context 30 --gen-frames 60 --rounds 4 --threads 1 --out results.json
 
@@ -128,7 +128,7 @@ def _rss() -> int:
 
 def load_data(args):
     """(train corpus, validation corpus) from --data or synthetic tokens."""
-    from lm.random_corpus import random_token_corpus
+    from tokenized_data.random_corpus import random_token_corpus
     from tokenized_data import load_tokenized
 
     corpus = (load_tokenized(args.data) if args.data else
@@ -339,7 +339,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="token corpus folder (eqcodec tokenize)")
-    source.add_argument("--synthetic", action="store_true", help="synthetic tokens (lm.random_corpus)")
+    source.add_argument("--synthetic", action="store_true", help="synthetic tokens (tokenized_data.random_corpus)")
     parser.add_argument("--synthetic-windows", type=int, default=400, help="windows of synthetic tokens")
     parser.add_argument("--config", default="base", help="LM config (default: lm/configs/base.json)")
     parser.add_argument("--steps", type=int, default=150, help="training steps before the validation CE")

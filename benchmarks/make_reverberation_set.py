@@ -1,4 +1,4 @@
-"""Write the synthetic deconvolution benchmark (lm.synthetic) to miniSEED: constant and drifting sets.
+"""Write the synthetic deconvolution benchmark (tasks.synthetic) to miniSEED: constant and drifting sets.
 
     python benchmarks/make_reverberation_set.py --out reverb --traces 200
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lm import synthetic  # noqa: E402
+from tasks import synthetic  # noqa: E402
 
 
 def main(argv=None) -> int:

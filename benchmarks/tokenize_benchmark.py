@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from tokenized_data.cli import available_cpus  # noqa: E402
+from cli.tokenize import available_cpus  # noqa: E402
 
 DEFAULT_DATA = "/work/shared/data/nc-events"
 

@@ -1,4 +1,4 @@
-"""EQcodec: a neural codec that turns 40 Hz seismic waveforms into 8 tokens per second.
+"""EQcodec: a neural codec that turns 40 Hz seismic waveforms into 8 tokens per second. The bottom layer.
 
     from codec import EQCodec
     codec = EQCodec.from_pretrained()          # the shipped default, no network
@@ -6,18 +6,17 @@
     samples = codec.decode(encoded, 4)         # from the first 4 codebooks: 48 bits/s
 
 obspy users: `codec.api.encode_stream`, `codec.api.reconstruct_stream`.
+
+Modules: model (EQCodec, EQCodecConfig), modules (network blocks), gain (8-bit
+frame gains), preprocess (checks, resampling, contiguous pieces), api (obspy
+Streams <-> tokens), reconstruct (`eqcodec reconstruct`), metrics (SNR,
+segmental SNR, frame-edge ratio), baselines (gain-shape RVQ, Steim2), data
+(development corpora and their event split), train (TrainCodecConfig,
+train_codec), trainer (the training core shared with lm.train), files (inputs;
+atomic outputs), errors (InputError, CheckpointError, UsageError).
 """
 
-import importlib
+from .errors import CheckpointError, InputError, UsageError
+from .model import EncodedWaveform, EQCodec, EQCodecConfig
 
-#: Public names and the submodule that defines them. They are imported on first
-#: use, so that `eqcodec --help` (codec.cli) does not pay for importing torch.
-_EXPORTS = {"EQCodec": ".model", "EQCodecConfig": ".model", "EncodedWaveform": ".model",
-            "CheckpointError": ".model", "InputError": ".preprocess"}
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["EQCodec", "EQCodecConfig", "EncodedWaveform", "CheckpointError", "InputError", "UsageError"]

@@ -1,4 +1,7 @@
-"""Output files that appear whole or not at all.
+"""Input files found from what users give, and output files that appear whole or not at all.
+
+Inputs: files, directories (searched recursively) and glob patterns become one
+sorted list of waveform files (expand_inputs), the same for every command.
 
 Every command writes its results under temporary names next to their
 destinations and renames them only when all of them are complete, so an error
@@ -7,9 +10,44 @@ or an interrupt never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+NOT_WAVEFORM_SUFFIXES = {".csv", ".txt", ".md", ".rst", ".json", ".xml", ".yaml", ".yml", ".py",
+                         ".ipynb", ".png", ".jpg", ".jpeg", ".pdf", ".html", ".log", ".npz", ".npy",
+                         ".arrow", ".parquet", ".safetensors", ".tmp"}
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files, directories (recursive) and glob patterns -> (sorted unique file paths, [(input, problem)]).
+
+    An input that yields no waveform file is returned with its problem; the others go on.
+    """
+    found_paths: dict[str, str] = {}  # resolved -> as given
+    problems = []
+    for given in inputs:
+        if Path(given).is_dir():
+            found = [str(p) for p in sorted(Path(given).rglob("*")) if _looks_like_waveform(p, Path(given))]
+            problem = "directory holds no waveform files"
+        elif Path(given).exists():
+            found, problem = [given], ""
+        elif glob.has_magic(given):
+            found = [p for p in sorted(glob.glob(given, recursive=True)) if Path(p).is_file()]
+            problem = "pattern matches no file"
+        else:
+            found, problem = [], "no such file or directory"
+        if not found:
+            problems.append((given, problem))
+        for path in found:
+            found_paths.setdefault(str(Path(path).resolve()), path)
+    return sorted(found_paths.values()), problems
+
+
+def _looks_like_waveform(path: Path, root: Path) -> bool:
+    hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
+    return path.is_file() and not hidden and path.suffix.lower() not in NOT_WAVEFORM_SUFFIXES
 
 
 def temporary_path(path: Path) -> Path:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from . import gain as gainlib
+from .errors import CheckpointError
 from .modules import FrameConvNet
 
 #: Side information per trace: the gain reference `scale` and the removed `offset`, float64 each.
@@ -39,10 +40,6 @@ TRACE_SIDE_BITS = 128
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, corrupt or of another kind; the message names the path."""
 
 
 @dataclass

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
+
 #: The codec's sampling rate (Hz) and frame length (samples): 1 frame = 1 s.
 SAMPLING_RATE = 40.0
 FRAME_LENGTH = 40
@@ -34,10 +36,6 @@ RATE_TOLERANCE = 1e-7
 #: Longest network, station, location and channel codes miniSEED (2.x) holds;
 #: obspy's writer cuts longer codes without a word.
 MINISEED_CODE_LENGTHS = {"network": 2, "station": 5, "location": 2, "channel": 3}
-
-
-class InputError(ValueError):
-    """Input the toolkit cannot process; the message names the trace or file."""
 
 
 def trace_label(trace) -> str:
@@ -174,15 +172,14 @@ def trace_to_codec_input(trace, *, allow_clipped: bool = False) -> np.ndarray:
     return data
 
 
-def contiguous_traces(stream, source: str = "stream") -> list:
-    """One Trace per channel id, in the stream's order: pieces that follow each other are joined.
+def contiguous_pieces(stream, source: str = "stream") -> list:
+    """Gap-free pieces of every channel, in the stream's order of channels, then time; gaps are kept.
 
     Files often hold a channel in several pieces (records, blocks) that touch;
     obspy's Stream.merge(method=-1) joins them (and overlaps with identical
     samples) without filling anything, and empty pieces beside others are
-    dropped. A channel that still comes in several pieces has a gap or a
-    conflicting overlap: InputError (check_no_gaps). Single pieces are returned
-    as they are, joined pieces as new Traces.
+    dropped. What is left apart by a gap stays apart. Single pieces are
+    returned as they are, joined pieces as new Traces.
     """
     import obspy
 
@@ -202,7 +199,15 @@ def contiguous_traces(stream, source: str = "stream") -> list:
             merged.merge(method=-1)
         except Exception as err:  # e.g. pieces with different sampling rates or data types
             raise InputError(f"{source}: the pieces of {trace_id} cannot be joined ({err})") from None
-        traces.extend(merged)
+        traces.extend(sorted(merged, key=lambda tr: tr.stats.starttime))
+    return traces
+
+
+def contiguous_traces(stream, source: str = "stream") -> list:
+    """One Trace per channel id (contiguous_pieces); a channel with a gap or a conflicting overlap: InputError."""
+    import obspy
+
+    traces = contiguous_pieces(stream, source)
     check_no_gaps(obspy.Stream(traces), source)
     return traces
 

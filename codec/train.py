@@ -12,10 +12,8 @@ OUT/checkpoint; rerunning the same command resumes from there exactly.
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
-import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from torch.nn import functional as F
 from .data import load_traces, nc_events_split, obspy_recordings
 from .metrics import segmental_snr_db, snr_db
 from .model import EQCodec, EQCodecConfig
+from .trainer import RunLog, check_resume, save_checkpoint, save_model_atomically
 
 
 class RandomCrops(torch.utils.data.Dataset):
@@ -107,85 +106,60 @@ def evaluate(model: EQCodec, traces: list[np.ndarray]) -> dict:
     return results
 
 
-def run_logger(accelerator, log_path: Path):
-    """log(message): timestamped line appended to log_path and printed above the progress bar (main process only)."""
-    from tqdm.auto import tqdm
+@dataclass
+class TrainCodecConfig:
+    """Settings of one codec training run (`eqcodec train-codec` flags; JSON files of these fields work too).
 
-    def log(message: str) -> None:
-        if accelerator.is_main_process:
-            line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
-            with open(log_path, "a") as f:
-                f.write(line + "\n")
-            tqdm.write(line)
+    data: nc-events-layout folder (split by event, 20 % held out); out: run folder;
+    config: EQCodecConfig JSON (sizes); init: a codec folder to fine-tune;
+    init_codebooks: a fitted GainShapeRVQ to start the residual VQ from.
+    The learning rate warms up linearly, then decays by a cosine to 10 % of lr.
+    """
 
-    return log
+    data: str
+    out: str
+    no_obspy_recordings: bool = False
+    config: str | None = None
+    init: str | None = None
+    init_codebooks: str | None = None
+    steps: int = 20000
+    batch_size: int = 64
+    crop_seconds: int = 32
+    lr: float = 1e-3
+    warmup: int = 500
+    spectral_weight: float = 0.01
+    segmental_weight: float = 0.0
+    eval_every: int = 1000
+    seed: int = 0
+    stop_after: int | None = None  # stop (resumably) after this step: tests simulate an interruption
 
-
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warm-up, then cosine decay to 10 % of the peak."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(total - warmup, 1)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
-
-
-EXAMPLES = """examples:
-  eqcodec train-codec --data events/ --out codec-run
-  eqcodec train-codec --data events/ --out small-run --config small.json --steps 2000 --batch-size 32
-  eqcodec train-codec --data my-events/ --out my-codec --init codec/pretrained --steps 1000 --lr 3e-4
-  accelerate launch -m codec.cli train-codec --data events/ --out codec-run    # several GPUs
-"""
-
-
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    from .cli import positive_float, positive_int
-
-    parser = parser or argparse.ArgumentParser(prog="eqcodec train-codec", description=__doc__)
-    files = parser.add_argument_group("input/output")
-    files.add_argument("--data", required=True, metavar="DIR",
-                       help="folder of event-window miniSEED files (nc-events layout)")
-    files.add_argument("--out", required=True, metavar="RUN",
-                       help="output folder: checkpoint/, final/, metrics.jsonl, train.log")
-    files.add_argument("--no-obspy-recordings", action="store_true",
-                       help="do not add the real recordings bundled with obspy to the training data")
-    model = parser.add_argument_group("model")
-    model.add_argument("--config", metavar="JSON", help="codec config JSON (sizes) (default: EQCodecConfig())")
-    model.add_argument("--init", metavar="PATH", help="start from this codec checkpoint (fine-tuning)")
-    model.add_argument("--init-codebooks", metavar="FILE",
-                       help="start the residual VQ from a fitted gain-shape RVQ (codec.baselines, e.g. the one "
-                            "benchmarks/codec_benchmark.py caches) instead of k-means on the first batch; "
-                            "for configs with identity_skip")
-    training = parser.add_argument_group("training")
-    training.add_argument("--steps", type=positive_int, default=20000, metavar="N", help="optimizer steps (default: %(default)s)")
-    training.add_argument("--batch-size", type=positive_int, default=64, metavar="N", help="crops per step (default: %(default)s)")
-    training.add_argument("--crop-seconds", type=positive_int, default=32, metavar="S",
-                          help="crop length in seconds (default: %(default)s)")
-    training.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (default: %(default)s)")
-    training.add_argument("--warmup", type=int, default=500, metavar="N", help="warm-up steps (default: %(default)s)")
-    training.add_argument("--spectral-weight", type=float, default=0.01, metavar="W",
-                          help="weight of the multi-resolution STFT loss (default: %(default)s)")
-    training.add_argument("--segmental-weight", type=float, default=0.0, metavar="W",
-                          help="weight of the mean per-frame error in dB (minus segmental SNR) (default: %(default)s)")
-    training.add_argument("--eval-every", type=positive_int, default=1000, metavar="N",
-                          help="validate and checkpoint every N steps (default: %(default)s)")
-    training.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default: %(default)s)")
-    return parser
+    @classmethod
+    def from_json(cls, path: str | Path, **overrides) -> "TrainCodecConfig":
+        """Settings from a JSON file of these fields, then `overrides` (nanoGPT-style override files)."""
+        return cls(**{**json.loads(Path(path).read_text()), **overrides})
 
 
-def main(args: argparse.Namespace) -> int:
+def train_codec(settings: TrainCodecConfig) -> int:
+    """Train (or fine-tune, with settings.init) EQcodec; resumes from OUT/checkpoint exactly."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
     accelerator = Accelerator()
-    set_seed(args.seed)
-    out = Path(args.out)
+    set_seed(settings.seed)
+    out = Path(settings.out)
+    checkpoint = out / "checkpoint"
+    run = {k: v for k, v in asdict(settings).items() if k != "stop_after"}  # what makes it the same run
+    saved_step = check_resume(checkpoint, run)
     out.mkdir(parents=True, exist_ok=True)
-    log = run_logger(accelerator, out / "train.log")
+    run_log = RunLog(accelerator, out)
+    log = run_log.log
 
-    train_files, eval_files = nc_events_split(args.data)
-    extra = [] if args.no_obspy_recordings else obspy_recordings()
-    train_traces = [x for _, x in load_traces(train_files + extra, include_obspy_example=not args.no_obspy_recordings)]
+    train_files, eval_files = nc_events_split(settings.data)
+    extra = [] if settings.no_obspy_recordings else obspy_recordings()
+    train_traces = [x for _, x in load_traces(train_files + extra,
+                                              include_obspy_example=not settings.no_obspy_recordings)]
     eval_traces = [x for _, x in load_traces(eval_files)]
     (out / "split.json").write_text(json.dumps(
         {"train": [f.name for f in train_files], "eval": [f.name for f in eval_files],
@@ -194,58 +168,62 @@ def main(args: argparse.Namespace) -> int:
         f"from {len(train_files)} nc-events files + {len(extra)} obspy files; "
         f"held-out traces: {len(eval_traces)} from {len(eval_files)} files")
 
-    if args.init:
-        model = EQCodec.from_pretrained(args.init).train()
+    if settings.init:
+        model = EQCodec.from_pretrained(settings.init).train()
     else:
-        config = EQCodecConfig.from_dict(json.loads(Path(args.config).read_text())) if args.config else EQCodecConfig()
+        config = (EQCodecConfig.from_dict(json.loads(Path(settings.config).read_text())) if settings.config
+                  else EQCodecConfig())
         model = EQCodec(config)
-    if args.init_codebooks:
+    if settings.init_codebooks:
         from .baselines import GainShapeRVQ
 
-        model.init_codebooks(GainShapeRVQ.load(args.init_codebooks).codebooks)
-        log(f"residual VQ started from the codebooks of {args.init_codebooks}")
-    crop = args.crop_seconds * model.config.frame_length
-    dataset = RandomCrops(train_traces, crop, length=args.steps * args.batch_size, seed=args.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+        model.init_codebooks(GainShapeRVQ.load(settings.init_codebooks).codebooks)
+        log(f"residual VQ started from the codebooks of {settings.init_codebooks}")
+    crop = settings.crop_seconds * model.config.frame_length
+    dataset = RandomCrops(train_traces, crop, length=settings.steps * settings.batch_size, seed=settings.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
+    # Not passed to prepare(): accelerate would step it once per process; it steps once per optimizer step.
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(optimizer, settings.warmup, settings.steps,
+                                                            min_lr_rate=0.1)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    accelerator.register_for_checkpointing(scheduler)
 
     step = 0
-    checkpoint = out / "checkpoint"
-    if (checkpoint / "step.json").is_file():
+    if saved_step is not None:
         accelerator.load_state(str(checkpoint))
-        step = json.loads((checkpoint / "step.json").read_text())["step"]
+        step = saved_step["step"]
         log(f"resumed from {checkpoint} at step {step}")
     batches = accelerator.skip_first_batches(loader, step) if step else loader
 
     unwrapped = accelerator.unwrap_model(model)
-    progress = tqdm(total=args.steps, initial=step, desc="train-codec", disable=not accelerator.is_local_main_process)
+    progress = tqdm(total=settings.steps, initial=step, desc="train-codec",
+                    disable=not accelerator.is_local_main_process)
     model.train()
     for batch in batches:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, args.steps, args.warmup, args.lr)
-        losses = codec_losses(model, batch, args.spectral_weight, args.segmental_weight)
+        losses = codec_losses(model, batch, settings.spectral_weight, settings.segmental_weight)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(losses["loss"])
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        scheduler.step()
         step += 1
         progress.update(1)
         progress.set_postfix(loss=f"{losses['loss'].item():.4f}", mse=f"{losses['mse'].item():.4f}")
-        if step % args.eval_every == 0 or step == args.steps:
-            record = {"step": step, **{k: round(v.item(), 5) for k, v in losses.items()}}
+        if step % settings.eval_every == 0 or step == settings.steps:
+            values = {"step": step, "lr": scheduler.get_last_lr()[0],
+                      **{k: round(v.item(), 5) for k, v in losses.items()}}
             if accelerator.is_main_process:
-                record.update(evaluate(unwrapped, eval_traces))
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            log(json.dumps(record))
-            accelerator.wait_for_everyone()
-            accelerator.save_state(str(checkpoint))
+                values.update(evaluate(unwrapped, eval_traces))
+            run_log.record(values)
+            save_checkpoint(accelerator, checkpoint, run, {"step": step})
             if accelerator.is_main_process:
-                (checkpoint / "step.json").write_text(json.dumps({"step": step}))
-                unwrapped.save_pretrained(out / "final")
-        if step >= args.steps:
+                save_model_atomically(unwrapped.save_pretrained, out / "final")
+        if step >= settings.steps or (settings.stop_after and step >= settings.stop_after):
             break
     progress.close()
+    if step < settings.steps:
+        log(f"stopped at step {step} of {settings.steps}; rerun the same command to resume")
+        return 0
     log(f"done: {out / 'final'}")
     return 0

@@ -20,14 +20,12 @@ Errors (bad input, unknown checkpoint) leave no file behind.
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from codec.cli import positive_float as _positive_float, positive_int as _positive_int, probability as _probability
 from codec.files import write_all_or_nothing
 from codec.model import CheckpointError, EncodedWaveform, EQCodec
 from codec.preprocess import (FRAME_LENGTH, SAMPLING_RATE, InputError, check_miniseed_ids, check_samples,
@@ -195,62 +193,33 @@ def output_paths(out: Path, samples: int) -> list[Path]:
     return [out.with_name(f"{out.stem}.s{j:02d}{out.suffix}") for j in range(samples)]
 
 
-EXAMPLES = """examples:
-  eqcodec generate event.mseed --context-seconds 30 --seconds 20 --out cont.mseed
-  eqcodec generate event.mseed --context-seconds 30 --seconds 20 --samples 16 --top-k 50 --out cont.mseed
-  eqcodec generate event.mseed --context-seconds 60 --seconds 30 --lm my-lm/final --seed 1 --out my-cont.mseed
-"""
+def generate_file(input: str, out: str, *, context_seconds: int, seconds: int, plot: str | None = None,
+                  allow_clipped: bool = False, samples: int = 1, temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None, seed: int | None = None, lm: str | None = None,
+                  codec: str | None = None) -> list[Path]:
+    """`eqcodec generate`: continue every trace of a file; write the continuations (miniSEED) and a plot.
 
-
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="eqcodec generate", description=__doc__)
-    files = parser.add_argument_group("input/output")
-    files.add_argument("input", metavar="INPUT", help="waveform file (any obspy format)")
-    files.add_argument("--out", required=True, metavar="FILE",
-                       help="output miniSEED file (see above for --samples > 1)")
-    files.add_argument("--plot", metavar="PNG", help="plot path (default: OUT with .png)")
-    files.add_argument("--allow-clipped", action="store_true", help="accept a clipped context")
-    length = parser.add_argument_group("context and continuation")
-    length.add_argument("--context-seconds", type=_positive_int, required=True, metavar="S",
-                        help=f"seconds at the end of each trace the LM reads (>= {MIN_CONTEXT_SECONDS}, "
-                             "<= the LM's window)")
-    length.add_argument("--seconds", type=_positive_int, required=True, metavar="S", help="seconds to generate")
-    sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--samples", type=_positive_int, default=1, metavar="N",
-                          help="continuations per trace (default: %(default)s)")
-    sampling.add_argument("--temperature", type=_positive_float, default=1.0, metavar="T",
-                          help="sampling temperature (default: %(default)s)")
-    sampling.add_argument("--top-k", type=_positive_int, metavar="K",
-                          help="sample among the K most likely tokens only (default: all)")
-    sampling.add_argument("--top-p", type=_probability, metavar="P",
-                          help="sample from the smallest set of tokens with probability P (default: all)")
-    sampling.add_argument("--seed", type=int, metavar="N", help="random seed (default: not seeded)")
-    model = parser.add_argument_group("model")
-    model.add_argument("--lm", metavar="PATH", help="LM folder (default: the shipped lm/pretrained)")
-    model.add_argument("--codec", metavar="PATH", help="codec folder (default: the shipped codec/pretrained)")
-    return parser
-
-
-def main(args: argparse.Namespace) -> int:
+    lm / codec are checkpoint folders (None: the shipped ones). Returns the paths written;
+    nothing is written when anything fails.
+    """
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    out = Path(args.out)
-    plot = Path(args.plot) if args.plot else out.with_suffix(".png")
-    stream = read_stream(args.input)
-    check_miniseed_ids(stream, args.input)  # the continuations are written as miniSEED with the input's ids
-    lm = load_lm(args.lm)
-    codec = EQCodec.from_pretrained(args.codec)
+    out = Path(out)
+    plot = Path(plot) if plot else out.with_suffix(".png")
+    stream = read_stream(input)
+    check_miniseed_ids(stream, input)  # the continuations are written as miniSEED with the input's ids
+    model = load_lm(lm)
+    coder = EQCodec.from_pretrained(codec)
     continuations = generate_continuations(
-        stream, lm, codec, args.context_seconds, args.seconds, samples=args.samples,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-        allow_clipped=args.allow_clipped)
+        stream, model, coder, context_seconds, seconds, samples=samples, temperature=temperature,
+        top_k=top_k, top_p=top_p, seed=seed, allow_clipped=allow_clipped)
 
     # Everything under temporary names first, then renamed: no half-written output.
     writers = {path: (lambda tmp, c=continuation: c.write(str(tmp), format="MSEED"))
-               for path, continuation in zip(output_paths(out, args.samples), continuations)}
-    writers[plot] = lambda tmp: plot_continuations(stream, continuations, args.context_seconds, tmp)
+               for path, continuation in zip(output_paths(out, samples), continuations)}
+    writers[plot] = lambda tmp: plot_continuations(stream, continuations, context_seconds, tmp)
     written = write_all_or_nothing(writers)
-    names = ", ".join(str(path) for path in written)
-    print(f"{len(continuations[0])} trace(s) x {args.samples} sample(s) of {args.seconds} s: {names}")
-    return 0
+    print(f"{len(continuations[0])} trace(s) x {samples} sample(s) of {seconds} s: "
+          + ", ".join(str(path) for path in written))
+    return written

@@ -3,7 +3,7 @@
 The same command runs on a CPU, one GPU, or several processes:
 
     eqcodec train-lm --data corpus --out my-lm
-    accelerate launch --num_processes 2 -m codec.cli train-lm --data corpus --out my-lm
+    accelerate launch --num_processes 2 -m cli train-lm --data corpus --out my-lm
 
 --batch-size is the number of windows per optimizer step, whatever the
 number of processes and --grad-accum: each process reads
@@ -30,20 +30,18 @@ The corpus must come from the codec the LM is (or will be) tied to: with
 
 from __future__ import annotations
 
-import argparse
 import copy
+from dataclasses import dataclass
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from codec.train import run_logger
-from codec.cli import fraction as _fraction, positive_int as _positive_int
+from codec.trainer import RunLog, check_resume, save_checkpoint as save_run_checkpoint, save_model_atomically
 from codec.model import CheckpointError
 from codec.preprocess import InputError
 
@@ -100,58 +98,6 @@ class TrainingWindows(torch.utils.data.Dataset):
         return self.examples[int(self._order[1][position])]
 
 
-EXAMPLES = """examples:
-  eqcodec train-lm --data corpus --init lm/pretrained --out my-lm    # fine-tune the shipped base LM
-  eqcodec train-lm --data corpus --out new-lm --config base --steps 5000 --batch-size 32
-  eqcodec train-lm --data corpus --out my-lm --split station --eval-fraction 0.1
-  accelerate launch --num_processes 2 -m codec.cli train-lm --data corpus --out my-lm
-"""
-
-
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="eqcodec train-lm", description=__doc__)
-    files = parser.add_argument_group("input/output")
-    files.add_argument("--data", required=True, metavar="CORPUS",
-                       help="token corpus folder (made by `eqcodec tokenize`)")
-    files.add_argument("--out", required=True, metavar="RUN",
-                       help="output folder: final/, checkpoint/, metrics.jsonl, train.log")
-    files.add_argument("--save-dtype", choices=["float32", "float16"], default="float32",
-                       help="dtype of the weights in OUT/final; float16 halves the file (load_lm reads "
-                            "either as float32) (default: %(default)s)")
-    model = parser.add_argument_group("model")
-    model.add_argument("--init", metavar="PATH",
-                       help="start from this LM (fine-tuning); its codec_id must match the corpus")
-    model.add_argument("--config", metavar="JSON",
-                       help=f"LM config JSON or a name in lm/configs, ignored with --init "
-                            f"(default: {DEFAULT_CONFIG.name})")
-    model.add_argument("--context-frames", "--length", dest="context_frames", type=_positive_int, metavar="T",
-                       help="frames (seconds) per training window (default: the config's max_frames)")
-    training = parser.add_argument_group("training")
-    training.add_argument("--steps", type=_positive_int, default=300, metavar="N",
-                          help="optimizer steps (default: %(default)s)")
-    training.add_argument("--batch-size", type=_positive_int, default=16, metavar="N",
-                          help="windows per optimizer step, over all processes (default: %(default)s)")
-    training.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)")
-    training.add_argument("--warmup", type=int, default=50, metavar="N", help="warm-up steps (default: %(default)s)")
-    training.add_argument("--weight-decay", type=float, default=0.1, metavar="W",
-                          help="AdamW weight decay (default: %(default)s)")
-    training.add_argument("--grad-accum", type=_positive_int, default=1, metavar="N",
-                          help="forward passes per optimizer step (default: %(default)s)")
-    training.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"], default="auto",
-                          help="auto: bf16/fp16 on a GPU, fp32 on a CPU (default: %(default)s)")
-    training.add_argument("--seed", type=int, default=0, metavar="N",
-                          help="random seed (data split, initialization, batches) (default: %(default)s)")
-    training.add_argument("--stop-after", type=_positive_int, help=argparse.SUPPRESS)  # tests: simulate an interruption
-    validation = parser.add_argument_group("validation")
-    validation.add_argument("--eval-every", type=_positive_int, default=50, metavar="N",
-                            help="validate and checkpoint every N steps (default: %(default)s)")
-    validation.add_argument("--eval-batches", type=_positive_int, default=50, metavar="N",
-                            help="at most this many validation batches (default: %(default)s)")
-    validation.add_argument("--split", choices=["event", "station"], default="event",
-                            help="how the corpus is split into training and validation (default: %(default)s)")
-    validation.add_argument("--eval-fraction", type=_fraction, default=0.2, metavar="F",
-                            help="validation share, between 0 and 1 (default: %(default)s)")
-    return parser
 
 
 def _mixed_precision(choice: str) -> str | None:
@@ -165,30 +111,30 @@ def _mixed_precision(choice: str) -> str | None:
     return "no"
 
 
-def _run_record(args: argparse.Namespace) -> dict:
-    return {name: getattr(args, name) for name in RUN_ARGS}
+def _run_record(settings: "TrainLMConfig") -> dict:
+    return {name: getattr(settings, name) for name in RUN_ARGS}
 
 
-def build_model(args: argparse.Namespace, corpus) -> SeismicLM:
+def build_model(settings: "TrainLMConfig", corpus) -> SeismicLM:
     """The LM to train: --init's (codec must match the corpus) or a fresh one from --config."""
-    if args.init:
-        model = load_lm(args.init).train()
+    if settings.init:
+        model = load_lm(settings.init).train()
         if model.config.codec_id and model.config.codec_id != corpus.codec_id:
             raise InputError(
-                f"{args.data}: corpus tokens come from codec {corpus.codec_id}, but the LM {args.init} was "
+                f"{settings.data}: corpus tokens come from codec {corpus.codec_id}, but the LM {settings.init} was "
                 f"trained on tokens of codec {model.config.codec_id}; tokenize the data with that codec "
                 "or train a new LM without --init")
-        if args.context_frames and args.context_frames > model.config.max_frames:
-            raise InputError(f"--context-frames {args.context_frames} is longer than the window of {args.init} "
+        if settings.context_frames and settings.context_frames > model.config.max_frames:
+            raise InputError(f"--context-frames {settings.context_frames} is longer than the window of {settings.init} "
                              f"({model.config.max_frames} frames)")
     else:
-        config = load_config(args.config or DEFAULT_CONFIG)
-        if args.context_frames:
-            config.max_frames = args.context_frames
+        config = load_config(settings.config or DEFAULT_CONFIG)
+        if settings.context_frames:
+            config.max_frames = settings.context_frames
         model = SeismicLM(config)
     config = model.config
     if (config.num_codebooks, config.codebook_size) != (corpus.num_codebooks, corpus.codebook_size):
-        raise InputError(f"{args.data}: corpus has {corpus.num_codebooks} codebooks of {corpus.codebook_size} "
+        raise InputError(f"{settings.data}: corpus has {corpus.num_codebooks} codebooks of {corpus.codebook_size} "
                          f"entries, the LM expects {config.num_codebooks} of {config.codebook_size}")
     config.codec_id = corpus.codec_id
     return model
@@ -215,22 +161,50 @@ def evaluate(model: SeismicLM, loader, max_batches: int) -> dict:
             "eval_ce_streams": [round(v, 4) for v in per_stream], "eval_tokens": int(count.sum())}
 
 
-def _replace_dir(tmp: Path, directory: Path) -> None:
-    """Move the finished folder `tmp` to `directory`, replacing it: never a half-written folder."""
-    old = directory.with_name(directory.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _weights_checksum(model: torch.nn.Module) -> torch.Tensor:
     """A float64 fingerprint of the weights (identical on every process of one run)."""
     return torch.stack([p.detach().double().sum() + p.detach().double().pow(2).sum() for p in model.parameters()]).sum()
 
 
-def main(args: argparse.Namespace) -> int:
+@dataclass
+class TrainLMConfig:
+    """Settings of one LM training run (`eqcodec train-lm` flags; JSON files of these fields work too).
+
+    data: token corpus folder; out: run folder; init: an LM folder to fine-tune
+    (its codec_id must match the corpus); config: LM config JSON or a name in
+    lm/configs (ignored with init); context_frames: frames per window (None: the
+    config's max_frames). batch_size counts windows per optimizer step over all
+    processes. stop_after: stop (resumably) after this step, for tests.
+    """
+
+    data: str
+    out: str
+    init: str | None = None
+    config: str | None = None
+    context_frames: int | None = None
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup: int = 50
+    weight_decay: float = 0.1
+    grad_accum: int = 1
+    mixed_precision: str = "auto"
+    seed: int = 0
+    eval_every: int = 50
+    eval_batches: int = 50
+    split: str = "event"
+    eval_fraction: float = 0.2
+    save_dtype: str = "float32"
+    stop_after: int | None = None
+
+    @classmethod
+    def from_json(cls, path: str | Path, **overrides) -> "TrainLMConfig":
+        """Settings from a JSON file of these fields, then `overrides` (nanoGPT-style override files)."""
+        return cls(**{**json.loads(Path(path).read_text()), **overrides})
+
+
+def train_lm(settings: TrainLMConfig) -> int:
+    """Train (or fine-tune, with settings.init) the LM; resumes from OUT/checkpoint. 0 when done and in sync."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -241,89 +215,64 @@ def main(args: argparse.Namespace) -> int:
 
     hf_logging.disable_progress_bar()
     # cpu=True without a GPU: then `accelerate launch --multi_gpu` / torchrun processes join over gloo.
-    accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum,
-                              mixed_precision=_mixed_precision(args.mixed_precision),
+    accelerator = Accelerator(gradient_accumulation_steps=settings.grad_accum,
+                              mixed_precision=_mixed_precision(settings.mixed_precision),
                               cpu=not torch.cuda.is_available())
-    set_seed(args.seed)
-    out = Path(args.out)
+    set_seed(settings.seed)
+    out = Path(settings.out)
     checkpoint = out / "checkpoint"
 
-    micro, remainder = divmod(args.batch_size, accelerator.num_processes * args.grad_accum)
+    micro, remainder = divmod(settings.batch_size, accelerator.num_processes * settings.grad_accum)
     if remainder or micro == 0:
-        raise InputError(f"--batch-size {args.batch_size} must be a multiple of processes x --grad-accum "
-                         f"({accelerator.num_processes} x {args.grad_accum})")
+        raise InputError(f"--batch-size {settings.batch_size} must be a multiple of processes x --grad-accum "
+                         f"({accelerator.num_processes} x {settings.grad_accum})")
 
-    corpus = load_tokenized(args.data)
-    model = build_model(args, corpus)
-    length = args.context_frames or model.config.max_frames
-    run = _run_record(args)
-    if (checkpoint / "step.json").is_file():
-        saved = json.loads((checkpoint / "run.json").read_text()) if (checkpoint / "run.json").is_file() else None
-        if saved != run:
-            changed = sorted(k for k in run if saved is None or saved.get(k) != run[k])
-            raise CheckpointError(f"{checkpoint}: made by a run with other settings ({', '.join(changed)}); "
-                                  "rerun the same command to resume, or choose another --out "
-                                  "(use --init OUT/final to continue training a finished LM)")
+    corpus = load_tokenized(settings.data)
+    model = build_model(settings, corpus)
+    length = settings.context_frames or model.config.max_frames
+    run = _run_record(settings)
+    saved_step = check_resume(checkpoint, run)
 
     out.mkdir(parents=True, exist_ok=True)
-    log = run_logger(accelerator, out / "train.log")
+    run_log = RunLog(accelerator, out)
+    log, record = run_log.log, run_log.record
 
-    def record(values: dict) -> None:
-        if accelerator.is_main_process:
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(values) + "\n")
-        log(json.dumps(values))
-
-    train_corpus, eval_corpus = corpus.split(by=args.split, eval_fraction=args.eval_fraction, seed=args.seed)
-    train_windows = TrainingWindows(train_corpus, length, args.steps * args.batch_size, args.seed)
-    eval_windows = LMExamples(eval_corpus, length, random_crop=False, seed=args.seed,
+    train_corpus, eval_corpus = corpus.split(by=settings.split, eval_fraction=settings.eval_fraction, seed=settings.seed)
+    train_windows = TrainingWindows(train_corpus, length, settings.steps * settings.batch_size, settings.seed)
+    eval_windows = LMExamples(eval_corpus, length, random_crop=False, seed=settings.seed,
                               gain_reference_frames=evaluation_gain_reference(length))
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"corpus {args.data}: codec {corpus.codec_id}, {train_windows.per_epoch} training and "
-        f"{len(eval_windows)} validation windows ({args.split}-wise split); LM {n_params / 1e6:.2f} M parameters, "
+    log(f"corpus {settings.data}: codec {corpus.codec_id}, {train_windows.per_epoch} training and "
+        f"{len(eval_windows)} validation windows ({settings.split}-wise split); LM {n_params / 1e6:.2f} M parameters, "
         f"{length} frames per window; {accelerator.num_processes} process(es) x {micro} windows x "
-        f"{args.grad_accum} accumulation = {args.batch_size} windows per step; "
+        f"{settings.grad_accum} accumulation = {settings.batch_size} windows per step; "
         f"mixed precision {accelerator.mixed_precision}")
 
     loader = torch.utils.data.DataLoader(train_windows, batch_size=micro, shuffle=False)
     eval_loader = torch.utils.data.DataLoader(eval_windows, batch_size=micro, shuffle=False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(0.9, 0.95), weight_decay=settings.weight_decay)
     # Not passed to prepare(): accelerate would step it once per process; we step it once per optimizer step.
-    scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup, args.steps)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, settings.warmup, settings.steps)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     accelerator.register_for_checkpointing(scheduler)
     unwrapped = accelerator.unwrap_model(model)
 
     step, best_ce = 0, math.inf
-    if (checkpoint / "step.json").is_file():
+    if saved_step is not None:
         accelerator.load_state(str(checkpoint))
-        saved = json.loads((checkpoint / "step.json").read_text())
-        step, best_ce = saved["step"], saved.get("best_eval_ce", math.inf)
+        step, best_ce = saved_step["step"], saved_step.get("best_eval_ce", math.inf)
         log(f"resumed from {checkpoint} at step {step}")
-    batches = accelerator.skip_first_batches(loader, step * args.grad_accum) if step else loader
+    batches = accelerator.skip_first_batches(loader, step * settings.grad_accum) if step else loader
 
     def save_lm(lm: SeismicLM, directory: Path) -> None:
         """save_pretrained in --save-dtype, atomically."""
-        tmp = directory.with_name(directory.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        (lm if args.save_dtype == "float32" else copy.deepcopy(lm).to(torch.float16)).save_pretrained(tmp)
-        _replace_dir(tmp, directory)
+        save_model_atomically((lm if settings.save_dtype == "float32" else copy.deepcopy(lm).to(torch.float16))
+                              .save_pretrained, directory)
 
     def save_checkpoint() -> None:
-        """accelerate state (model, optimizer, scheduler, RNGs of every process) + step, written atomically."""
-        tmp = checkpoint.with_name(checkpoint.name + ".tmp")
-        if accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            (tmp / "step.json").write_text(json.dumps({"step": step, "best_eval_ce": best_ce}))
-            (tmp / "run.json").write_text(json.dumps(run))
-            _replace_dir(tmp, checkpoint)
-        accelerator.wait_for_everyone()
+        save_run_checkpoint(accelerator, checkpoint, run, {"step": step, "best_eval_ce": best_ce})
 
-    progress = tqdm(total=args.steps, initial=step, desc="train-lm", disable=not accelerator.is_local_main_process)
+    progress = tqdm(total=settings.steps, initial=step, desc="train-lm", disable=not accelerator.is_local_main_process)
     model.train()
     window_loss, window_frames, window_start = [], 0, time.perf_counter()
     for batch in batches:
@@ -343,32 +292,32 @@ def main(args: argparse.Namespace) -> int:
         step += 1
         progress.update(1)
         progress.set_postfix(loss=f"{loss.item():.3f}")
-        if step % args.eval_every == 0 or step == args.steps:
+        if step % settings.eval_every == 0 or step == settings.steps:
             elapsed = time.perf_counter() - window_start
             values = {"step": step, "lr": scheduler.get_last_lr()[0],
                       "train_loss": round(accelerator.reduce(torch.stack(window_loss).mean(), "mean").item(), 5),
                       "train_frames_per_s": round(window_frames / elapsed, 1)}
             if accelerator.is_main_process:
-                values.update(evaluate(unwrapped, eval_loader, args.eval_batches))
+                values.update(evaluate(unwrapped, eval_loader, settings.eval_batches))
                 if values.get("eval_ce", math.inf) < best_ce:
                     best_ce = values["eval_ce"]
                     save_lm(unwrapped, out / "best")
             record(values)
             save_checkpoint()
             window_loss, window_frames, window_start = [], 0, time.perf_counter()
-        if step >= args.steps or (args.stop_after and step >= args.stop_after):
+        if step >= settings.steps or (settings.stop_after and step >= settings.stop_after):
             break
     progress.close()
 
     # Every process must hold the same weights: they trained one model together.
     checksums = accelerator.gather(_weights_checksum(unwrapped).reshape(1).to(accelerator.device))
     in_sync = bool(torch.all(checksums == checksums[0]))
-    if step < args.steps:
-        log(f"stopped at step {step} of {args.steps}; rerun the same command to resume")
+    if step < settings.steps:
+        log(f"stopped at step {step} of {settings.steps}; rerun the same command to resume")
         return 0
     if accelerator.is_main_process:
         save_lm(unwrapped, out / "final")
-    record({"event": "done", "step": step, "processes": accelerator.num_processes, "windows_per_step": args.batch_size,
+    record({"event": "done", "step": step, "processes": accelerator.num_processes, "windows_per_step": settings.batch_size,
             "windows_per_process_and_pass": micro, "weights_in_sync": in_sync})
     log(f"done: {out / 'final'}")
     accelerator.wait_for_everyone()

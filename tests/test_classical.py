@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy.signal import lfilter
 
-from lm import synthetic
-from lm.baselines import (apply_prediction_filter, ar_forecast, fit_ar_burg, persistence_forecast,
+from tasks import synthetic
+from tasks.classical import (apply_prediction_filter, ar_forecast, fit_ar_burg, persistence_forecast,
                           pick_reverberation_period, time_varying_wiener_prediction_error, wiener_prediction_error,
                           wiener_prediction_filter, zero_forecast)
-from lm.forecast_metrics import (autocorrelation_reduction_db, band_coverage, crps_ensemble, crps_gaussian,
+from tasks.scores import (autocorrelation_reduction_db, band_coverage, crps_ensemble, crps_gaussian,
                                  horizon_scores, multiple_suppression_db, primary_correlation, relative_mse)
 
 TAU, REFLECTION = 160, 0.6  # 4 s at 40 Hz
@@ -194,7 +194,7 @@ def example_file(tmp_path, example_stream):
 
 def test_deconvolve_cli_writes_a_valid_miniseed(example_file, tmp_path, capsys):
     import obspy
-    from codec.cli import main
+    from cli import main
 
     out, plot = tmp_path / "decon.mseed", tmp_path / "decon.png"
     assert main(["deconvolve", str(example_file), "--lag", "0.5", "--operator-seconds", "1",
@@ -220,7 +220,7 @@ def test_deconvolve_cli_writes_a_valid_miniseed(example_file, tmp_path, capsys):
     (["--lag", "10", "--operator-seconds", "6"], "trace too short"),
 ])
 def test_deconvolve_cli_refuses_bad_lags(example_file, tmp_path, capsys, arguments, message):
-    from codec.cli import main
+    from cli import main
 
     out = tmp_path / "decon.mseed"
     assert main(["deconvolve", str(example_file), "--out", str(out), *arguments]) == 1

@@ -6,7 +6,7 @@ import numpy as np
 import obspy
 import pytest
 
-from codec.cli import main as eqcodec
+from cli import main as eqcodec
 from codec.preprocess import (
     InputError,
     check_no_gaps,
@@ -84,7 +84,7 @@ def test_unreadable_and_unknown_files_are_reported(tmp_path):
         read_stream(tmp_path / "missing.mseed")
 
 
-def test_cli_exits_non_zero_and_writes_nothing_on_bad_input(tmp_path, example_stream, capsys):
+def test_cli_exits_non_zero_and_writes_only_the_good_files_on_bad_input(tmp_path, example_stream, capsys):
     good = tmp_path / "good.mseed"
     example_stream.write(str(good), format="MSEED")
     bad = tmp_path / "nan.mseed"
@@ -94,8 +94,11 @@ def test_cli_exits_non_zero_and_writes_nothing_on_bad_input(tmp_path, example_st
     tr.write(str(bad), format="MSEED")
     out = tmp_path / "out"
     assert eqcodec(["reconstruct", str(good), str(bad), "--out", str(out)]) == 1
-    assert "nan.mseed" not in capsys.readouterr().out
-    assert not out.exists() or not any(out.rglob("*"))
+    captured = capsys.readouterr()
+    assert "nan.mseed" in captured.err and "NaN" in captured.err
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.mseed"))
+    assert written == [f"k{k}/good.mseed" for k in (1, 2, 4, 8)]
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporary file left
 
 
 def test_cli_refuses_codebooks_outside_range(tmp_path, example_stream):

@@ -6,7 +6,7 @@ import json
 
 import obspy
 
-from codec.cli import main as eqcodec
+from cli import main as eqcodec
 
 
 def test_demo_writes_every_result(tmp_path, capsys):

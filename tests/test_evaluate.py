@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from codec.cli import main as cli
+from cli import main as cli
 from lm.model import load_lm
 
 torch.set_num_threads(1)
@@ -175,7 +175,7 @@ def test_deconvolve_refuses_lm_options_with_wiener(example_file, tmp_path, capsy
 # ----------------------------------------------------------------- help convention
 
 @pytest.mark.parametrize("module_name, subcommands", [
-    ("lm.forecast", [None]), ("lm.deconvolve", [None]), ("lm.evaluate", ["forecast", "deconvolution"])])
+    ("cli.forecast", [None]), ("cli.deconvolve", [None]), ("cli.evaluate", ["forecast", "deconvolution"])])
 def test_help_groups_defaults_and_examples(module_name, subcommands):
     import importlib
 

@@ -1,4 +1,4 @@
-"""LM forecasts (lm.forecast, `eqcodec forecast`) and LM predictive deconvolution (`eqcodec deconvolve --method lm`).
+"""LM forecasts (tasks.forecast, `eqcodec forecast`) and LM predictive deconvolution (`eqcodec deconvolve --method lm`).
 
 Uses the shipped LM and codec on obspy's bundled example recording (BW.RJOB, 30 s at 100 Hz).
 """
@@ -12,9 +12,9 @@ import obspy
 import pytest
 import torch
 
-from codec.cli import main as cli
+from cli import main as cli
 from codec.preprocess import InputError, trace_to_codec_input
-from lm.forecast import forecast_samples, output_paths, per_second_rms
+from tasks.forecast import forecast_samples, output_paths, per_second_rms
 from lm.model import load_lm
 
 torch.set_num_threads(1)

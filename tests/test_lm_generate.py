@@ -7,7 +7,7 @@ import obspy
 import pytest
 import torch
 
-from codec.cli import main as cli
+from cli import main as cli
 from lm.generate import MIN_CONTEXT_SECONDS, generate_continuations
 from lm.model import load_lm
 

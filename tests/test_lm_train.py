@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from codec.cli import main as cli
+from cli import main as cli
 from lm.model import SeismicLM, load_config, load_lm
-from lm.random_corpus import save_random_token_corpus
+from tokenized_data.random_corpus import save_random_token_corpus
 
 torch.set_num_threads(1)  # the machine's cores are shared with other jobs
 
@@ -94,7 +94,7 @@ def test_two_processes_train_one_model(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", str(_free_port()), "-m", "codec.cli"]
+              "--main_process_port", str(_free_port()), "-m", "cli"]
     result = subprocess.run([*launch, *args, "--out", str(tmp_path / "two")], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]

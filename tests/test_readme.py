@@ -22,7 +22,7 @@ from pathlib import Path
 import obspy
 import pytest
 
-from codec.cli import available_commands, command_parser, main as eqcodec
+from cli import COMMANDS, command_parser, main as eqcodec
 from codec.data import obspy_recordings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def shell_texts(markdown: str) -> list[str]:
 def readme_command_lines(markdown: str = README, *, optional: bool = True) -> list[list[str]]:
     """Every eqcodec command line of the README as argv after the program name (COMMAND first).
 
-    `.venv/bin/eqcodec ...`, `eqcodec ...` and `accelerate launch -m codec.cli ...` count;
+    `.venv/bin/eqcodec ...`, `eqcodec ...` and `accelerate launch -m cli ...` count;
     `a && b` gives two lines; optional parts in [brackets] are kept without the brackets
     (or left out with optional=False); `a|b` gives one line per alternative.
     """
@@ -144,7 +144,7 @@ def test_every_readme_command_line_parses(tmp_path, capsys):
             assert exit_status(argv) == 0, f"`eqcodec {shlex.join(argv)}` failed"
             assert "examples:" in capsys.readouterr().out
             continue
-        assert argv[0] in available_commands(), f"README shows `eqcodec {argv[0]}`, which is no command"
+        assert argv[0] in COMMANDS, f"README shows `eqcodec {argv[0]}`, which is no command"
         if len(argv) > 1:  # a bare `eqcodec COMMAND` in the text names the command
             parse_or_fail(argv)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from codec import EQCodec
-from codec.cli import main as eqcodec
+from cli import main as eqcodec
 from codec.data import event_split, obspy_recordings
 
 
@@ -33,7 +33,10 @@ def test_reconstruct_writes_levels_report_and_figure(tmp_path, example_stream, c
     assert rows[("BW.RJOB..EHZ", 8)]["bits_per_second"] == pytest.approx(88 + 128 / seconds, abs=0.01)
     assert rows[("BW.RJOB..EHZ", 8)]["snr_db"] > rows[("BW.RJOB..EHZ", 1)]["snr_db"]
     assert (tmp_path / "fig.png").stat().st_size > 10_000
-    assert f"| RJOB.mseed | BW.RJOB..EHZ | 8 | {88 + 128 / seconds:.1f} |" in capsys.readouterr().out
+    start = example_stream[0].stats.starttime
+    assert f"| RJOB.mseed | BW.RJOB..EHZ | {start} | 8 | {88 + 128 / seconds:.1f} |" in capsys.readouterr().out
+    edges = rows[("BW.RJOB..EHZ", 8)]
+    assert edges["original_frame_edge_ratio"] > 0 and edges["frame_edge_ratio"] > 0
 
 
 def test_reconstruct_with_a_beam_search_scores_higher_at_k8(tmp_path, example_stream):
@@ -70,7 +73,7 @@ def write_event_files(data, stream):
     return data
 
 
-def test_train_codec_runs_checkpoints_and_resumes(tmp_path, example_stream):
+def test_train_codec_runs_checkpoints_and_resumes(tmp_path, example_stream, capsys):
     data = write_event_files(tmp_path / "events", example_stream)
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"hidden_channels": 16, "residual_layers": 1, "latent_dim": 8,
@@ -78,12 +81,14 @@ def test_train_codec_runs_checkpoints_and_resumes(tmp_path, example_stream):
     out = tmp_path / "run"
     args = ["train-codec", "--data", str(data), "--out", str(out), "--config", str(config),
             "--no-obspy-recordings", "--batch-size", "4", "--crop-seconds", "8", "--eval-every", "2"]
-    assert eqcodec(args + ["--steps", "2"]) == 0
+    assert eqcodec(args + ["--steps", "4", "--stop-after", "2"]) == 0  # interrupted after step 2
     first = EQCodec.from_pretrained(out / "final")
     assert first.config.num_codebooks == 2
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["step"] == 2 and "snr_k1" in metrics[-1]
-    assert eqcodec(args + ["--steps", "4"]) == 0
+    assert eqcodec(args + ["--steps", "6"]) == 1  # other run settings: refused, checkpoint untouched
+    assert "other settings (steps)" in capsys.readouterr().err
+    assert eqcodec(args + ["--steps", "4"]) == 0  # the same command resumes
     assert "resumed from" in (out / "train.log").read_text()
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [2, 4]
@@ -112,3 +117,32 @@ def test_train_codec_from_baseline_codebooks_keeps_them_frozen(tmp_path, example
     torch.testing.assert_close(trained.quantizer.codebooks, baseline.codebooks)
     assert trained.decoder.model[-1].weight.abs().max() > 0  # the corrections did train
     assert "segmental_db" in (out / "metrics.jsonl").read_text()
+
+
+def test_reconstruct_codes_each_piece_of_a_gappy_trace_and_keeps_the_gap(tmp_path, example_stream):
+    trace = example_stream.select(component="Z")[0]
+    t0 = trace.stats.starttime
+    gappy = obspy.Stream([trace.slice(t0, t0 + 12), trace.slice(t0 + 15, t0 + 29)])
+    source = tmp_path / "gappy.mseed"
+    gappy.write(str(source), format="MSEED")
+    assert eqcodec(["reconstruct", str(source), "--out", str(tmp_path / "out"), "--codebooks", "8"]) == 0
+    pieces = obspy.read(str(tmp_path / "out" / "k8" / "gappy.mseed"))
+    assert len(pieces) == 2 and [tr.id for tr in pieces] == [trace.id] * 2
+    gaps = pieces.get_gaps()
+    assert len(gaps) == 1 and abs(gaps[0][4] - (t0 + 12)) < 0.05 and abs(gaps[0][5] - (t0 + 15)) < 0.05
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert len(report["rows"]) == 2 and all(r["snr_db"] > 5 for r in report["rows"])
+
+
+def test_reconstruct_takes_folders_and_writes_the_good_files_when_one_is_bad(tmp_path, example_stream, capsys):
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    example_stream.write(str(folder / "good.mseed"), format="MSEED")
+    (folder / "broken.mseed").write_bytes(b"not a waveform")
+    out = tmp_path / "out"
+    assert eqcodec(["reconstruct", str(folder), "--out", str(out), "--codebooks", "1"]) == 1
+    assert "broken.mseed" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "k1").iterdir()) == ["good.mseed"]
+    report = json.loads((out / "report.json").read_text())
+    assert {r["file"] for r in report["rows"]} == {"good.mseed"}
+    assert len(report["failures"]) == 1 and "broken.mseed" in report["failures"][0]

@@ -205,7 +205,7 @@ def test_detokenize_single_window_equals_decode(tmp_path, codec, example_stream,
 
 
 def test_tokenize_cli_directories_globs_and_windows(tmp_path):
-    from codec.cli import main
+    from cli import main
 
     archive = tmp_path / "archive" / "deep"
     archive.mkdir(parents=True)
@@ -250,7 +250,7 @@ def test_sds_archive(tmp_path):
             write(piece, path)
     write(noise_trace("STA1", channel="HHN", start="2021-03-01T23:58:00", seconds=60, rate=50),
           _mkdir(root / "2021/XX/STA1/HHN.D") / "XX.STA1..HHN.D.2021.060")
-    from codec.cli import main
+    from cli import main
 
     code = main(["tokenize", "--sds", str(root), "--start", "2021-03-01T12:00:00", "--end", "2021-03-03",
                  "--seed-id", "XX.*..HHZ", "--window-seconds", "60", "--out", str(tmp_path / "corpus"),
@@ -318,7 +318,7 @@ def test_metadata_records_rebuild_command(tmp_path):
 
 
 def test_cli_detokenize_and_usage_errors(tmp_path, example_stream, capsys):
-    from codec.cli import main
+    from cli import main
 
     source = write(example_stream, tmp_path / "rjob.mseed")
     assert main(["tokenize", str(source), "--out", str(tmp_path / "corpus"), "--no-progress"]) == 0

@@ -13,7 +13,7 @@ import numpy as np
 import obspy
 import pytest
 
-from codec.cli import main
+from cli import main
 from codec.preprocess import InputError
 from tokenized_data import Preprocessing, load_tokenized, tokenize
 from tokenized_data import writer as writer_module

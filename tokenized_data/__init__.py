@@ -1,6 +1,6 @@
 """Token corpora: seismic waveforms as EQcodec tokens in Hugging Face datasets.
 
-    eqcodec tokenize archive/ --out corpus            # waveforms -> corpus (tokenized_data.cli)
+    eqcodec tokenize archive/ --out corpus            # waveforms -> corpus (cli.tokenize)
     eqcodec detokenize corpus --out waveforms/        # corpus -> miniSEED (tokenized_data.detokenize)
 
     from tokenized_data import load_tokenized, LMExamples, collate

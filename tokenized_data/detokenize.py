@@ -32,38 +32,6 @@ from .writer import one_torch_thread
 DECODE_BATCH = 64
 
 
-EXAMPLES = """examples:
-  eqcodec detokenize corpus --out waveforms
-  eqcodec detokenize corpus --out waveforms-k2 --codebooks 2    # 28 bits/s
-  eqcodec detokenize corpus-part0 corpus-part1 --out waveforms --codec my-codec/final
-"""
-
-
-def build_parser(parser) -> None:
-    from codec.cli import positive_int
-
-    files = parser.add_argument_group("input/output")
-    files.add_argument("corpus", nargs="+", metavar="CORPUS",
-                       help="token corpus folder(s) made by `eqcodec tokenize`")
-    files.add_argument("--out", required=True, metavar="DIR", help="folder for the miniSEED files (created if missing)")
-    files.add_argument("--no-progress", action="store_true", help="no progress bar")
-    codec = parser.add_argument_group("codec")
-    codec.add_argument("--codebooks", type=positive_int, default=None, metavar="k",
-                       help="decode from the first k codebooks (default: all)")
-    codec.add_argument("--codec", default=None, metavar="PATH",
-                       help="codec checkpoint folder (default: the shipped EQcodec); must be the corpus's codec")
-
-
-def main(args) -> int:
-    from codec import EQCodec
-
-    corpus = load_tokenized(args.corpus if len(args.corpus) > 1 else args.corpus[0])
-    codec = EQCodec.from_pretrained(args.codec)
-    written = detokenize(corpus, codec, args.out, args.codebooks, progress=not args.no_progress)
-    hours = corpus.counts()["channel_hours"]
-    print(f"wrote {len(written)} miniSEED files ({len(corpus)} windows, {hours:.3f} channel-hours, "
-          f"{args.codebooks or corpus.num_codebooks} codebooks) to {args.out}")
-    return 0
 
 
 def check_codec(corpus, codec) -> None:
@@ -151,3 +119,16 @@ def _stem(source: str) -> str:
     """File name without a format suffix ('.mseed', '.SAC', '.gz'); SDS names ('...2010.147') stay whole."""
     path = Path(source)
     return path.stem if path.suffix[1:].isalpha() else path.name
+
+
+def detokenize_corpus(corpus: str | list[str], out: str, *, codebooks: int | None = None, codec: str | None = None,
+                      progress: bool = True) -> list[Path]:
+    """`eqcodec detokenize`: decode the corpus folder(s) with the codec checkpoint `codec` (None: shipped)."""
+    from codec import EQCodec
+
+    tokens = load_tokenized(corpus if isinstance(corpus, str) or len(corpus) > 1 else corpus[0])
+    written = detokenize(tokens, EQCodec.from_pretrained(codec), out, codebooks, progress=progress)
+    hours = tokens.counts()["channel_hours"]
+    print(f"wrote {len(written)} miniSEED files ({len(tokens)} windows, {hours:.3f} channel-hours, "
+          f"{codebooks or tokens.num_codebooks} codebooks) to {out}")
+    return written

@@ -33,7 +33,6 @@ spread reading over machines in training, each takes
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import multiprocessing
@@ -46,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from codec.files import expand_inputs
 from codec.preprocess import InputError, read_stream
 
 from .prepare import Preprocessing, Report, prepare_stream, window_skip_reason, window_spans
@@ -53,10 +53,6 @@ from .schema import FEATURES, FORMAT
 
 #: Files a directory scan passes over: documentation, tables, metadata, images.
 #: A file named explicitly on the command line is always tried.
-NOT_WAVEFORM_SUFFIXES = {".csv", ".txt", ".md", ".rst", ".json", ".xml", ".yaml", ".yml", ".py",
-                         ".ipynb", ".png", ".jpg", ".jpeg", ".pdf", ".html", ".log", ".npz", ".npy",
-                         ".arrow", ".parquet", ".safetensors", ".tmp"}
-
 #: Windows encoded together (one [B, N] batch): bounds memory, amortizes the codec's overhead.
 ENCODE_BATCH = 64
 
@@ -107,31 +103,12 @@ def file_units(inputs: list[str], failures: list[Report]) -> list[Unit]:
 
     An input that yields no waveform file is reported in `failures`.
     """
-    units: dict[str, Unit] = {}
-    for given in inputs:
-        if Path(given).is_dir():
-            found = [str(p) for p in sorted(Path(given).rglob("*")) if _looks_like_waveform(p, Path(given))]
-            problem = "directory holds no waveform files"
-        elif Path(given).exists():
-            found, problem = [given], ""
-        elif glob.has_magic(given):
-            found = [p for p in sorted(glob.glob(given, recursive=True)) if Path(p).is_file()]
-            problem = "pattern matches no file"
-        else:
-            found, problem = [], "no such file or directory"
-        if not found:
-            report = Report(source=given)
-            report.fail(problem)
-            failures.append(report)
-        for path in found:
-            resolved = str(Path(path).resolve())
-            units.setdefault(resolved, Unit(key=path, source=path, path=path))
-    return sorted(units.values(), key=lambda unit: unit.key)
-
-
-def _looks_like_waveform(path: Path, root: Path) -> bool:
-    hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
-    return path.is_file() and not hidden and path.suffix.lower() not in NOT_WAVEFORM_SUFFIXES
+    paths, problems = expand_inputs(inputs)
+    for given, problem in problems:
+        report = Report(source=given)
+        report.fail(problem)
+        failures.append(report)
+    return [Unit(key=path, source=path, path=path) for path in paths]
 
 
 def sds_units(root: str, start: str, end: str, seed_id: str = "*") -> list[Unit]:

@@ -28,7 +28,7 @@ from scipy.signal import welch
 
 from codec.preprocess import FRAME_LENGTH, SAMPLING_RATE
 
-from .baselines import autocorrelation
+from .classical import autocorrelation
 
 #: Frequency band of the log-PSD error: the codec's band at 40 Hz.
 PSD_BAND_HZ = (0.0, 16.0)

@@ -10,7 +10,6 @@ Steps (each prints what it does; the end lists where every result is):
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -18,24 +17,6 @@ from pathlib import Path
 import numpy as np
 
 
-EXAMPLES = """examples:
-  eqcodec demo --out eqcodec-demo
-  eqcodec demo --out quick-demo --finetune-steps 10 --samples 4    # a shorter run
-"""
-
-
-def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from codec.cli import positive_int
-
-    output = parser.add_argument_group("input/output")
-    output.add_argument("--out", default="eqcodec-demo", metavar="DIR",
-                        help="output folder for every result (default: %(default)s)")
-    run = parser.add_argument_group("run length")
-    run.add_argument("--finetune-steps", type=positive_int, default=40, metavar="N",
-                     help="optimizer steps of the LM fine-tuning (default: %(default)s)")
-    run.add_argument("--samples", type=positive_int, default=16, metavar="S",
-                     help="continuations to sample (default: %(default)s)")
-    return parser
 
 
 def step(number: int, message: str) -> float:
@@ -77,12 +58,9 @@ def run_finetune_step(out: Path, steps: int) -> dict:
     from lm import train
 
     run = out / "lm-finetuned"
-    args = train.build_parser().parse_args([
-        "--data", str(out / "corpus"), "--out", str(run), "--init", str(Path(train.__file__).parent / "pretrained"),
-        "--steps", str(steps), "--batch-size", "8", "--warmup", "5", "--eval-every", str(max(steps // 2, 1)),
-        "--lr", "3e-4",
-    ])
-    train.main(args)
+    train.train_lm(train.TrainLMConfig(
+        data=str(out / "corpus"), out=str(run), init=str(Path(train.__file__).parent / "pretrained"),
+        steps=steps, batch_size=8, warmup=5, eval_every=max(steps // 2, 1), lr=3e-4))
     return {"fine-tuned LM checkpoint": run / "final", "fine-tuning metrics": run / "metrics.jsonl"}
 
 
@@ -141,10 +119,11 @@ def run_codebook_usage_step(out: Path) -> dict:
     return {"codebook usage figure": figure}
 
 
-def main(args: argparse.Namespace) -> int:
+def run_demo(out: str = "eqcodec-demo", *, finetune_steps: int = 40, samples: int = 16) -> dict:
+    """`eqcodec demo`: the five steps of the module docstring into `out`; returns {result: path}."""
     import obspy
 
-    out = Path(args.out)
+    out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     source = out / "input" / "BW.RJOB.example.mseed"
     source.parent.mkdir(parents=True, exist_ok=True)
@@ -158,11 +137,11 @@ def main(args: argparse.Namespace) -> int:
     t0 = step(2, "tokenize obspy's bundled real recordings into a Hugging Face dataset")
     results.update(run_tokenize_step(out, source))
     print(f"   {time.time() - t0:.1f} s")
-    t0 = step(3, f"fine-tune the shipped base LM on the corpus ({args.finetune_steps} steps, accelerate)")
-    results.update(run_finetune_step(out, args.finetune_steps))
+    t0 = step(3, f"fine-tune the shipped base LM on the corpus ({finetune_steps} steps, accelerate)")
+    results.update(run_finetune_step(out, finetune_steps))
     print(f"   {time.time() - t0:.1f} s")
-    t0 = step(4, f"generate {args.samples} continuations of 10 s after 20 s of the example event")
-    results.update(run_generate_step(out, source, args.samples))
+    t0 = step(4, f"generate {samples} continuations of 10 s after 20 s of the example event")
+    results.update(run_generate_step(out, source, samples))
     print(f"   {time.time() - t0:.1f} s")
     t0 = step(5, "codebook usage of the corpus")
     results.update(run_codebook_usage_step(out))
@@ -171,4 +150,4 @@ def main(args: argparse.Namespace) -> int:
     print(f"\nDone in {time.time() - started:.0f} s. Results:")
     for name, path in results.items():
         print(f"  {name:<48} {path}")
-    return 0
+    return results

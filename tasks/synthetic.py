@@ -198,7 +198,7 @@ def write_set(traces: list[SyntheticTrace], out_dir, overwrite: bool = False) ->
             entries.append({"file": f"waveforms/{name}", "truth_file": f"truth/{name}",
                             "trace_id": f"{NETWORK}.{_station(index)}..{CHANNEL}",
                             "starttime": str(start), "parameters": trace.parameters})
-        manifest = {"generator": "lm.synthetic", "description": __doc__.split("\n\n")[0],
+        manifest = {"generator": "tasks.synthetic", "description": __doc__.split("\n\n")[0],
                     "observed": "primaries + reverberation + noise", "traces": entries}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
         if out_dir.exists():

@@ -28,12 +28,6 @@ against classical forecasters: `eqcodec evaluate forecast --help`.
 
 from __future__ import annotations
 
-EXAMPLES = """examples:
-  eqcodec forecast event.mseed --context-seconds 30 --seconds 20 --samples 32 --out fc.mseed
-  eqcodec forecast event.mseed --context-seconds 60 --seconds 30 --lm my-lm/final --out fc.mseed --plot fc.png
-"""
-
-import argparse
 import json
 from pathlib import Path
 
@@ -43,8 +37,8 @@ from codec.files import write_all_or_nothing
 from codec.model import CheckpointError, EQCodec
 from codec.preprocess import FRAME_LENGTH, SAMPLING_RATE, InputError, check_miniseed_ids, read_stream
 
-from .generate import context_samples, generate_continuations
-from .model import SeismicLM, load_lm
+from lm.generate import context_samples, generate_continuations
+from lm.model import SeismicLM, load_lm
 
 #: Sampling defaults of forecasts: top-k 50 avoids the rare wild gain jumps of plain sampling.
 DEFAULT_TOP_K = 50
@@ -174,64 +168,42 @@ def plot_forecast(stream, quantiles: dict, envelope: dict, context_seconds: int,
     plt.close(fig)
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    from codec.cli import positive_float as _positive_float, positive_int as _positive_int
+def forecast_file(input: str, out: str, *, context_seconds: int, seconds: int, plot: str | None = None,
+                  samples: int = DEFAULT_SAMPLES, seed: int = 0, top_k: int = DEFAULT_TOP_K,
+                  temperature: float = DEFAULT_TEMPERATURE, lm: str | None = None,
+                  codec: str | None = None) -> list[Path]:
+    """`eqcodec forecast`: forecast every trace of a file; write median, 5/95 % quantiles, envelope JSON, plot.
 
-    parser = parser or argparse.ArgumentParser(prog="eqcodec forecast")
-    parser.description = __doc__
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    io = parser.add_argument_group("input/output")
-    io.add_argument("input", metavar="INPUT", help="waveform file (any obspy format)")
-    io.add_argument("--out", required=True, help="miniSEED of the median forecast (see above for the others)")
-    io.add_argument("--plot", help="PNG path (default: OUT with .png)")
-    fc = parser.add_argument_group("forecast")
-    fc.add_argument("--context-seconds", type=int, required=True,
-                    help="seconds at the end of each trace the LM reads (>= 10, <= the LM's window)")
-    fc.add_argument("--seconds", type=int, required=True, help="seconds to forecast (>= 1)")
-    sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--samples", type=_positive_int, default=DEFAULT_SAMPLES,
-                          help="sampled continuations per trace (default: %(default)s)")
-    sampling.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    sampling.add_argument("--top-k", type=_positive_int, default=DEFAULT_TOP_K,
-                          help="sample among the k likeliest tokens (default: %(default)s)")
-    sampling.add_argument("--temperature", type=_positive_float, default=DEFAULT_TEMPERATURE,
-                          help="softmax temperature (default: %(default)s)")
-    model = parser.add_argument_group("model")
-    model.add_argument("--lm", metavar="DIR", help="LM folder, e.g. a fine-tuned RUN/final (default: the shipped lm/pretrained)")
-    model.add_argument("--codec", metavar="DIR", help="codec folder (default: the shipped codec/pretrained)")
-    return parser
-
-
-def main(args: argparse.Namespace) -> int:
+    lm / codec are checkpoint folders (None: the shipped ones). Returns the paths
+    written; nothing is written when anything fails.
+    """
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     # Argument checks before any work (generate_continuations checks them again for API users).
-    if args.seconds < 1:
-        raise InputError(f"--seconds must be >= 1, got {args.seconds}")
-    if args.context_seconds < 1:
-        raise InputError(f"--context-seconds must be >= 1, got {args.context_seconds}")
-    out = Path(args.out)
+    if seconds < 1:
+        raise InputError(f"--seconds must be >= 1, got {seconds}")
+    if context_seconds < 1:
+        raise InputError(f"--context-seconds must be >= 1, got {context_seconds}")
+    out = Path(out)
     paths = output_paths(out)
-    paths["plot"] = Path(args.plot) if args.plot else out.with_suffix(".png")
-    lm, codec = load_lm_and_codec(args.lm, args.codec)
-    stream = read_stream(args.input)
-    check_miniseed_ids(stream, args.input)  # the outputs are miniSEED with the input's ids
-    continuations = generate_continuations(stream, lm, codec, args.context_seconds, args.seconds,
-                                           samples=args.samples, temperature=args.temperature, top_k=args.top_k,
-                                           seed=args.seed)
-    quantiles, envelope = summarize(stream, continuations, args.context_seconds)
-    envelope["settings"] = {"input": str(args.input), "context_seconds": args.context_seconds,
-                            "seconds": args.seconds, "samples": args.samples, "top_k": args.top_k,
-                            "temperature": args.temperature, "seed": args.seed,
-                            "lm_codec_id": lm.config.codec_id}
+    paths["plot"] = Path(plot) if plot else out.with_suffix(".png")
+    model, coder = load_lm_and_codec(lm, codec)
+    stream = read_stream(input)
+    check_miniseed_ids(stream, input)  # the outputs are miniSEED with the input's ids
+    continuations = generate_continuations(stream, model, coder, context_seconds, seconds,
+                                           samples=samples, temperature=temperature, top_k=top_k, seed=seed)
+    quantiles, envelope = summarize(stream, continuations, context_seconds)
+    envelope["settings"] = {"input": str(input), "context_seconds": context_seconds, "seconds": seconds,
+                            "samples": samples, "top_k": top_k, "temperature": temperature, "seed": seed,
+                            "lm_codec_id": model.config.codec_id}
 
     # Everything under temporary names first, then renamed: no half-written output.
     writers = {name: (lambda tmp, s=quantiles[name]: s.write(str(tmp), format="MSEED", encoding="FLOAT64"))
                for name in ("median", "q05", "q95")}
     writers["json"] = lambda tmp: tmp.write_text(json.dumps(envelope, indent=1))
-    writers["plot"] = lambda tmp: plot_forecast(stream, quantiles, envelope, args.context_seconds, tmp)
+    writers["plot"] = lambda tmp: plot_forecast(stream, quantiles, envelope, context_seconds, tmp)
     written = write_all_or_nothing({paths[name]: write for name, write in writers.items()})
-    print(f"{len(quantiles['median'])} trace(s), {args.samples} samples of {args.seconds} s: "
+    print(f"{len(quantiles['median'])} trace(s), {samples} samples of {seconds} s: "
           + ", ".join(str(path) for path in written))
-    return 0
+    return written

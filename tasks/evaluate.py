@@ -20,7 +20,7 @@ eqcodec evaluate forecast
     90 % band; noise-ensemble, ar-ensemble (--samples members) and lm (the
     token LM's --lm-samples sampled continuations, top-k 50, temperature 0.8)
     are probabilistic. Scores over the first h s for each horizon h
-    (lm.forecast_metrics): relative MSE, log-envelope RMSE, log-PSD error,
+    (tasks.scores): relative MSE, log-envelope RMSE, log-PSD error,
     CRPS, coverage of the 5-95 % band; median over cases (coverage: mean).
 
 eqcodec evaluate deconvolution
@@ -30,7 +30,7 @@ eqcodec evaluate deconvolution
     The LM is slow (about 8 s of one CPU thread per 90-s trace and lag): it
     runs on the first --lm-traces traces, beside the Wiener filter on the
     same traces.
-    --synthetic: the seeded reverberation sets of lm.synthetic (truth known),
+    --synthetic: the seeded reverberation sets of tasks.synthetic (truth known),
     "constant" (tau fixed per trace, seed --seed) and "drifting" (tau drifts
     by up to +-10 %, seed --seed + 1), --traces traces of --duration s each.
     Scores per trace, from second SCORE_FROM_S on (the LM predicts nothing
@@ -53,34 +53,27 @@ eqcodec evaluate deconvolution
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
 import time
 import warnings
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from codec.cli import UsageError, positive_float, positive_int
+from codec.errors import UsageError
 from codec.files import write_atomically
 from codec.preprocess import SAMPLING_RATE, InputError, read_stream, trace_to_codec_input
 
 from . import synthetic
-from .baselines import FORECASTERS, SAMPLE_FORECASTERS, pick_reverberation_period
+from .classical import FORECASTERS, SAMPLE_FORECASTERS, pick_reverberation_period
 from .deconvolve import deconvolve_samples, make_predictor
-from .forecast_metrics import (autocorrelation_reduction_db, horizon_scores, multiple_suppression_db,
+from .scores import (autocorrelation_reduction_db, horizon_scores, multiple_suppression_db,
                                primary_correlation)
 
-EXAMPLES = """examples:
-  eqcodec evaluate forecast --nc-events ../shared/data/nc-events --out runs/eval-forecast --max-cases 40
-  eqcodec evaluate forecast archive/ --picks picks.csv --out eval-forecast --lm my-lm/final
-  eqcodec evaluate deconvolution --synthetic --train-steps 150 --out runs/eval-deconvolution
-  eqcodec evaluate deconvolution --nc-events ../shared/data/nc-events --out runs/eval-deconvolution-real
-  eqcodec evaluate deconvolution archive/ --lags 0.5,2 --methods wiener --out eval-deconvolution
-"""
 
 # ------------------------------------------------------------------ shared
 
@@ -108,17 +101,6 @@ FINETUNE_BATCH_SIZE = 8
 FINETUNE_LR = 3e-4
 
 
-def comma_floats(text: str) -> list[float]:
-    """argparse type: '1,5,10' -> [1.0, 5.0, 10.0], each > 0."""
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
-    if not values or any(not v > 0 or not math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
-    return values
-
-
 def waveform_files(inputs: list[str]) -> list[Path]:
     """Files of INPUTS: files as given, folders searched recursively (hidden files and tables skipped)."""
     skipped = {".csv", ".json", ".md", ".txt", ".png", ".xml"}
@@ -137,30 +119,30 @@ def waveform_files(inputs: list[str]) -> list[Path]:
     return files
 
 
-def input_files(args) -> tuple[list[Path], Path | None]:
+def input_files(settings) -> tuple[list[Path], Path | None]:
     """(waveform files, picks CSV or None) of INPUTS [--picks] or --nc-events (its held-out split)."""
-    if args.nc_events and args.inputs:
+    if settings.nc_events and settings.inputs:
         raise UsageError("give waveform INPUTS or --nc-events, not both")
-    picks = Path(args.picks) if getattr(args, "picks", None) else None
-    if args.nc_events:
+    picks = Path(settings.picks) if getattr(settings, "picks", None) else None
+    if settings.nc_events:
         from codec.data import nc_events_split
 
-        return nc_events_split(args.nc_events)[1], picks or Path(args.nc_events) / "picks.csv"
-    return waveform_files(args.inputs), picks
+        return nc_events_split(settings.nc_events)[1], picks or Path(settings.nc_events) / "picks.csv"
+    return waveform_files(settings.inputs), picks
 
 
-def load_lm_if_needed(args):
+def load_lm_if_needed(settings):
     """(lm, codec) when the lm method is asked for, else (None, None); one torch thread per --threads."""
-    if "lm" not in args.methods:
+    if "lm" not in settings.methods:
         return None, None
     import torch
     from transformers.utils import logging as hf_logging
 
     from .forecast import load_lm_and_codec
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(settings.threads)
     hf_logging.disable_progress_bar()
-    return load_lm_and_codec(args.lm, args.codec)
+    return load_lm_and_codec(settings.lm, settings.codec)
 
 
 def write_report(out: Path, name: str, report: dict, tables: str) -> list[Path]:
@@ -326,37 +308,37 @@ def plot_forecast_examples(cases: list[dict], methods: dict, samples: dict, path
     save_figure(fig, path)
 
 
-def run_forecast(args) -> int:
-    unknown = set(args.methods) - set(forecast_methods()) - {"lm"}
+def evaluate_forecast(settings: "ForecastEvaluation") -> int:
+    unknown = set(settings.methods) - set(forecast_methods()) - {"lm"}
     if unknown:
         raise UsageError(f"unknown --methods {', '.join(sorted(unknown))}; choose from "
                          f"{', '.join([*forecast_methods(), 'lm'])}")
-    files, picks_path = input_files(args)
-    lm, codec = load_lm_if_needed(args)
+    files, picks_path = input_files(settings)
+    lm, codec = load_lm_if_needed(settings)
     picks = read_picks(picks_path) if picks_path else None
-    cases = forecast_cases(files, picks, args.context_seconds, max(args.horizons))
-    if args.max_cases:
+    cases = forecast_cases(files, picks, settings.context_seconds, max(settings.horizons))
+    if settings.max_cases:
         kinds = dict.fromkeys(c["kind"] for c in cases)
-        cases = [c for kind in kinds for c in [c for c in cases if c["kind"] == kind][: args.max_cases]]
+        cases = [c for kind in kinds for c in [c for c in cases if c["kind"] == kind][: settings.max_cases]]
     if not cases:
-        raise InputError(f"no forecast case fits: every trace is shorter than the {args.context_seconds:g} s "
-                         f"context plus the {max(args.horizons):g} s horizon around its picks")
+        raise InputError(f"no forecast case fits: every trace is shorter than the {settings.context_seconds:g} s "
+                         f"context plus the {max(settings.horizons):g} s horizon around its picks")
     available = forecast_methods(lm, codec)
-    methods = {name: available[name] for name in args.methods}
-    samples = {name: args.lm_samples if name == "lm" else args.samples for name in methods}
+    methods = {name: available[name] for name in settings.methods}
+    samples = {name: settings.lm_samples if name == "lm" else settings.samples for name in methods}
 
     started = time.monotonic()
-    summary = score_forecasts(cases, methods, args.horizons, samples, args.seed)
+    summary = score_forecasts(cases, methods, settings.horizons, samples, settings.seed)
     counts = {kind: sum(c["kind"] == kind for c in cases) for kind in summary}
-    tables = forecast_tables(summary, counts, args.context_seconds)
+    tables = forecast_tables(summary, counts, settings.context_seconds)
     print(tables)
-    report = {"settings": {k: v for k, v in vars(args).items() if k != "func"},
+    report = {"settings": {k: v for k, v in vars(settings).items() if k != "func"},
               "lm_codec_id": lm.config.codec_id if lm is not None else None,
-              "horizons_s": args.horizons, "context_s": args.context_seconds, "cases": counts,
+              "horizons_s": settings.horizons, "context_s": settings.context_seconds, "cases": counts,
               "seconds": round(time.monotonic() - started, 1), "median_over_cases": summary}
-    out = Path(args.out)
+    out = Path(settings.out)
     written = write_report(out, "forecast", report, tables)
-    plot_forecast_examples(cases, methods, samples, out / "forecast_examples.png", args.seed)
+    plot_forecast_examples(cases, methods, samples, out / "forecast_examples.png", settings.seed)
     print(f"wrote {', '.join(str(p) for p in written + [out / 'forecast_examples.png'])}")
     return 0
 
@@ -398,57 +380,57 @@ def score_synthetic(traces: list, label: str, predictor, how: str) -> dict:
             "correlation_after": float(np.median(values("correlation_after"))), "per_trace": per_trace}
 
 
-def finetune_on_synthetic(args, out: Path) -> Path:
+def finetune_on_synthetic(settings, out: Path) -> Path:
     """Write training traces, tokenize them and fine-tune the LM with train-lm; returns the fine-tuned LM folder."""
     from tokenized_data import tokenize
 
-    from . import train
+    from lm import train
+    from lm.model import PRETRAINED_DIR
 
     train_dir, corpus, run = out / "synthetic-train", out / "synthetic-corpus", out / "synthetic-lm"
     for offset, name in enumerate(("constant", "drifting")):
         if not (train_dir / name / "manifest.json").is_file():
-            traces = synthetic.make_set(args.train_traces, args.seed + TRAIN_SEED_OFFSET + offset,
-                                        drifting=name == "drifting", duration_s=args.train_duration)
+            traces = synthetic.make_set(settings.train_traces, settings.seed + TRAIN_SEED_OFFSET + offset,
+                                        drifting=name == "drifting", duration_s=settings.train_duration)
             synthetic.write_set(traces, train_dir / name, overwrite=True)
     if not corpus.is_dir():
         summary = tokenize([str(train_dir / "constant" / "waveforms"), str(train_dir / "drifting" / "waveforms")],
-                           corpus, codec_path=args.codec, progress=False)
+                           corpus, codec_path=settings.codec, progress=False)
         if summary.corpus is None:
             raise InputError(f"{train_dir}: no window of the training traces could be tokenized")
-    init = args.lm or str(Path(__file__).parent / "pretrained")
-    train.main(train.build_parser().parse_args([
-        "--data", str(corpus), "--out", str(run), "--init", init, "--steps", str(args.train_steps),
-        "--batch-size", str(FINETUNE_BATCH_SIZE), "--lr", str(FINETUNE_LR),
-        "--warmup", str(max(1, args.train_steps // 10)), "--eval-every", str(max(1, args.train_steps // 3)),
-        "--eval-batches", "10", "--seed", str(args.seed)]))
+    init = settings.lm or str(PRETRAINED_DIR)
+    train.train_lm(train.TrainLMConfig(
+        data=str(corpus), out=str(run), init=init, steps=settings.train_steps, batch_size=FINETUNE_BATCH_SIZE,
+        lr=FINETUNE_LR, warmup=max(1, settings.train_steps // 10), eval_every=max(1, settings.train_steps // 3),
+        eval_batches=10, seed=settings.seed))
     return run / "final"
 
 
-def evaluate_synthetic(args, out: Path) -> tuple[dict, list[str], dict]:
+def evaluate_synthetic(settings, out: Path) -> tuple[dict, list[str], dict]:
     """Synthetic part: (results per set, markdown lines, the sets)."""
     from .forecast import load_lm_and_codec
 
-    sets = {"constant": synthetic.make_set(args.traces, args.seed, drifting=False, duration_s=args.duration),
-            "drifting": synthetic.make_set(args.traces, args.seed + 1, drifting=True, duration_s=args.duration)}
+    sets = {"constant": synthetic.make_set(settings.traces, settings.seed, drifting=False, duration_s=settings.duration),
+            "drifting": synthetic.make_set(settings.traces, settings.seed + 1, drifting=True, duration_s=settings.duration)}
     lm = codec = None
     lm_label = "lm"
-    if "lm" in args.methods:
+    if "lm" in settings.methods:
         import torch
 
-        torch.set_num_threads(args.threads)
-        lm_path = args.lm
-        if args.train_steps:
-            lm_path = str(finetune_on_synthetic(args, out))
-            lm_label = f"lm fine-tuned {args.train_steps} steps"
-        lm, codec = load_lm_and_codec(lm_path, args.codec)
+        torch.set_num_threads(settings.threads)
+        lm_path = settings.lm
+        if settings.train_steps:
+            lm_path = str(finetune_on_synthetic(settings, out))
+            lm_label = f"lm fine-tuned {settings.train_steps} steps"
+        lm, codec = load_lm_and_codec(lm_path, settings.codec)
     results, lines = {}, []
     for name, traces in sets.items():
-        lines += [f"### Synthetic set '{name}' ({len(traces)} traces x {args.duration:g} s, Backus water layer, "
+        lines += [f"### Synthetic set '{name}' ({len(traces)} traces x {settings.duration:g} s, Backus water layer, "
                   f"scored from {SCORE_FROM_S:g} s)", "",
                   "| method | traces | suppression dB (median) | (10th pct.) | corr. with primaries before -> after |",
                   "|---|---:|---:|---:|---:|"]
         rows = []
-        if "wiener" in args.methods:
+        if "wiener" in settings.methods:
             fixed = make_predictor("wiener")
             window = make_predictor("wiener", design_window_samples=int(DESIGN_WINDOW_S * SAMPLING_RATE))
             rows += [score_synthetic(traces, "wiener, oracle tau", fixed, "oracle"),
@@ -456,8 +438,8 @@ def evaluate_synthetic(args, out: Path) -> tuple[dict, list[str], dict]:
                      score_synthetic(traces, f"wiener time-varying ({DESIGN_WINDOW_S:g} s windows), picked tau",
                                      window, "picked")]
         if lm is not None:
-            subset = traces[: args.lm_traces]
-            if "wiener" in args.methods:
+            subset = traces[: settings.lm_traces]
+            if "wiener" in settings.methods:
                 rows.append(score_synthetic(subset, "wiener, oracle tau (LM's traces)", make_predictor("wiener"),
                                             "oracle"))
             rows.append(score_synthetic(subset, f"{lm_label}, oracle tau",
@@ -489,7 +471,7 @@ def score_real(traces: list[tuple[str, np.ndarray]], method: str, predictor, lag
     return rows
 
 
-def evaluate_real(args, files: list[Path]) -> tuple[list[dict], list[str]]:
+def evaluate_real(settings, files: list[Path]) -> tuple[list[dict], list[str]]:
     """Real part: (rows, markdown lines)."""
     from codec.data import load_traces
 
@@ -498,23 +480,23 @@ def evaluate_real(args, files: list[Path]) -> tuple[list[dict], list[str]]:
     traces = load_traces(files)
     if not traces:
         raise InputError("no usable trace in the waveform files")
-    lag_max, operator = (int(round(s * SAMPLING_RATE)) for s in (max(args.lags), args.operator_seconds))
+    lag_max, operator = (int(round(s * SAMPLING_RATE)) for s in (max(settings.lags), settings.operator_seconds))
     for label, samples in traces:
         check_lengths(label, len(samples), lag_max, operator)
-    lm, codec = load_lm_if_needed(args)
-    runs = [("wiener", traces)] if "wiener" in args.methods else []
+    lm, codec = load_lm_if_needed(settings)
+    runs = [("wiener", traces)] if "wiener" in settings.methods else []
     if lm is not None:  # the LM is slow: a subset, with the Wiener filter on the same traces
-        subset = traces[: args.lm_traces]
-        if "wiener" in args.methods and len(subset) < len(traces):
+        subset = traces[: settings.lm_traces]
+        if "wiener" in settings.methods and len(subset) < len(traces):
             runs.append(("wiener", subset))
         runs.append(("lm", subset))
-    lines = [f"### Real recordings ({len(traces)} traces), operator {args.operator_seconds:g} s", "",
+    lines = [f"### Real recordings ({len(traces)} traces), operator {settings.operator_seconds:g} s", "",
              "| method | traces | lag s | autocorr. reduction at lags [lag, lag+L] dB (median) | (10th pct.) "
              "| error / input energy dB (median) |", "|---|---:|---:|---:|---:|---:|"]
     rows = []
     for method, scored in runs:
         predictor = make_predictor(method, lm=lm, codec=codec)
-        for r in score_real(scored, method, predictor, args.lags, args.operator_seconds):
+        for r in score_real(scored, method, predictor, settings.lags, settings.operator_seconds):
             rows.append(r)
             lines.append(f"| {method} | {r['traces']} | {r['lag_s']:g} | {r['autocorrelation_reduction_db']:.1f} | "
                          f"{r['autocorrelation_reduction_db_p10']:.1f} | {r['error_to_input_db']:.1f} |")
@@ -551,27 +533,27 @@ def plot_synthetic_examples(sets: dict, path: Path, seconds: float = 60.0) -> No
     save_figure(fig, path)
 
 
-def run_deconvolution(args) -> int:
-    unknown = set(args.methods) - {"wiener", "lm"}
+def evaluate_deconvolution(settings: "DeconvolutionEvaluation") -> int:
+    unknown = set(settings.methods) - {"wiener", "lm"}
     if unknown:
         raise UsageError(f"unknown --methods {', '.join(sorted(unknown))}; choose from wiener, lm")
-    if not (args.synthetic or args.inputs or args.nc_events):
+    if not (settings.synthetic or settings.inputs or settings.nc_events):
         raise UsageError("nothing to evaluate: give waveform INPUTS, --nc-events DIR or --synthetic")
-    if args.train_steps and not args.synthetic:
+    if settings.train_steps and not settings.synthetic:
         raise UsageError("--train-steps fine-tunes on the synthetic set: it needs --synthetic")
-    if args.synthetic and args.duration < 2 * SCORE_FROM_S:
+    if settings.synthetic and settings.duration < 2 * SCORE_FROM_S:
         raise UsageError(f"--duration must be at least {2 * SCORE_FROM_S:g} s (scores start at {SCORE_FROM_S:g} s)")
-    files = input_files(args)[0] if (args.inputs or args.nc_events) else None
-    out = Path(args.out)
+    files = input_files(settings)[0] if (settings.inputs or settings.nc_events) else None
+    out = Path(settings.out)
     started = time.monotonic()
-    report = {"settings": {k: v for k, v in vars(args).items() if k != "func"}, "score_from_s": SCORE_FROM_S}
+    report = {"settings": {k: v for k, v in vars(settings).items() if k != "func"}, "score_from_s": SCORE_FROM_S}
     lines, figures = [], []
-    if args.synthetic:
-        report["synthetic"], synthetic_lines, sets = evaluate_synthetic(args, out)
+    if settings.synthetic:
+        report["synthetic"], synthetic_lines, sets = evaluate_synthetic(settings, out)
         lines += synthetic_lines
         figures.append((plot_synthetic_examples, sets, out / "deconvolution_synthetic.png"))
     if files is not None:
-        report["real"], real_lines = evaluate_real(args, files)
+        report["real"], real_lines = evaluate_real(settings, files)
         lines += real_lines
     report["seconds"] = round(time.monotonic() - started, 1)
     tables = "\n".join(lines)
@@ -584,81 +566,49 @@ def run_deconvolution(args) -> int:
     return 0
 
 
-# ------------------------------------------------------------------ command line
+# ------------------------------------------------------------------ settings (the `eqcodec evaluate` flags)
+@dataclass
+class ForecastEvaluation:
+    """Settings of `eqcodec evaluate forecast` (see the module docstring); run with evaluate_forecast."""
 
-def _add_common(parser: argparse.ArgumentParser, methods: str) -> tuple:
-    """Arguments both subcommands share; returns the (input/output, methods, model) groups."""
-    io = parser.add_argument_group("input/output")
-    io.add_argument("inputs", nargs="*", metavar="INPUTS", help="waveform files or folders (any obspy format)")
-    io.add_argument("--nc-events", metavar="DIR",
-                    help="instead of INPUTS: the held-out split of the nc-events corpus (codec.data.nc_events_split)"
-                         " (default: %(default)s)")
-    io.add_argument("--out", required=True, metavar="DIR", help="folder for the tables, JSON and plots")
-    compared = parser.add_argument_group("methods")
-    compared.add_argument("--methods", type=lambda s: [m for m in s.split(",") if m], default=methods.split(","),
-                          metavar="LIST", help=f"comma-separated (default: {methods})")
-    compared.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    model = parser.add_argument_group("model (method lm)")
-    model.add_argument("--lm", metavar="DIR", help="LM folder, e.g. a fine-tuned RUN/final (default: the shipped lm/pretrained)")
-    model.add_argument("--codec", metavar="DIR", help="codec folder the LM reads (default: the shipped codec/pretrained)")
-    model.add_argument("--threads", type=positive_int, default=1,
-                       help="torch CPU threads (default: %(default)s; the LM is small)")
-    return io, compared, model
-
-
-def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = parser.epilog or EXAMPLES
-    commands = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
-
-    fc = commands.add_parser("forecast", help="forecast skill per case and horizon: LM against classical forecasters",
-                             description=__doc__.split("eqcodec evaluate deconvolution")[0],
-                             formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
-    io, compared, _ = _add_common(fc, ",".join([*forecast_methods(), "lm"]))
-    io.add_argument("--picks", metavar="CSV",
-                    help="picks (columns file, p_arrival, s_arrival) for the noise/P+2s/S+5s cases "
-                         "(default: %(default)s: DIR/picks.csv with --nc-events, else one 'end' case per trace)")
-    cases = fc.add_argument_group("cases")
-    cases.add_argument("--context-seconds", type=positive_float, default=20.0,
-                       help="context before the forecast point (>= 10 for the LM) (default: %(default)s)")
-    cases.add_argument("--horizons", type=comma_floats, default=[1.0, 5.0, 10.0, 30.0], metavar="LIST",
-                       help="scored horizons, seconds (default: 1,5,10,30)")
-    cases.add_argument("--max-cases", type=positive_int, default=None,
-                       help="first N cases of each kind only, for every method (default: %(default)s, all)")
-    compared.add_argument("--samples", type=positive_int, default=100,
-                          help="members of the classical ensembles (default: %(default)s)")
-    compared.add_argument("--lm-samples", type=positive_int, default=16,
-                          help="sampled LM continuations per case (default: %(default)s)")
-    fc.set_defaults(func=run_forecast)
-
-    dc = commands.add_parser("deconvolution", help="predictive deconvolution: LM against the Wiener filter",
-                             description="eqcodec evaluate deconvolution" + __doc__.split("eqcodec evaluate deconvolution")[1],
-                             formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
-    _, compared, _ = _add_common(dc, "wiener,lm")
-    real = dc.add_argument_group("real recordings")
-    real.add_argument("--lags", type=comma_floats, default=[0.25, 0.5, 1.0, 2.0], metavar="LIST",
-                      help="prediction distances, seconds (default: 0.25,0.5,1,2)")
-    real.add_argument("--operator-seconds", type=positive_float, default=1.0,
-                      help="operator length (Wiener) or LM context beyond the lag (default: %(default)s)")
-    real.add_argument("--lm-traces", type=positive_int, default=10,
-                      help="traces scored by the LM, on real data and per synthetic set (default: %(default)s)")
-    syn = dc.add_argument_group("synthetic benchmark")
-    syn.add_argument("--synthetic", action="store_true", help="run the seeded reverberation benchmark (default: %(default)s)")
-    syn.add_argument("--traces", type=positive_int, default=50, help="test traces per set (default: %(default)s)")
-    syn.add_argument("--duration", type=positive_float, default=180.0,
-                     help="seconds per test trace (default: %(default)s)")
-    train = dc.add_argument_group("fine-tuning on the synthetic set (--synthetic, method lm)")
-    train.add_argument("--train-steps", type=int, default=0,
-                       help="fine-tune the LM this many train-lm steps first; 0 scores --lm as it is (default: %(default)s)")
-    train.add_argument("--train-traces", type=positive_int, default=60,
-                       help="training traces per set (constant and drifting) (default: %(default)s)")
-    train.add_argument("--train-duration", type=positive_float, default=120.0,
-                       help="seconds per training trace (default: %(default)s)")
-    dc.set_defaults(func=run_deconvolution)
-    return parser
+    out: str
+    inputs: list[str] = field(default_factory=list)
+    nc_events: str | None = None
+    picks: str | None = None
+    methods: list[str] = field(default_factory=lambda: [*forecast_methods(), "lm"])
+    seed: int = 0
+    lm: str | None = None
+    codec: str | None = None
+    threads: int = 1
+    context_seconds: float = 20.0
+    horizons: list[float] = field(default_factory=lambda: [1.0, 5.0, 10.0, 30.0])
+    max_cases: int | None = None
+    samples: int = 100
+    lm_samples: int = 16
 
 
-def main(args: argparse.Namespace) -> int:
-    if getattr(args, "train_steps", 0) < 0:
-        raise InputError(f"--train-steps must not be negative, got {args.train_steps}")
-    return args.func(args)
+@dataclass
+class DeconvolutionEvaluation:
+    """Settings of `eqcodec evaluate deconvolution` (see the module docstring); run with evaluate_deconvolution."""
+
+    out: str
+    inputs: list[str] = field(default_factory=list)
+    nc_events: str | None = None
+    methods: list[str] = field(default_factory=lambda: ["wiener", "lm"])
+    seed: int = 0
+    lm: str | None = None
+    codec: str | None = None
+    threads: int = 1
+    lags: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0])
+    operator_seconds: float = 1.0
+    lm_traces: int = 10
+    synthetic: bool = False
+    traces: int = 50
+    duration: float = 180.0
+    train_steps: int = 0
+    train_traces: int = 60
+    train_duration: float = 120.0
+
+    def __post_init__(self):
+        if self.train_steps < 0:
+            raise InputError(f"--train-steps must not be negative, got {self.train_steps}")

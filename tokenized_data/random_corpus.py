@@ -73,7 +73,7 @@ def random_token_corpus(num_windows: int, num_frames: int, *, codec_id: str = "s
     }
     config = asdict(EQCodecConfig(num_codebooks=num_codebooks, codebook_size=codebook_size))
     metadata = {"format": FORMAT, "codec": {"id": codec_id, "config": config, "checkpoint": "none (synthetic)"},
-                "source": {"inputs": [f"lm.random_corpus(seed={seed})"]}, "command": "lm.random_corpus"}
+                "source": {"inputs": [f"tokenized_data.random_corpus(seed={seed})"]}, "command": "tokenized_data.random_corpus"}
     return TokenCorpus(Dataset.from_dict(columns, features=FEATURES), metadata)
 
 

@@ -14,8 +14,11 @@ import os
 import re
 import sys
 
-from .prepare import Preprocessing
-from .writer import tokenize
+from codec.errors import UsageError
+from tokenized_data.prepare import Preprocessing
+from tokenized_data.writer import tokenize
+
+from .types import positive_int
 
 
 def available_cpus() -> int:
@@ -32,8 +35,6 @@ EXAMPLES = """examples:
 
 
 def build_parser(parser) -> None:
-    from codec.cli import positive_int
-
     files = parser.add_argument_group("input/output")
     files.add_argument("inputs", nargs="*", metavar="INPUT",
                        help="waveform files, directories (searched recursively) or glob patterns "
@@ -75,8 +76,6 @@ def build_parser(parser) -> None:
 
 
 def main(args) -> int:
-    from codec.cli import UsageError
-
     if args.sds and args.inputs:
         raise UsageError("give INPUT files or --sds, not both")
     if not args.sds and not args.inputs:

@@ -32,13 +32,7 @@ Benchmarks of both methods (synthetic reverberations, real recordings):
 
 from __future__ import annotations
 
-EXAMPLES = """examples:
-  eqcodec deconvolve event.mseed --lag 4.0 --operator-seconds 5 --out decon.mseed --plot decon.png
-  eqcodec deconvolve event.mseed --lag 0.5 --method wiener --design-window 60 --out decon.mseed
-  eqcodec deconvolve event.mseed --lag 2 --method lm --lm my-lm/final --out decon-lm.mseed
-"""
 
-import argparse
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -49,8 +43,8 @@ from codec.files import write_atomically
 from codec.preprocess import (SAMPLING_RATE, InputError, check_miniseed_ids, read_stream, trace_label,
                               trace_to_codec_input)
 
-from .baselines import DEFAULT_PREWHITENING, time_varying_wiener_prediction_error, wiener_prediction_error
-from .forecast_metrics import autocorrelation_reduction_db
+from .classical import DEFAULT_PREWHITENING, time_varying_wiener_prediction_error, wiener_prediction_error
+from .scores import autocorrelation_reduction_db
 
 #: A trace must hold this many times lag + operator samples: the autocorrelation
 #: at the longest lag the normal equations use must average enough products.
@@ -87,7 +81,7 @@ def lm_prediction(samples: np.ndarray, lag_samples: int, context_samples: int, *
                   n_samples: int = LM_SAMPLES, seed: int = 0) -> np.ndarray:
     """[N]: the token LM's prediction of samples[n] from samples[: n - lag + 1] (conditional mean).
 
-    lm, codec: a SeismicLM and the EQCodec it was trained with (lm.forecast.load_lm_and_codec).
+    lm, codec: a SeismicLM and the EQCodec it was trained with (tasks.forecast.load_lm_and_codec).
     The trace is cut in 1-s frames. Frame t is predicted from the window of
     C whole frames that ends g frames before it, g = max(1, ceil((lag - 1) / 40)),
     so that every sample of frame t is at least `lag` samples after the
@@ -103,7 +97,7 @@ def lm_prediction(samples: np.ndarray, lag_samples: int, context_samples: int, *
 
     import obspy
 
-    from .generate import MIN_CONTEXT_SECONDS, generate_continuations
+    from lm.generate import MIN_CONTEXT_SECONDS, generate_continuations
 
     frame = int(SAMPLING_RATE)  # samples per codec frame (1 s)
     gap = max(1, math.ceil((lag_samples - 1) / frame))
@@ -189,7 +183,7 @@ def make_predictor(method: str, prewhitening: float = DEFAULT_PREWHITENING,
                        design_window_samples=design_window_samples)
     if method == "lm":
         if lm is None or codec is None:
-            raise ValueError("the lm method needs an LM and its codec (lm.forecast.load_lm_and_codec)")
+            raise ValueError("the lm method needs an LM and its codec (tasks.forecast.load_lm_and_codec)")
         return partial(lm_prediction, lm=lm, codec=codec)
     raise InputError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
 
@@ -255,71 +249,49 @@ def plot_deconvolution(results: list[DeconvolvedTrace], path: Path, title: str) 
     plt.close(fig)
 
 
-def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    io = parser.add_argument_group("input/output")
-    io.add_argument("input", metavar="INPUT", help="waveform file obspy can read (miniSEED, SAC, ...)")
-    io.add_argument("--out", required=True, metavar="FILE", help="miniSEED file for the prediction-error traces")
-    io.add_argument("--prediction-out", default=None, metavar="FILE",
-                    help="also write the prediction as miniSEED (default: %(default)s)")
-    io.add_argument("--plot", default=None, metavar="FIG.png",
-                    help="draw input, prediction and error (default: %(default)s)")
-    io.add_argument("--allow-clipped", action="store_true",
-                    help="process traces that look clipped (default: %(default)s)")
-    filt = parser.add_argument_group("prediction")
-    filt.add_argument("--lag", type=float, required=True, metavar="SECONDS",
-                      help="prediction distance: the part predictable from samples at least this far back is removed")
-    filt.add_argument("--operator-seconds", type=float, default=1.0, metavar="L",
-                      help="operator length (Wiener) or context (LM, at least 10 s) beyond the lag "
-                           "(default: %(default)s s)")
-    filt.add_argument("--method", choices=METHODS, default="wiener", help="predictor (default: %(default)s)")
-    wiener = parser.add_argument_group("Wiener filter")
-    wiener.add_argument("--prewhitening", type=float, default=100 * DEFAULT_PREWHITENING, metavar="PERCENT",
-                        help="white noise added to the zero-lag autocorrelation, in %% (default: %(default)s)")
-    wiener.add_argument("--design-window", type=float, default=None, metavar="SECONDS",
-                        help="time-varying filter: one operator per window of this length, half overlapping "
-                             "(default: %(default)s, one operator per trace)")
-    model = parser.add_argument_group("model (--method lm)")
-    model.add_argument("--lm", default=None, metavar="DIR",
-                       help="LM folder, e.g. a fine-tuned RUN/final (default: the shipped lm/pretrained)")
-    model.add_argument("--codec", default=None, metavar="DIR",
-                       help="codec folder the LM was trained with (default: the shipped codec/pretrained)")
-    return parser
+def deconvolve_file(input: str, out: str, *, lag: float, operator_seconds: float = 1.0, method: str = "wiener",
+                    prediction_out: str | None = None, plot: str | None = None, allow_clipped: bool = False,
+                    prewhitening: float = 100 * DEFAULT_PREWHITENING, design_window: float | None = None,
+                    lm: str | None = None, codec: str | None = None) -> list[DeconvolvedTrace]:
+    """`eqcodec deconvolve`: prediction-error traces of every trace of a file, written as miniSEED.
 
+    prewhitening is in percent; lm / codec are checkpoint folders for method "lm"
+    (None: the shipped ones). Prints a table per trace and returns the results;
+    nothing is written when a trace fails.
+    """
+    from codec.errors import UsageError
 
-def main(args: argparse.Namespace) -> int:
-    from codec.cli import UsageError
-
-    if args.prewhitening < 0:
-        raise InputError(f"--prewhitening must not be negative, got {args.prewhitening:g} %")
-    if args.plot and Path(args.plot).suffix.lower() != ".png":
-        raise InputError(f"--plot {args.plot}: expected a .png file name")
-    if args.method != "lm" and (args.lm or args.codec):
+    if prewhitening < 0:
+        raise InputError(f"--prewhitening must not be negative, got {prewhitening:g} %")
+    if plot and Path(plot).suffix.lower() != ".png":
+        raise InputError(f"--plot {plot}: expected a .png file name")
+    if method != "lm" and (lm or codec):
         raise UsageError("--lm and --codec are used by --method lm only")
-    lm = codec = None
-    if args.method == "lm":
+    model = coder = None
+    if method == "lm":
         from .forecast import load_lm_and_codec
 
-        lm, codec = load_lm_and_codec(args.lm, args.codec)  # refuses a missing LM or one of another codec
-    predictor = make_predictor(args.method, args.prewhitening / 100,
-                               seconds_to_samples(args.design_window, "--design-window")
-                               if args.design_window else None, lm=lm, codec=codec)
-    stream = read_stream(args.input)
-    check_miniseed_ids(stream, args.input)  # the outputs are miniSEED with the input's ids
+        model, coder = load_lm_and_codec(lm, codec)  # refuses a missing LM or one of another codec
+    predictor = make_predictor(method, prewhitening / 100,
+                               seconds_to_samples(design_window, "--design-window") if design_window else None,
+                               lm=model, codec=coder)
+    stream = read_stream(input)
+    check_miniseed_ids(stream, input)  # the outputs are miniSEED with the input's ids
     # Everything is computed before anything is written: a bad trace leaves no output.
-    results = deconvolve_stream(stream, args.lag, args.operator_seconds, predictor,
-                                design_window_s=args.design_window, allow_clipped=args.allow_clipped)
+    results = deconvolve_stream(stream, lag, operator_seconds, predictor, design_window_s=design_window,
+                                allow_clipped=allow_clipped)
 
-    out = Path(args.out)
+    out = Path(out)
     write_atomically(lambda tmp: to_stream(results).write(str(tmp), format="MSEED", encoding="FLOAT64"), out)
     written = [str(out)]
-    if args.prediction_out:
-        path = Path(args.prediction_out)
+    if prediction_out:
+        path = Path(prediction_out)
         write_atomically(lambda tmp: to_stream(results, "prediction").write(str(tmp), format="MSEED",
                                                                             encoding="FLOAT64"), path)
         written.append(str(path))
-    if args.plot:
-        plot_deconvolution(results, Path(args.plot), f"{Path(args.input).name}: {args.method} predictive deconvolution")
-        written.append(args.plot)
+    if plot:
+        plot_deconvolution(results, Path(plot), f"{Path(input).name}: {method} predictive deconvolution")
+        written.append(plot)
 
     print("| trace | samples | lag s | operator s | autocorr. reduction dB | error / input energy dB |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -328,4 +300,4 @@ def main(args: argparse.Namespace) -> int:
         print(f"| {r.trace_id} | {len(r.samples)} | {r.lag_samples / SAMPLING_RATE:g} | "
               f"{r.operator_samples / SAMPLING_RATE:g} | {r.autocorrelation_reduction_db:.1f} | {ratio:.1f} |")
     print(f"\nwrote {', '.join(written)}")
-    return 0
+    return results

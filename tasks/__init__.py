@@ -1,0 +1,12 @@
+"""What the token LM is for, and how it is measured: the layer above codec, tokenized_data and lm.
+
+Modules: forecast (probabilistic forecasts, `eqcodec forecast`), deconvolve
+(predictive deconvolution, `eqcodec deconvolve`), classical (zero, persistence,
+AR/Burg forecasters and Wiener prediction-error filters: the baselines),
+scores (forecast and deconvolution scores), synthetic (seeded reverberation
+traces with known primaries), evaluate (`eqcodec evaluate`: every method on
+one set of cases), demo (`eqcodec demo`: the whole pipeline).
+
+A new task (e.g. similarity search) is a module here: it may import codec,
+tokenized_data and lm, and the CLI calls it from a module in cli/.
+"""
