@@ -158,6 +158,24 @@ def resample_to_codec_rate(data: np.ndarray, sampling_rate: float, label: str = 
     return resample(data - ends, n_out) + data[0] + (data[-1] - data[0]) * times_out / span
 
 
+def detrend_and_resample(data: np.ndarray, sampling_rate: float, label: str = "trace") -> tuple[np.ndarray, np.ndarray]:
+    """The one preparation of gap-free samples for token corpora and LM contexts.
+
+    The least-squares line is removed at the original rate (as scipy.signal.detrend
+    "linear"), then the samples are resampled to 40 Hz (resample_to_codec_rate).
+    Returns (samples, trend), both [N] at 40 Hz: trend is the removed line at the
+    same times, so samples + trend is the input at 40 Hz. tokenize prepares each
+    segment so, and generate / forecast / deconvolve prepare their contexts the
+    same way: the LM reads at inference what it was trained on.
+    """
+    x = np.asarray(data, dtype=np.float64)
+    t = np.arange(len(x), dtype=np.float64)
+    slope, intercept = np.polyfit(t, x, 1) if len(x) > 1 else (0.0, float(x.mean()) if len(x) else 0.0)
+    samples = resample_to_codec_rate(x - (slope * t + intercept), sampling_rate, label)
+    times = np.arange(len(samples)) * (sampling_rate / SAMPLING_RATE)  # 40 Hz sample times in input samples
+    return samples, slope * times + intercept
+
+
 def trace_to_codec_input(trace, *, allow_clipped: bool = False) -> np.ndarray:
     """Check an obspy Trace and return its samples at 40 Hz as float64."""
     label = trace_label(trace)

@@ -29,7 +29,7 @@ import torch
 from codec.files import write_all_or_nothing
 from codec.model import CheckpointError, EncodedWaveform, EQCodec
 from codec.preprocess import (FRAME_LENGTH, SAMPLING_RATE, InputError, check_miniseed_ids, check_samples,
-                              check_sampling_rate, read_stream, resample_to_codec_rate, trace_label)
+                              check_sampling_rate, detrend_and_resample, read_stream, trace_label)
 
 from .model import SeismicLM, load_lm
 
@@ -42,10 +42,14 @@ RESAMPLING_MARGIN_SECONDS = 2
 
 
 def context_samples(trace, context_seconds: int, *, allow_clipped: bool = False):
-    """The last `context_seconds` of a Trace at 40 Hz: ([C * 40] float64 samples, start time of the continuation).
+    """The last `context_seconds` of a Trace, prepared as token corpora are (detrend_and_resample).
 
-    Only the context (and a 2-s resampling margin) is checked: NaN, gaps or a
-    constant signal there raise InputError; earlier problems do not matter.
+    Returns ([C * 40] float64 detrended samples at 40 Hz, start time of the
+    continuation, level): `level` is the removed trend's value at the context's
+    end, added back to continuations so that they are in the input's units and
+    go on from where the context ends. Only the context (and a 2-s resampling
+    margin) is checked: NaN, gaps or a constant signal there raise InputError;
+    earlier problems do not matter.
     """
     label = trace_label(trace)
     rate = float(trace.stats.sampling_rate)
@@ -54,14 +58,13 @@ def context_samples(trace, context_seconds: int, *, allow_clipped: bool = False)
     data = trace.data[-wanted:]
     start = trace.stats.starttime + (available - len(data)) / rate
     check_samples(data, f"{label} (last {context_seconds} s, the context)", allow_clipped=allow_clipped)
-    mean = float(np.mean(data))  # resample without the offset (zero padding would ring), then put it back
-    samples = resample_to_codec_rate(np.asarray(data, dtype=np.float64) - mean, rate, label) + mean
+    samples, trend = detrend_and_resample(data, rate, label)
     need = context_seconds * FRAME_LENGTH
     if len(samples) < need:
         raise InputError(f"{label}: {len(samples) / SAMPLING_RATE:.1f} s long at 40 Hz, shorter than the "
                          f"{context_seconds} s context")
     continuation_start = start + len(samples) / SAMPLING_RATE
-    return samples[-need:], continuation_start
+    return samples[-need:], continuation_start, float(trend[-1])
 
 
 def _last_pieces(stream, context_seconds: int) -> list:
@@ -130,7 +133,8 @@ def generate_continuations(stream, lm: SeismicLM, codec: EQCodec, context_second
         raise InputError("the stream holds no trace")
 
     traces = _last_pieces(stream, context_seconds)
-    contexts, starts = zip(*(context_samples(tr, context_seconds, allow_clipped=allow_clipped) for tr in traces))
+    contexts, starts, levels = zip(*(context_samples(tr, context_seconds, allow_clipped=allow_clipped)
+                                     for tr in traces))
     encoded = codec.encode(np.stack(contexts))  # codes [B, K, C], gain [B, C]
     tokens = to_streams(encoded.codes, encoded.gain).repeat_interleave(samples, dim=0)  # [B * samples, S, C]
     generator = torch.Generator(device=lm.device).manual_seed(seed) if seed is not None else None
@@ -142,6 +146,7 @@ def generate_continuations(stream, lm: SeismicLM, codec: EQCodec, context_second
     waveforms = codec.decode(EncodedWaveform(codes, gain, encoded.scale.repeat_interleave(samples),
                                              encoded.offset.repeat_interleave(samples), total))
     waveforms = waveforms[:, context_seconds * FRAME_LENGTH:].cpu().numpy().reshape(len(traces), samples, -1)
+    waveforms = waveforms + np.asarray(levels)[:, None, None]  # back to the input's level
 
     outputs = []
     for j in range(samples):

@@ -119,13 +119,13 @@ def summarize(stream, continuations: list, context_seconds: int) -> tuple[dict, 
         for name, values in zip(("q05", "median", "q95"), np.percentile(members, BAND_PERCENTILES, axis=0)):
             quantile_streams[name][i].data = values
         last_piece = max(stream.select(id=first.id), key=lambda tr: tr.stats.endtime)
-        context, _ = context_samples(last_piece, context_seconds, allow_clipped=True)  # [C * 40] at 40 Hz
-        context_rms = per_second_rms(context - np.mean(context))
+        context, _, level = context_samples(last_piece, context_seconds, allow_clipped=True)  # [C * 40] at 40 Hz
+        context_rms = per_second_rms(context)  # detrended
         envelopes.append({"id": first.id, "starttime": str(first.stats.starttime),
                           "seconds": members.shape[1] // FRAME_LENGTH, "samples": len(members),
-                          "context_rms_per_second": context_rms.tolist(), **forecast_envelope(members - np.mean(context))})
+                          "context_rms_per_second": context_rms.tolist(), **forecast_envelope(members - level)})
     return quantile_streams, {"traces": envelopes,
-                              "note": "per-second RMS amplitude in input units, offset (context mean) removed; "
+                              "note": "per-second RMS amplitude in input units, the context's linear trend removed; "
                                       "median and 5-95 % band over the sampled continuations"}
 
 

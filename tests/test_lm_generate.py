@@ -161,3 +161,32 @@ def test_checkpoint_problems_are_refused(example_file, lm_dir, tmp_path, capsys)
     assert cli(["generate", str(example_file), "--context-seconds", "20", "--seconds", "4",
                 "--out", str(out), "--lm", str(lm_dir), "--codec", str(tmp_path / "no-codec")]) == 1
     assert_refused(capsys, out, "codec checkpoint")
+
+
+def test_contexts_are_prepared_as_token_corpora_are(example_stream):
+    """generate's context and tokenize's segments come from one function: same detrended 40 Hz samples."""
+    from codec.preprocess import detrend_and_resample
+    from lm.generate import RESAMPLING_MARGIN_SECONDS, context_samples
+    from tokenized_data import Preprocessing
+    from tokenized_data.prepare import Report, prepare_stream
+
+    trace = example_stream.select(component="Z")[0].copy()
+    ramp = np.linspace(0, 50 * trace.data.std(), trace.stats.npts)  # a strong linear trend
+    trace.data = trace.data.astype(np.float64) + ramp
+    seconds = 20
+    tail = trace.slice(trace.stats.endtime - seconds - RESAMPLING_MARGIN_SECONDS + 1 / trace.stats.sampling_rate)
+    (segment,) = prepare_stream(obspy.Stream([tail]), Preprocessing(window_seconds=10), Report("x"))
+    context, _, level = context_samples(trace, seconds)
+    np.testing.assert_allclose(context, segment.samples[-len(context):], rtol=1e-9, atol=1e-9 * ramp.max())
+    samples, trend = detrend_and_resample(tail.data, tail.stats.sampling_rate)
+    assert abs(np.polyfit(np.arange(len(samples)), samples, 1)[0]) < 1e-3 * abs(np.polyfit(np.arange(len(trend)), trend, 1)[0])
+    assert level == pytest.approx(trend[-1])
+
+
+def test_continuations_go_on_from_the_level_where_a_trending_context_ends(example_stream, lm, codec):
+    trace = example_stream.select(component="Z")[0].copy()
+    spread = trace.data.std()
+    trace.data = trace.data.astype(np.float64) + np.linspace(0, 100 * spread, trace.stats.npts)
+    (continuation,) = generate_continuations(obspy.Stream([trace]), lm, codec, 20, 5, seed=0)
+    end_level = trace.data[-100:].mean()
+    assert abs(continuation[0].data[:40].mean() - end_level) < 10 * spread

@@ -9,9 +9,9 @@ The steps, in order (recorded in every corpus's metadata by `Preprocessing.descr
 3. where pieces still overlap, their samples conflict: that time span is cut
    out of every piece (we cannot tell which piece is right) and reported;
 4. per segment: refuse unusable samples (empty, NaN/inf, constant, below 20 Hz)
-   with codec.preprocess's checks, remove the linear trend (and so the mean),
-   and resample to 40 Hz with codec.preprocess.resample_to_codec_rate
-   (anti-aliased polyphase FIR);
+   with codec.preprocess's checks, remove the linear trend (and so the mean)
+   and resample to 40 Hz with codec.preprocess.detrend_and_resample
+   (anti-aliased polyphase FIR), the preparation LM contexts get too;
 5. cut windows of `window_seconds` every `hop_seconds`, whole 1-s frames only;
    a last shorter window is kept when it has at least `min_window_seconds`;
 6. per window, on the original samples: skip windows that are constant (a
@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from codec.preprocess import (FRAME_LENGTH, MIN_SAMPLING_RATE, SAMPLING_RATE, InputError, check_numeric_samples,
-                              check_samples, check_sampling_rate, check_trace_header, is_clipped,
-                              resample_to_codec_rate, trace_label)
+                              check_samples, check_sampling_rate, check_trace_header, detrend_and_resample,
+                              is_clipped, trace_label)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,8 @@ class Preprocessing:
             "merge": "obspy Stream.merge(method=-1): contiguous or identical-overlap pieces only, "
                      "no gap filling; a gap ends a segment",
             "conflicting_overlaps": "time span cut out of every piece and reported",
-            "detrend": "linear (scipy.signal.detrend) per segment at the original rate",
+            "detrend": "linear (least-squares line) per segment at the original rate "
+                       "(codec.preprocess.detrend_and_resample)",
             "resample": "codec.preprocess.resample_to_codec_rate: scipy resample_poly "
                         "(Kaiser FIR, mean removed, line padding) for rational ratios, FFT otherwise",
             "windows": "whole frames; start at multiples of hop within a segment; "
@@ -179,8 +180,6 @@ def prepare_stream(stream, prep: Preprocessing, report: Report) -> list[Segment]
 
 def _segment_from_piece(piece, prep: Preprocessing, report: Report) -> Segment | None:
     """Check, detrend and resample one gap-free piece; None if too short for a window."""
-    from scipy.signal import detrend
-
     label, stats = trace_label(piece), piece.stats
     data = np.asarray(piece.data)
     check_numeric_samples(data, label)  # text, empty, NaN/inf: with the codec's wording
@@ -190,7 +189,7 @@ def _segment_from_piece(piece, prep: Preprocessing, report: Report) -> Segment |
         return None
     check_samples(data, label, allow_clipped=True)  # constant trace; clipping is checked per window
     raw = data.astype(np.float64)
-    samples = resample_to_codec_rate(detrend(raw, type="linear"), stats.sampling_rate, label)
+    samples, _ = detrend_and_resample(raw, stats.sampling_rate, label)
     report.input_seconds += duration
     return Segment(stats.network, stats.station, stats.location, stats.channel,
                    stats.starttime, float(stats.sampling_rate), raw, samples)
