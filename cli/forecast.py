@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tasks.forecast import DEFAULT_SAMPLES, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, forecast_file
+from tasks.forecast import forecast_file
 from tasks import forecast as task
 
 from .types import positive_float as _positive_float, positive_int as _positive_int
@@ -29,13 +29,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                     help="seconds at the end of each trace the LM reads (>= 10, <= the LM's window)")
     fc.add_argument("--seconds", type=int, required=True, help="seconds to forecast (>= 1)")
     sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--samples", type=_positive_int, default=DEFAULT_SAMPLES,
-                          help="sampled continuations per trace (default: %(default)s)")
+    sampling.add_argument("--samples", type=_positive_int,
+                          help="sampled continuations per trace (default: the LM's generation_config)")
     sampling.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    sampling.add_argument("--top-k", type=_positive_int, default=DEFAULT_TOP_K,
-                          help="sample among the k likeliest tokens (default: %(default)s)")
-    sampling.add_argument("--temperature", type=_positive_float, default=DEFAULT_TEMPERATURE,
-                          help="softmax temperature (default: %(default)s)")
+    sampling.add_argument("--top-k", type=_positive_int,
+                          help="sample among the k likeliest tokens (default: the LM's generation_config)")
+    sampling.add_argument("--temperature", type=_positive_float,
+                          help="softmax temperature (default: the LM's generation_config)")
     model = parser.add_argument_group("model")
     model.add_argument("--lm", metavar="DIR", help="LM folder, e.g. a fine-tuned RUN/final (default: the shipped lm/pretrained)")
     model.add_argument("--codec", metavar="DIR", help="codec folder (default: the shipped codec/pretrained)")

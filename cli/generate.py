@@ -36,12 +36,14 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--samples", type=_positive_int, default=1, metavar="N",
                           help="continuations per trace (default: %(default)s)")
-    sampling.add_argument("--temperature", type=_positive_float, default=1.0, metavar="T",
-                          help="sampling temperature (default: %(default)s)")
+    sampling.add_argument("--temperature", type=_positive_float, metavar="T",
+                          help="sampling temperature (default: the LM's generation_config)")
     sampling.add_argument("--top-k", type=_positive_int, metavar="K",
-                          help="sample among the K most likely tokens only (default: all)")
+                          help="sample among the K most likely tokens only; a K of the codebook size or more "
+                               "samples from all (default: the LM's generation_config)")
     sampling.add_argument("--top-p", type=_probability, metavar="P",
-                          help="sample from the smallest set of tokens with probability P (default: all)")
+                          help="sample from the smallest set of tokens with probability P "
+                               "(default: the LM's generation_config)")
     sampling.add_argument("--seed", type=int, metavar="N", help="random seed (default: not seeded)")
     model = parser.add_argument_group("model")
     model.add_argument("--lm", metavar="PATH", help="LM folder (default: the shipped lm/pretrained)")

@@ -104,7 +104,7 @@ def check_lm_codec(lm: SeismicLM, codec: EQCodec) -> None:
 
 
 def generate_continuations(stream, lm: SeismicLM, codec: EQCodec, context_seconds: int, seconds: int, *,
-                           samples: int = 1, temperature: float = 1.0, top_k: int | None = None,
+                           samples: int = 1, temperature: float | None = None, top_k: int | None = None,
                            top_p: float | None = None, seed: int | None = None,
                            allow_clipped: bool = False) -> list:
     """Continue every trace of an obspy Stream: returns `samples` obspy Streams.
@@ -113,6 +113,7 @@ def generate_continuations(stream, lm: SeismicLM, codec: EQCodec, context_second
     ids), `seconds` long at 40 Hz, starting one 40 Hz sample after the input's
     end, in the input's physical units. The context is the last
     `context_seconds` of each channel (MIN_CONTEXT_SECONDS .. lm.config.max_frames).
+    temperature, top_k, top_p: None takes the LM's own (lm.generation_config).
     """
     import obspy
 
@@ -126,6 +127,8 @@ def generate_continuations(stream, lm: SeismicLM, codec: EQCodec, context_second
     if context_seconds > lm.config.max_frames:
         raise InputError(f"a context of {context_seconds} s is longer than the LM's window of "
                          f"{lm.config.max_frames} s")
+    settings = lm.sampling_settings(temperature, top_k, top_p)
+    temperature, top_k, top_p = settings["temperature"], settings["top_k"], settings["top_p"]
     if not temperature > 0:
         raise InputError(f"temperature must be > 0, got {temperature!r}")
     check_lm_codec(lm, codec)
@@ -199,12 +202,14 @@ def output_paths(out: Path, samples: int) -> list[Path]:
 
 
 def generate_file(input: str, out: str, *, context_seconds: int, seconds: int, plot: str | None = None,
-                  allow_clipped: bool = False, samples: int = 1, temperature: float = 1.0, top_k: int | None = None,
+                  allow_clipped: bool = False, samples: int = 1, temperature: float | None = None,
+                  top_k: int | None = None,
                   top_p: float | None = None, seed: int | None = None, lm: str | None = None,
                   codec: str | None = None) -> list[Path]:
     """`eqcodec generate`: continue every trace of a file; write the continuations (miniSEED) and a plot.
 
-    lm / codec are checkpoint folders (None: the shipped ones). Returns the paths written;
+    lm / codec are checkpoint folders (None: the shipped ones); sampling settings left None
+    are the LM's own (its generation_config.json). Returns the paths written;
     nothing is written when anything fails.
     """
     from transformers.utils import logging as hf_logging

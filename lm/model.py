@@ -38,7 +38,8 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import DynamicCache, GPTBigCodeConfig, GPTBigCodeModel, PreTrainedConfig, PreTrainedModel
+from transformers import (DynamicCache, GenerationConfig, GPTBigCodeConfig, GPTBigCodeModel, PreTrainedConfig,
+                          PreTrainedModel)
 from transformers.generation.logits_process import (
     TemperatureLogitsWarper,
     TopKLogitsWarper,
@@ -148,6 +149,16 @@ def stream_cross_entropy(logits: tuple[torch.Tensor, ...], labels: torch.Tensor)
     return torch.stack(nll), torch.stack(count)
 
 
+def default_sampling() -> GenerationConfig:
+    """Sampling settings of an LM saved without generation_config.json.
+
+    Chosen by hand for the v1 base LM: temperature 0.8 and top-k 50 avoid the rare
+    wild gain jumps of plain sampling; num_return_sequences is the forecast
+    ensemble size. A trained LM stores its own (SeismicLM.save_pretrained).
+    """
+    return GenerationConfig(do_sample=True, temperature=0.8, top_k=50, num_return_sequences=32)
+
+
 class SeismicLM(PreTrainedModel):
     """Delayed multi-stream token LM. See the module docstring for the layout of inputs and outputs."""
 
@@ -169,6 +180,23 @@ class SeismicLM(PreTrainedModel):
         self.lm_head = nn.Linear(config.hidden_size, sum(config.vocab_sizes), bias=False)
         self.delay = DelayPattern(config.empty_tokens)
         self.post_init()
+        # Sampling defaults (temperature, top_k, top_p, num_return_sequences) of generate / forecast /
+        # deconvolve: one place, saved beside the weights as generation_config.json.
+        self.generation_config = default_sampling()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """PreTrainedModel.save_pretrained, plus generation_config.json (the LM's sampling defaults)."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        self.generation_config.save_pretrained(save_directory)
+
+    def sampling_settings(self, temperature: float | None = None, top_k: int | None = None,
+                          top_p: float | None = None, samples: int | None = None) -> dict:
+        """The given settings, each None replaced by the LM's generation_config value."""
+        config = self.generation_config
+        return {"temperature": temperature if temperature is not None else (config.temperature or 1.0),
+                "top_k": top_k if top_k is not None else config.top_k,
+                "top_p": top_p if top_p is not None else config.top_p,
+                "samples": samples if samples is not None else (config.num_return_sequences or 1)}
 
     def _init_weights(self, module: nn.Module) -> None:
         """The backbone's initialisation for every module (GPT-2 scheme: residual projections scaled down with depth)."""
@@ -391,4 +419,10 @@ def load_lm(path: str | Path | None = None) -> SeismicLM:
     problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if problems:
         raise CheckpointError(f"{directory}: LM weights do not match its config ({problems})")
+    if (directory / "generation_config.json").is_file():
+        try:
+            model.generation_config = GenerationConfig.from_pretrained(str(directory))
+        except Exception as err:
+            raise CheckpointError(f"{directory / 'generation_config.json'}: not a valid generation config "
+                                  f"({type(err).__name__}: {err})") from None
     return model.eval()

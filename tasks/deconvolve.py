@@ -86,7 +86,7 @@ def lm_prediction(samples: np.ndarray, lag_samples: int, context_samples: int, *
     C whole frames that ends g frames before it, g = max(1, ceil((lag - 1) / 40)),
     so that every sample of frame t is at least `lag` samples after the
     window's last sample. The LM continues each window by g frames
-    (n_samples continuations, top-k 50, temperature 0.8; lm.generate), the
+    (n_samples continuations sampled with the LM's generation_config; lm.generate), the
     codec decodes them, and the mean of the samples' last frame is the
     prediction. C = ceil(context_samples / 40) clamped to 10 s .. the LM's
     window (the LM needs at least lm.generate.MIN_CONTEXT_SECONDS). The first
@@ -111,7 +111,7 @@ def lm_prediction(samples: np.ndarray, lag_samples: int, context_samples: int, *
                                             header={"station": f"W{i}", "sampling_rate": SAMPLING_RATE})
                                 for i, t in enumerate(chunk)])
         continuations = generate_continuations(windows, lm, codec, context_frames, gap, samples=n_samples,
-                                               temperature=0.8, top_k=50, seed=seed + first, allow_clipped=True)
+                                               seed=seed + first, allow_clipped=True)
         for i, t in enumerate(chunk):
             members = np.stack([stream[i].data[-frame:] for stream in continuations])  # [S, 40]: frame t
             prediction[t * frame : (t + 1) * frame] = members.mean(axis=0)

@@ -77,7 +77,7 @@ def run_generate_step(out: Path, source: Path, samples: int) -> dict:
     lm = load_lm(out / "lm-finetuned" / "final")
     codec = EQCodec.from_pretrained()
     continuations = generate_continuations(stream, lm, codec, context_seconds=20, seconds=10,
-                                           samples=samples, temperature=0.8, top_k=50, seed=0)
+                                           samples=samples, seed=0)  # the LM's sampling settings
     target = out / "continuations" / "RJOB.EHZ.continuation.mseed"
     target.parent.mkdir(parents=True, exist_ok=True)
     for path, continuation in zip(output_paths(target, samples), continuations):

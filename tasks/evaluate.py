@@ -82,10 +82,6 @@ CASES = {"noise": ("p", -10.0), "P+2s": ("p", 2.0), "S+5s": ("s", 5.0)}
 #: The case of a trace without picks: the context ends max(horizons) seconds before the trace's end.
 END_CASE = "end"
 FORECAST_METRICS = ("relative_mse", "log_envelope_rmse", "log_psd_error", "crps", "coverage_90")
-#: Sampling settings of the LM's forecasts.
-LM_TOP_K = 50
-LM_TEMPERATURE = 0.8
-
 #: Synthetic deconvolution: lag and operator from tau (see the module docstring).
 LAG_MARGIN_S = 0.25
 OPERATOR_MARGIN_S = 1.0
@@ -233,7 +229,7 @@ def lm_sample_forecasts(context: np.ndarray, horizon_samples: int, n_samples: in
 
     members = forecast_samples(context, lm, codec, len(context) // int(SAMPLING_RATE),
                                math.ceil(horizon_samples / SAMPLING_RATE), n_samples,
-                               seed=int(rng.integers(2**31)), top_k=LM_TOP_K, temperature=LM_TEMPERATURE)
+                               seed=int(rng.integers(2**31)))  # the LM's sampling settings
     return members[:, :horizon_samples]
 
 

@@ -40,10 +40,6 @@ from codec.preprocess import FRAME_LENGTH, SAMPLING_RATE, InputError, check_mini
 from lm.generate import context_samples, generate_continuations
 from lm.model import SeismicLM, load_lm
 
-#: Sampling defaults of forecasts: top-k 50 avoids the rare wild gain jumps of plain sampling.
-DEFAULT_TOP_K = 50
-DEFAULT_TEMPERATURE = 0.8
-DEFAULT_SAMPLES = 32
 #: Quantiles (%) of the band written and drawn.
 BAND_PERCENTILES = (5, 50, 95)
 
@@ -66,12 +62,12 @@ def load_lm_and_codec(lm_path=None, codec_path=None) -> tuple[SeismicLM, EQCodec
 
 
 def forecast_samples(samples_40hz: np.ndarray, lm: SeismicLM, codec: EQCodec, context_seconds: int,
-                     horizon_seconds: int, n_samples: int, seed: int | None = None, top_k: int | None = DEFAULT_TOP_K,
-                     temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
+                     horizon_seconds: int, n_samples: int, seed: int | None = None, top_k: int | None = None,
+                     temperature: float | None = None) -> np.ndarray:
     """[S, H * 40] sampled continuations of a 40 Hz array, in its physical units.
 
     samples_40hz: [N] samples at 40 Hz, N >= context_seconds * 40; its last
-    context_seconds are the context. Continuation sample 0 comes 1/40 s after
+    context_seconds are the context; top_k / temperature None: the LM's own. Continuation sample 0 comes 1/40 s after
     samples_40hz[-1]. Raises InputError for bad arguments or NaN in the context.
     """
     import obspy
@@ -169,13 +165,14 @@ def plot_forecast(stream, quantiles: dict, envelope: dict, context_seconds: int,
 
 
 def forecast_file(input: str, out: str, *, context_seconds: int, seconds: int, plot: str | None = None,
-                  samples: int = DEFAULT_SAMPLES, seed: int = 0, top_k: int = DEFAULT_TOP_K,
-                  temperature: float = DEFAULT_TEMPERATURE, lm: str | None = None,
+                  samples: int | None = None, seed: int = 0, top_k: int | None = None,
+                  temperature: float | None = None, lm: str | None = None,
                   codec: str | None = None) -> list[Path]:
     """`eqcodec forecast`: forecast every trace of a file; write median, 5/95 % quantiles, envelope JSON, plot.
 
-    lm / codec are checkpoint folders (None: the shipped ones). Returns the paths
-    written; nothing is written when anything fails.
+    lm / codec are checkpoint folders (None: the shipped ones); samples, top_k and
+    temperature left None are the LM's own (generation_config.json). Returns the
+    paths written; nothing is written when anything fails.
     """
     from transformers.utils import logging as hf_logging
 
@@ -189,6 +186,8 @@ def forecast_file(input: str, out: str, *, context_seconds: int, seconds: int, p
     paths = output_paths(out)
     paths["plot"] = Path(plot) if plot else out.with_suffix(".png")
     model, coder = load_lm_and_codec(lm, codec)
+    sampling = model.sampling_settings(temperature, top_k, samples=samples)
+    samples, top_k, temperature = sampling["samples"], sampling["top_k"], sampling["temperature"]
     stream = read_stream(input)
     check_miniseed_ids(stream, input)  # the outputs are miniSEED with the input's ids
     continuations = generate_continuations(stream, model, coder, context_seconds, seconds,

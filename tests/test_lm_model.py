@@ -237,3 +237,18 @@ def test_shipped_configs_load_and_base_fits_the_size_limit():
     assert load_config("tiny").hidden_size < base.hidden_size
     with pytest.raises(CheckpointError, match="not found"):
         load_config("no-such-config")
+
+
+def test_sampling_defaults_are_saved_with_the_lm_and_used_by_generation(tmp_path):
+    from lm.model import SeismicLM, load_config
+
+    lm = SeismicLM(load_config("tiny"))
+    lm.generation_config.top_k = 1  # greedy: every sample the same
+    lm.generation_config.num_return_sequences = 3
+    lm.save_pretrained(tmp_path)
+    loaded = load_lm(tmp_path)
+    assert (tmp_path / "generation_config.json").is_file()
+    assert loaded.sampling_settings() == {"temperature": 0.8, "top_k": 1, "top_p": None, "samples": 3}
+    assert loaded.sampling_settings(top_k=7)["top_k"] == 7  # an explicit value wins
+    shipped = load_lm()
+    assert shipped.sampling_settings()["top_k"] == 50  # lm/pretrained/generation_config.json

@@ -70,7 +70,7 @@ def readme_command_lines(markdown: str = README, *, optional: bool = True) -> li
     lines = []
     for text in shell_texts(markdown):
         for piece in text.split("&&"):
-            match = re.search(r"(?:^|[\s/])(?:eqcodec|-m codec\.cli)\s+(.*)", piece)
+            match = re.search(r"(?:^|[\s/])(?:eqcodec|-m cli)\s+(.*)", piece)
             if not match:
                 continue
             arguments = re.sub(r"[\[\]]", "", match[1]) if optional else re.sub(r"\[[^]]*\]", "", match[1])
