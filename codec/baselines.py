@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from . import gain as gainlib
+from .files import write_atomically
 from .model import EncodedWaveform
 from .preprocess import FRAME_LENGTH, SAMPLING_RATE
 
@@ -263,12 +264,9 @@ class GainShapeRVQ(nn.Module):
         """Write the codebooks and fit information to one .safetensors file (atomically)."""
         from safetensors.torch import save_file
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({"codebooks": self.codebooks.contiguous()}, str(tmp),
-                  metadata={"format": FORMAT_NAME, "fit_info": json.dumps(self.fit_info)})
-        tmp.replace(path)
+        write_atomically(lambda tmp: save_file({"codebooks": self.codebooks.contiguous()}, str(tmp),
+                                               metadata={"format": FORMAT_NAME, "fit_info": json.dumps(self.fit_info)}),
+                         Path(path))
 
     @classmethod
     def load(cls, path: str | Path) -> "GainShapeRVQ":

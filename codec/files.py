@@ -3,7 +3,7 @@
 Inputs: files, directories (searched recursively) and glob patterns become one
 sorted list of waveform files (expand_inputs), the same for every command.
 
-Every command writes its results under temporary names next to their
+Outputs: every command writes its results under temporary names next to their
 destinations and renames them only when all of them are complete, so an error
 or an interrupt never leaves a half-written file behind.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,3 +81,14 @@ def write_all_or_nothing(writers: dict[Path, Callable[[Path], None]]) -> list[Pa
 def write_atomically(write: Callable[[Path], None], path: Path) -> None:
     """write(temporary path), then rename to `path`: one file, whole or not at all."""
     write_all_or_nothing({Path(path): write})
+
+
+def replace_folder(tmp: Path, directory: Path) -> None:
+    """Move the finished folder `tmp` to `directory`, replacing any folder there: never a half-written one."""
+    tmp, directory = Path(tmp), Path(directory)
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)

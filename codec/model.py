@@ -32,6 +32,8 @@ from torch import nn
 
 from . import gain as gainlib
 from .errors import CheckpointError
+from .files import write_all_or_nothing
+from .preprocess import FRAME_LENGTH, SAMPLING_RATE
 from .modules import FrameConvNet
 
 #: Side information per trace: the gain reference `scale` and the removed `offset`, float64 each.
@@ -46,8 +48,8 @@ PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 class EQCodecConfig:
     """Sizes of the codec. Saved as config.json beside the weights."""
 
-    sampling_rate: float = 40.0
-    frame_length: int = 40  # samples per frame (1 s at 40 Hz)
+    sampling_rate: float = SAMPLING_RATE
+    frame_length: int = FRAME_LENGTH  # samples per frame (1 s)
     num_codebooks: int = 8
     codebook_size: int = 1024
     latent_dim: int = 32
@@ -168,14 +170,12 @@ class EQCodec(nn.Module):
         from safetensors.torch import save_file
 
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp_config = directory / (CONFIG_NAME + ".tmp")
-        tmp_weights = directory / (WEIGHTS_NAME + ".tmp")
-        tmp_config.write_text(json.dumps(asdict(self.config), indent=2) + "\n")
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(tmp_weights), metadata={"format": "pt", "model_type": "eqcodec"})
-        tmp_config.replace(directory / CONFIG_NAME)
-        tmp_weights.replace(directory / WEIGHTS_NAME)
+        write_all_or_nothing({
+            directory / CONFIG_NAME: lambda tmp: tmp.write_text(json.dumps(asdict(self.config), indent=2) + "\n"),
+            directory / WEIGHTS_NAME: lambda tmp: save_file(state, str(tmp), metadata={"format": "pt",
+                                                                                        "model_type": "eqcodec"}),
+        })
 
     @classmethod
     def from_pretrained(cls, directory: str | Path | None = None) -> "EQCodec":
@@ -324,12 +324,16 @@ class EQCodec(nn.Module):
     def _chunks(num_frames: int, radius: int, chunk_frames: int):
         """Yield (start, stop, lo, hi): frames start..stop-1 are computed from frames lo..hi-1.
 
-        Each chunk carries `radius` frames of real context on each side, so
-        every kept output frame sees exactly what it would in a single pass.
+        Each chunk carries `radius` + 1 frames of real context on each side:
+        the networks' receptive field, plus one frame because the gain context
+        of a chunk's first (last) frame is its gain change to the previous
+        (next) frame, which must be in the chunk. So every kept output frame is
+        computed from exactly the inputs it has in a single pass.
         """
+        margin = radius + 1
         for start in range(0, num_frames, chunk_frames):
             stop = min(start + chunk_frames, num_frames)
-            yield start, stop, max(start - radius, 0), min(stop + radius, num_frames)
+            yield start, stop, max(start - margin, 0), min(stop + margin, num_frames)
 
     # ------------------------------------------------------------------ public API
     @torch.inference_mode()
@@ -337,7 +341,11 @@ class EQCodec(nn.Module):
         """[B, N] or [N] samples at 40 Hz (numpy or torch, physical units) -> EncodedWaveform.
 
         Memory does not grow with N beyond the input and the tokens: framing,
-        networks and quantizer run on chunks of `chunk_frames` frames.
+        networks and quantizer run on chunks of `chunk_frames` frames, with
+        margins (see _chunks) that give the codes and gains of one pass. Only the
+        float32 rounding of the convolutions may change with the chunk length
+        (about 1e-7 of a latent), which could flip a code only at a near-tie
+        between two codes (none in tests/test_codec_chunking.py).
         beam_width > 1 searches the residual VQ with a beam (see _beam_codes):
         better at k = 8, slightly worse at k = 1, beam_width times slower search.
         """

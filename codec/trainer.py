@@ -19,16 +19,7 @@ import time
 from pathlib import Path
 
 from .errors import CheckpointError
-
-
-def replace_dir(tmp: Path, directory: Path) -> None:
-    """Move the finished folder `tmp` to `directory`, replacing it: never a half-written folder."""
-    old = directory.with_name(directory.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
+from .files import replace_folder
 
 
 class RunLog:
@@ -82,7 +73,7 @@ def save_checkpoint(accelerator, checkpoint: Path, run: dict, state: dict) -> No
     if accelerator.is_main_process:
         (tmp / "step.json").write_text(json.dumps(state))
         (tmp / "run.json").write_text(json.dumps(run))
-        replace_dir(tmp, checkpoint)
+        replace_folder(tmp, checkpoint)
     accelerator.wait_for_everyone()
 
 
@@ -91,4 +82,4 @@ def save_model_atomically(save_pretrained, directory: Path) -> None:
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_pretrained(tmp)
-    replace_dir(tmp, directory)
+    replace_folder(tmp, directory)

@@ -41,30 +41,43 @@ MIN_CONTEXT_SECONDS = 10
 RESAMPLING_MARGIN_SECONDS = 2
 
 
-def context_samples(trace, context_seconds: int, *, allow_clipped: bool = False):
-    """The last `context_seconds` of a Trace, prepared as token corpora are (detrend_and_resample).
+def prepare_context(data: np.ndarray, sampling_rate: float, context_seconds: int, label: str = "context",
+                    *, allow_clipped: bool = False) -> tuple[np.ndarray, float]:
+    """The last `context_seconds` of gap-free samples, prepared as token corpora are (detrend_and_resample).
 
-    Returns ([C * 40] float64 detrended samples at 40 Hz, start time of the
-    continuation, level): `level` is the removed trend's value at the context's
-    end, added back to continuations so that they are in the input's units and
-    go on from where the context ends. Only the context (and a 2-s resampling
-    margin) is checked: NaN, gaps or a constant signal there raise InputError;
-    earlier problems do not matter.
+    Returns ([C * 40] float64 detrended samples at 40 Hz, level): `level` is the
+    removed trend's value at the context's end, added back to continuations so
+    that they are in the input's units and go on from where the context ends.
+    Only the context (and a 2-s resampling margin) is checked: NaN or a constant
+    signal there raise InputError; earlier samples do not matter.
     """
-    label = trace_label(trace)
-    rate = float(trace.stats.sampling_rate)
-    wanted = int(math.ceil((context_seconds + RESAMPLING_MARGIN_SECONDS) * rate))
-    available = trace.stats.npts
-    data = trace.data[-wanted:]
-    start = trace.stats.starttime + (available - len(data)) / rate
+    samples, trend = _prepared_tail(data, sampling_rate, context_seconds, label, allow_clipped)
+    return samples[-context_seconds * FRAME_LENGTH:], float(trend[-1])
+
+
+def _prepared_tail(data, sampling_rate: float, context_seconds: int, label: str, allow_clipped: bool):
+    """detrend_and_resample of the last context + margin seconds of `data`: (samples, trend) at 40 Hz."""
+    wanted = int(math.ceil((context_seconds + RESAMPLING_MARGIN_SECONDS) * sampling_rate))
+    data = np.asarray(data)[-wanted:]
     check_samples(data, f"{label} (last {context_seconds} s, the context)", allow_clipped=allow_clipped)
-    samples, trend = detrend_and_resample(data, rate, label)
-    need = context_seconds * FRAME_LENGTH
-    if len(samples) < need:
+    samples, trend = detrend_and_resample(data, sampling_rate, label)
+    if len(samples) < context_seconds * FRAME_LENGTH:
         raise InputError(f"{label}: {len(samples) / SAMPLING_RATE:.1f} s long at 40 Hz, shorter than the "
                          f"{context_seconds} s context")
+    return samples, trend
+
+
+def context_samples(trace, context_seconds: int, *, allow_clipped: bool = False):
+    """prepare_context for the end of an obspy Trace: (samples, start time of the continuation, level).
+
+    The continuation starts one 40 Hz sample after the last sample of the context at 40 Hz.
+    """
+    rate = float(trace.stats.sampling_rate)
+    samples, trend = _prepared_tail(trace.data, rate, context_seconds, trace_label(trace), allow_clipped)
+    used = min(trace.stats.npts, int(math.ceil((context_seconds + RESAMPLING_MARGIN_SECONDS) * rate)))
+    start = trace.stats.starttime + (trace.stats.npts - used) / rate
     continuation_start = start + len(samples) / SAMPLING_RATE
-    return samples[-need:], continuation_start, float(trend[-1])
+    return samples[-context_seconds * FRAME_LENGTH:], continuation_start, float(trend[-1])
 
 
 def _last_pieces(stream, context_seconds: int) -> list:
@@ -103,6 +116,76 @@ def check_lm_codec(lm: SeismicLM, codec: EQCodec) -> None:
                               f"is {identity}; use the codec the LM was trained with (--codec) or another LM")
 
 
+def check_generation(lm: SeismicLM, codec: EQCodec, context_seconds: int, seconds: int, samples: int) -> None:
+    """InputError / CheckpointError for lengths the LM cannot continue or an LM of another codec."""
+    for name, value in (("context_seconds", context_seconds), ("seconds", seconds), ("samples", samples)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
+    if context_seconds < MIN_CONTEXT_SECONDS:
+        raise InputError(f"a context of {context_seconds} s is shorter than the minimum of {MIN_CONTEXT_SECONDS} s")
+    if context_seconds > lm.config.max_frames:
+        raise InputError(f"a context of {context_seconds} s is longer than the LM's window of "
+                         f"{lm.config.max_frames} s")
+    check_lm_codec(lm, codec)
+
+
+def continue_codes(lm: SeismicLM, encoded: EncodedWaveform, num_frames: int, *, samples: int = 1,
+                   temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                   seed: int | None = None) -> EncodedWaveform:
+    """Sample continuations of token arrays: codes [B, K, C] + gain [B, C] -> context + N new frames.
+
+    Returns an EncodedWaveform of [B * samples, K, C + N] codes (row b * samples + j:
+    sample j of row b), scale and offset repeated, ready for codec.decode.
+    temperature, top_k, top_p: None takes the LM's own (lm.generation_config).
+    """
+    from tokenized_data import from_streams, to_streams
+
+    settings = lm.sampling_settings(temperature, top_k, top_p)
+    if not settings["temperature"] > 0:
+        raise InputError(f"temperature must be > 0, got {settings['temperature']!r}")
+    tokens = to_streams(encoded.codes, encoded.gain).repeat_interleave(samples, dim=0)  # [B * samples, S, C]
+    generator = torch.Generator(device=lm.device).manual_seed(seed) if seed is not None else None
+    new = lm.generate_frames(tokens.to(lm.device), num_frames, temperature=settings["temperature"],
+                             top_k=settings["top_k"], top_p=settings["top_p"], generator=generator)
+    codes, gain = from_streams(torch.cat([tokens, new.cpu()], dim=-1))
+    frames = codes.shape[-1]
+    return EncodedWaveform(codes, gain, encoded.scale.repeat_interleave(samples),
+                           encoded.offset.repeat_interleave(samples), frames * FRAME_LENGTH)
+
+
+def _continue_prepared(contexts: np.ndarray, levels, lm: SeismicLM, codec: EQCodec, seconds: int, *,
+                       samples: int, **sampling) -> np.ndarray:
+    """[B, C * 40] prepared contexts (prepare_context) -> [B, samples, seconds * 40] continuations in input units."""
+    context_frames = contexts.shape[-1] // FRAME_LENGTH
+    continued = continue_codes(lm, codec.encode(contexts), seconds, samples=samples, **sampling)
+    # Decode context + continuation together, so the decoder sees real neighbours at the boundary.
+    waveforms = codec.decode(continued)[:, context_frames * FRAME_LENGTH:].cpu().numpy()
+    waveforms = waveforms.reshape(len(contexts), samples, -1)
+    return waveforms + np.asarray(levels, dtype=np.float64)[:, None, None]  # back to the input's level
+
+
+def continue_array(samples_40hz: np.ndarray, lm: SeismicLM, codec: EQCodec, context_seconds: int, seconds: int, *,
+                   samples: int = 1, temperature: float | None = None, top_k: int | None = None,
+                   top_p: float | None = None, seed: int | None = None, allow_clipped: bool = False) -> np.ndarray:
+    """Continue 40 Hz arrays: [N] or [B, N] samples -> [samples, H * 40] or [B, samples, H * 40].
+
+    The last context_seconds of each row are the context (prepared as token corpora
+    are); continuation sample 0 comes 1/40 s after the row's last sample; the result
+    is in the input's units. No obspy involved: the array API under generate_continuations.
+    """
+    x = np.asarray(samples_40hz, dtype=np.float64)
+    if x.ndim not in (1, 2):
+        raise InputError(f"expected [N] or [B, N] samples, got shape {x.shape}")
+    check_generation(lm, codec, context_seconds, seconds, samples)
+    rows = x[None] if x.ndim == 1 else x
+    prepared = [prepare_context(row, SAMPLING_RATE, context_seconds, f"row {i}", allow_clipped=allow_clipped)
+                for i, row in enumerate(rows)]
+    contexts, levels = zip(*prepared)
+    out = _continue_prepared(np.stack(contexts), levels, lm, codec, seconds, samples=samples,
+                             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    return out[0] if x.ndim == 1 else out
+
+
 def generate_continuations(stream, lm: SeismicLM, codec: EQCodec, context_seconds: int, seconds: int, *,
                            samples: int = 1, temperature: float | None = None, top_k: int | None = None,
                            top_p: float | None = None, seed: int | None = None,
@@ -117,40 +200,14 @@ def generate_continuations(stream, lm: SeismicLM, codec: EQCodec, context_second
     """
     import obspy
 
-    from tokenized_data import from_streams, to_streams
-
-    for name, value in (("context_seconds", context_seconds), ("seconds", seconds), ("samples", samples)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
-    if context_seconds < MIN_CONTEXT_SECONDS:
-        raise InputError(f"a context of {context_seconds} s is shorter than the minimum of {MIN_CONTEXT_SECONDS} s")
-    if context_seconds > lm.config.max_frames:
-        raise InputError(f"a context of {context_seconds} s is longer than the LM's window of "
-                         f"{lm.config.max_frames} s")
-    settings = lm.sampling_settings(temperature, top_k, top_p)
-    temperature, top_k, top_p = settings["temperature"], settings["top_k"], settings["top_p"]
-    if not temperature > 0:
-        raise InputError(f"temperature must be > 0, got {temperature!r}")
-    check_lm_codec(lm, codec)
+    check_generation(lm, codec, context_seconds, seconds, samples)
     if len(stream) == 0:
         raise InputError("the stream holds no trace")
-
     traces = _last_pieces(stream, context_seconds)
     contexts, starts, levels = zip(*(context_samples(tr, context_seconds, allow_clipped=allow_clipped)
                                      for tr in traces))
-    encoded = codec.encode(np.stack(contexts))  # codes [B, K, C], gain [B, C]
-    tokens = to_streams(encoded.codes, encoded.gain).repeat_interleave(samples, dim=0)  # [B * samples, S, C]
-    generator = torch.Generator(device=lm.device).manual_seed(seed) if seed is not None else None
-    new = lm.generate_frames(tokens.to(lm.device), seconds, temperature=temperature, top_k=top_k,
-                             top_p=top_p, generator=generator)
-    # Decode context + continuation together, so the decoder sees real neighbours at the boundary.
-    codes, gain = from_streams(torch.cat([tokens, new.cpu()], dim=-1))
-    total = (context_seconds + seconds) * FRAME_LENGTH
-    waveforms = codec.decode(EncodedWaveform(codes, gain, encoded.scale.repeat_interleave(samples),
-                                             encoded.offset.repeat_interleave(samples), total))
-    waveforms = waveforms[:, context_seconds * FRAME_LENGTH:].cpu().numpy().reshape(len(traces), samples, -1)
-    waveforms = waveforms + np.asarray(levels)[:, None, None]  # back to the input's level
-
+    waveforms = _continue_prepared(np.stack(contexts), levels, lm, codec, seconds, samples=samples,
+                                   temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     outputs = []
     for j in range(samples):
         out = obspy.Stream()

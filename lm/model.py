@@ -47,7 +47,8 @@ from transformers.generation.logits_process import (
 )
 from transformers.utils import ModelOutput
 
-from codec.model import CheckpointError
+from codec.errors import CheckpointError
+from codec.gain import GAIN_LEVELS
 
 from .delay import DelayPattern
 
@@ -68,7 +69,7 @@ class SeismicLMConfig(PreTrainedConfig):
     # Token streams
     num_codebooks: int = 8
     codebook_size: int = 1024
-    gain_levels: int = 256
+    gain_levels: int = GAIN_LEVELS
     # Transformer (a GPTBigCode backbone)
     max_frames: int = 120
     hidden_size: int = 256

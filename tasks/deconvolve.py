@@ -95,9 +95,7 @@ def lm_prediction(samples: np.ndarray, lag_samples: int, context_samples: int, *
     """
     import math
 
-    import obspy
-
-    from lm.generate import MIN_CONTEXT_SECONDS, generate_continuations
+    from lm.generate import MIN_CONTEXT_SECONDS, continue_array
 
     frame = int(SAMPLING_RATE)  # samples per codec frame (1 s)
     gap = max(1, math.ceil((lag_samples - 1) / frame))
@@ -106,15 +104,11 @@ def lm_prediction(samples: np.ndarray, lag_samples: int, context_samples: int, *
     prediction = np.zeros(len(targets) * frame + (context_frames + gap) * frame)
     for first in range(0, len(targets), LM_WINDOWS_PER_CALL):
         chunk = targets[first : first + LM_WINDOWS_PER_CALL]
-        # One trace per window, with a distinct station code so generate_continuations keeps them apart.
-        windows = obspy.Stream([obspy.Trace(samples[(t - gap - context_frames) * frame : (t - gap) * frame].copy(),
-                                            header={"station": f"W{i}", "sampling_rate": SAMPLING_RATE})
-                                for i, t in enumerate(chunk)])
-        continuations = generate_continuations(windows, lm, codec, context_frames, gap, samples=n_samples,
-                                               seed=seed + first, allow_clipped=True)
+        windows = np.stack([samples[(t - gap - context_frames) * frame : (t - gap) * frame] for t in chunk])
+        continuations = continue_array(windows, lm, codec, context_frames, gap, samples=n_samples,
+                                       seed=seed + first, allow_clipped=True)  # [W, S, gap * 40]
         for i, t in enumerate(chunk):
-            members = np.stack([stream[i].data[-frame:] for stream in continuations])  # [S, 40]: frame t
-            prediction[t * frame : (t + 1) * frame] = members.mean(axis=0)
+            prediction[t * frame : (t + 1) * frame] = continuations[i, :, -frame:].mean(axis=0)  # frame t
     return prediction[: len(samples)]
 
 

@@ -37,7 +37,7 @@ from codec.files import write_all_or_nothing
 from codec.model import CheckpointError, EQCodec
 from codec.preprocess import FRAME_LENGTH, SAMPLING_RATE, InputError, check_miniseed_ids, read_stream
 
-from lm.generate import context_samples, generate_continuations
+from lm.generate import context_samples, continue_array, generate_continuations
 from lm.model import SeismicLM, load_lm
 
 #: Quantiles (%) of the band written and drawn.
@@ -70,8 +70,6 @@ def forecast_samples(samples_40hz: np.ndarray, lm: SeismicLM, codec: EQCodec, co
     context_seconds are the context; top_k / temperature None: the LM's own. Continuation sample 0 comes 1/40 s after
     samples_40hz[-1]. Raises InputError for bad arguments or NaN in the context.
     """
-    import obspy
-
     if not isinstance(horizon_seconds, (int, np.integer)) or horizon_seconds < 1:
         raise InputError(f"the forecast horizon must be a whole number of seconds >= 1, got {horizon_seconds!r}")
     samples_40hz = np.asarray(samples_40hz, dtype=np.float64)
@@ -80,10 +78,8 @@ def forecast_samples(samples_40hz: np.ndarray, lm: SeismicLM, codec: EQCodec, co
     if isinstance(context_seconds, (int, np.integer)) and len(samples_40hz) < context_seconds * FRAME_LENGTH:
         raise InputError(f"the array holds {len(samples_40hz) / SAMPLING_RATE:g} s at 40 Hz, shorter than the "
                          f"{context_seconds} s context")
-    trace = obspy.Trace(samples_40hz, header={"sampling_rate": SAMPLING_RATE, "station": "FCST"})
-    continuations = generate_continuations(obspy.Stream([trace]), lm, codec, context_seconds, horizon_seconds,
-                                           samples=n_samples, temperature=temperature, top_k=top_k, seed=seed)
-    return np.stack([stream[0].data for stream in continuations])
+    return continue_array(samples_40hz, lm, codec, context_seconds, horizon_seconds, samples=n_samples,
+                          temperature=temperature, top_k=top_k, seed=seed)
 
 
 def per_second_rms(waveforms: np.ndarray) -> np.ndarray:

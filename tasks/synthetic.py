@@ -27,7 +27,6 @@ trace's parameters; `load_set` reads it back.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from codec.files import replace_folder
 from codec.preprocess import SAMPLING_RATE
 
 #: Parameter ranges of the benchmark (uniform draws).
@@ -201,9 +201,7 @@ def write_set(traces: list[SyntheticTrace], out_dir, overwrite: bool = False) ->
         manifest = {"generator": "tasks.synthetic", "description": __doc__.split("\n\n")[0],
                     "observed": "primaries + reverberation + noise", "traces": entries}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
+        replace_folder(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cli import main as cli
+from codec.errors import InputError
 from lm.generate import MIN_CONTEXT_SECONDS, generate_continuations
 from lm.model import load_lm
 
@@ -190,3 +191,18 @@ def test_continuations_go_on_from_the_level_where_a_trending_context_ends(exampl
     (continuation,) = generate_continuations(obspy.Stream([trace]), lm, codec, 20, 5, seed=0)
     end_level = trace.data[-100:].mean()
     assert abs(continuation[0].data[:40].mean() - end_level) < 10 * spread
+
+
+def test_array_api_continues_numpy_rows_as_the_obspy_api_does(example_stream, lm, codec):
+    from lm.generate import continue_array
+
+    trace = example_stream.select(component="Z")[0].copy()
+    trace.resample(40.0)  # a 40 Hz trace: both APIs see the same samples
+    streams = generate_continuations(obspy.Stream([trace]), lm, codec, 20, 3, samples=2, seed=5)
+    single = continue_array(trace.data, lm, codec, 20, 3, samples=2, seed=5)
+    assert single.shape == (2, 3 * 40)
+    np.testing.assert_allclose(single, np.stack([s[0].data for s in streams]), rtol=1e-6, atol=1e-6)
+    batch = continue_array(np.stack([trace.data, trace.data[::-1].copy()]), lm, codec, 20, 3, samples=2, seed=5)
+    assert batch.shape == (2, 2, 3 * 40)
+    with pytest.raises(InputError, match="shorter than the 20 s context"):
+        continue_array(trace.data[:400], lm, codec, 20, 3)

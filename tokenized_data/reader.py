@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from codec.files import replace_folder
 from codec.preprocess import InputError
 
 from .schema import metadata_from_text, metadata_to_text, stream_vocab_sizes
@@ -139,7 +140,7 @@ class TokenCorpus:
             if bars_were_on:
                 datasets.utils.enable_progress_bars()
         (tmp / "README.md").write_text(dataset_card(self.metadata, path.name))
-        os.replace(tmp, path)
+        replace_folder(tmp, path)
         return path
 
 

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from datasets import Features, List, Value
 
+from codec.gain import GAIN_LEVELS
+
 #: Bumped when columns or metadata change meaning.
 FORMAT = "eqcodec-tokens/1"
 
@@ -61,11 +63,11 @@ The vocabulary of row r is `stream_vocab_sizes(K, codebook_size)[r]`.
 
 #: Row of the gain level in the LM's streams, and its vocabulary size.
 GAIN_ROW = 0
-GAIN_VOCAB_SIZE = 256
+GAIN_VOCAB_SIZE = GAIN_LEVELS
 
 
 def stream_vocab_sizes(num_codebooks: int, codebook_size: int) -> list[int]:
-    """Vocabulary size of each of the K+1 stream rows: [256, C, C, ..., C]."""
+    """Vocabulary size of each of the K+1 stream rows: [GAIN_LEVELS (256), C, C, ..., C]."""
     return [GAIN_VOCAB_SIZE] + [codebook_size] * num_codebooks
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.files import expand_inputs
+from codec.files import expand_inputs, write_atomically
 from codec.preprocess import InputError, read_stream
 
 from .prepare import Preprocessing, Report, prepare_stream, window_skip_reason, window_spans
@@ -210,9 +210,7 @@ def _encoded_windows(codec, segment, segment_index: int, unit: Unit, prep: Prepr
 
 
 def _write_json(path: Path, values: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(values, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_atomically(lambda tmp: tmp.write_text(json.dumps(values, indent=1, sort_keys=True) + "\n"), path)
 
 
 # ---------------------------------------------------------------------------- worker processes
