@@ -130,6 +130,8 @@ def reconstruct_files(inputs: list[str], out: str, *, codebooks: str = "1,2,4,8"
         raise InputError(f"--plot {plot_path}: expected a .png file name")
     paths, problems = expand_inputs(inputs)
     failures = [f"{given}: {problem}" for given, problem in problems]
+    for failure in failures:
+        print(f"eqcodec reconstruct: {failure}", file=sys.stderr)
     inputs_by_output: dict[str, str] = {}
     for name in paths:  # outputs are named after the inputs: two of one name would collide
         output = output_name(Path(name))
