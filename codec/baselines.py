@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from . import gain as gainlib
+from . import rvq
 from .files import write_atomically
 from .model import EncodedWaveform
 from .preprocess import FRAME_LENGTH, SAMPLING_RATE
@@ -230,7 +231,7 @@ class GainShapeRVQ(nn.Module):
 
     # ------------------------------------------------------------------ coding
     @torch.inference_mode()
-    def encode(self, x, chunk_frames: int = 4096) -> EncodedWaveform:
+    def encode(self, x) -> EncodedWaveform:
         """[B, N] or [N] samples at 40 Hz (numpy or torch, physical units) -> EncodedWaveform (codes [B, K, T])."""
         x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
         if x.ndim == 1:
@@ -239,13 +240,8 @@ class GainShapeRVQ(nn.Module):
             raise ValueError(f"encode expects [B, N] or [N] samples, got shape {tuple(x.shape)}")
         shapes, gain, scale, offset = gain_shape_frames(x, self.frame_length)
         B, T, F = shapes.shape
-        residual = shapes.reshape(B * T, F).clone()
-        codes = []
-        for book in self.codebooks:
-            index, _ = nearest(residual, book, chunk=chunk_frames)
-            residual -= book[index]
-            codes.append(index)
-        codes = torch.stack(codes).reshape(-1, B, T).transpose(0, 1)  # [B, K, T]
+        codes = rvq.greedy_codes(shapes.reshape(B * T, F), self.codebooks)  # [K, B*T]
+        codes = codes.reshape(-1, B, T).transpose(0, 1)  # [B, K, T]
         return EncodedWaveform(codes, gain, scale, offset, x.shape[-1])
 
     @torch.inference_mode()
@@ -254,7 +250,7 @@ class GainShapeRVQ(nn.Module):
         k = self.num_codebooks if num_codebooks is None else num_codebooks
         if not isinstance(k, (int, np.integer)) or not 1 <= k <= min(self.num_codebooks, encoded.codes.shape[1]):
             raise ValueError(f"number of codebooks must be an integer in 1..{encoded.codes.shape[1]}, got {k!r}")
-        shapes = sum(self.codebooks[q][encoded.codes[:, q]] for q in range(k))  # [B, T, F]
+        shapes = rvq.sum_codes(encoded.codes[:, :k].transpose(1, 2), self.codebooks)  # [B, T, F]
         frames = shapes.double() * gainlib.dequantize_gain(encoded.gain, encoded.scale)[..., None]
         x = frames.reshape(frames.shape[0], -1)[:, : encoded.length]
         return x + encoded.offset[:, None]

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from . import gain as gainlib
+from . import rvq
 from .errors import CheckpointError
 from .files import write_all_or_nothing
 from .preprocess import FRAME_LENGTH, SAMPLING_RATE
@@ -261,64 +262,29 @@ class EQCodec(nn.Module):
         unit = self.decoder(torch.cat([latent, gainlib.gain_context(gain)], dim=1))
         return unit + latent if self.config.identity_skip else unit
 
-    def _nearest_codes(self, latent: torch.Tensor, codebooks: torch.Tensor, rows: int = 256) -> torch.Tensor:
-        """[B, D, T] latents, codebooks [K, C, D] -> [B, K, T] residual nearest-neighbour indices (inference).
-
-        Exhaustive search, argmin ||r - c||^2 = argmin (||c||^2 - 2 r.c), in
-        blocks of `rows` latents with one reused distance buffer: the [rows, C]
-        distances stay in cache instead of a fresh multi-MB matrix per stage.
-        """
-        K, C, D = codebooks.shape
-        B, _, T = latent.shape
-        norms = codebooks.pow(2).sum(-1)  # [K, C]
-        transposed = codebooks.transpose(1, 2).contiguous()  # [K, D, C]
-        residual = latent.transpose(1, 2).reshape(-1, D).contiguous()  # [B*T, D], updated in place
-        codes = torch.empty(K, residual.shape[0], dtype=torch.long, device=latent.device)
-        distances = torch.empty(min(rows, residual.shape[0]), C, device=latent.device)
-        for first in range(0, residual.shape[0], rows):
-            block = residual[first : first + rows]
-            d = distances[: block.shape[0]]
-            for q in range(K):
-                torch.addmm(norms[q], block, transposed[q], alpha=-2, out=d)
-                index = d.argmin(-1)
-                codes[q, first : first + block.shape[0]] = index
-                block -= codebooks[q][index]
-        return codes.reshape(K, B, T).transpose(0, 1)
+    @staticmethod
+    def _nearest_codes(latent: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
+        """[B, D, T] latents, codebooks [K, C, D] -> [B, K, T] residual nearest-neighbour indices (codec.rvq)."""
+        B, D, T = latent.shape
+        codes = rvq.greedy_codes(latent.transpose(1, 2).reshape(-1, D), codebooks)  # [K, B*T]
+        return codes.reshape(-1, B, T).transpose(0, 1)
 
     @staticmethod
-    def _beam_codes(latent: torch.Tensor, codebooks: torch.Tensor, width: int, rows: int = 256) -> torch.Tensor:
-        """Like _nearest_codes, but keeps the `width` best partial code sequences per latent at
-        every stage and returns the one with the least error after all K stages: [B, K, T].
+    def _beam_codes(latent: torch.Tensor, codebooks: torch.Tensor, width: int) -> torch.Tensor:
+        """Like _nearest_codes with a beam of `width` code sequences (codec.rvq.beam_codes): [B, K, T].
 
         Greedy search fixes each stage's code before seeing the later stages; the beam
-        lowers the error at k = K (held-out nc-events, k = 8: +1.0 dB at width 4, +1.3 dB
-        at 16) for about `width` times the search work, and raises it slightly at k = 1-2.
+        lowers the error at high k for about `width` times the search work, and raises
+        it slightly at k = 1-2 (figures: the model card).
         """
-        K, C, D = codebooks.shape
-        B, _, T = latent.shape
-        norms = codebooks.pow(2).sum(-1)  # [K, C]
-        vectors = latent.transpose(1, 2).reshape(-1, D)
-        codes = torch.empty(K, vectors.shape[0], dtype=torch.long, device=latent.device)
-        for first in range(0, vectors.shape[0], rows):
-            residual = vectors[first : first + rows, None, :]  # [n, beams, D]
-            n = residual.shape[0]
-            error = residual.pow(2).sum(-1)  # [n, beams]
-            paths = torch.empty(n, 1, 0, dtype=torch.long, device=latent.device)  # [n, beams, stages so far]
-            for q in range(K):
-                # ||r - c||^2 = ||r||^2 - 2 r.c + ||c||^2 for every beam and code: [n, beams, C]
-                candidates = torch.matmul(residual, codebooks[q].T).mul_(-2).add_(norms[q]).add_(error[..., None])
-                error, best = candidates.reshape(n, -1).topk(min(width, candidates[0].numel()), largest=False)
-                parent, code = best // C, best % C
-                residual = residual.gather(1, parent[..., None].expand(-1, -1, D)) - codebooks[q][code]
-                paths = torch.cat([paths.gather(1, parent[..., None].expand(-1, -1, q)), code[..., None]], dim=-1)
-            codes[:, first : first + n] = paths[:, 0].T  # topk sorts ascending: beam 0 is the best
-        return codes.reshape(K, B, T).transpose(0, 1)
+        B, D, T = latent.shape
+        codes = rvq.beam_codes(latent.transpose(1, 2).reshape(-1, D), codebooks, width)
+        return codes.reshape(-1, B, T).transpose(0, 1)
 
     @staticmethod
     def _codes_to_latents(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
         """[B, k, T] indices of the first k codebooks, codebooks [K, C, D] -> [B, D, T] summed code vectors."""
-        latent = sum(codebooks[q][codes[:, q]] for q in range(codes.shape[1]))  # [B, T, D]
-        return latent.transpose(1, 2)
+        return rvq.sum_codes(codes.transpose(1, 2), codebooks).transpose(1, 2)  # [B, T, D] -> [B, D, T]
 
     @staticmethod
     def _chunks(num_frames: int, radius: int, chunk_frames: int):

@@ -68,11 +68,24 @@ def test_fit_is_deterministic(example_traces, small_baseline):
     assert not torch.equal(other.codebooks[0], small_baseline.codebooks[0])
 
 
-def test_chunked_encoding_matches_one_pass(small_baseline, example_traces):
-    one_pass = small_baseline.encode(example_traces[0], chunk_frames=4096)
-    chunked = small_baseline.encode(example_traces[0], chunk_frames=7)
-    assert torch.equal(one_pass.codes, chunked.codes)
-    decoded = small_baseline.decode(one_pass, 4)
+def test_residual_search_in_blocks_matches_one_pass_and_a_beam_of_one(small_baseline, example_traces):
+    from codec import rvq
+    from codec.baselines import gain_shape_frames
+
+    shapes = gain_shape_frames(torch.as_tensor(example_traces[0])[None])[0].reshape(-1, 40)
+    one_pass = rvq.greedy_codes(shapes, small_baseline.codebooks, rows=4096)
+    assert torch.equal(rvq.greedy_codes(shapes, small_baseline.codebooks, rows=7), one_pass)
+    assert torch.equal(rvq.beam_codes(shapes, small_baseline.codebooks, width=1, rows=7), one_pass)
+    residual = shapes.clone()  # each stage's code is the nearest vector to what the earlier stages left
+    for q, book in enumerate(small_baseline.codebooks):
+        assert torch.equal(torch.cdist(residual, book).argmin(-1), one_pass[q])
+        residual -= book[one_pass[q]]
+    wide = rvq.beam_codes(shapes, small_baseline.codebooks, width=8)
+    error = lambda codes: (shapes - rvq.sum_codes(codes.T, small_baseline.codebooks)).pow(2).sum()
+    assert error(wide) <= error(one_pass)
+    encoded = small_baseline.encode(example_traces[0])
+    assert torch.equal(encoded.codes[0], one_pass)
+    decoded = small_baseline.decode(encoded, 4)
     assert decoded.shape == (1, len(example_traces[0])) and decoded.dtype == torch.float64
 
 
