@@ -1,9 +1,8 @@
-"""Real recordings for training and evaluation: event-wise splits and obspy's bundled data."""
+"""Real recordings for training and evaluation: the one event-wise split (files and corpora) and obspy's bundled data."""
 
 from __future__ import annotations
 
 import hashlib
-import re
 import warnings
 from pathlib import Path
 
@@ -55,50 +54,62 @@ def obspy_example_stream():
     return obspy.read()
 
 
-_TIME_IN_NAME = re.compile(r"_(\d{14})")
 
 
-def event_groups(files: list[Path], max_separation_s: float = 120.0) -> list[list[Path]]:
-    """Group event-window files (NET_STA_YYYYMMDDHHMMSScc.mseed) whose start times lie close together.
+def overlap_groups(spans: dict) -> dict:
+    """{key: (start, end)} time spans -> {key: group name}: keys whose spans overlap (in a chain) form one group.
 
-    Windows of one event at different stations start within travel-time
-    differences of each other; a split must keep them on one side.
+    Recordings of one event at different stations overlap in time; a split must
+    keep them on one side. A group is named after its earliest key.
     """
-    from obspy import UTCDateTime
-
-    dated = []
-    for path in files:
-        match = _TIME_IN_NAME.search(path.name)
-        if match is None:
-            dated.append((float("inf"), path))  # unknown time: a group of its own
-            continue
-        dated.append((UTCDateTime(match.group(1)).timestamp, path))
-    dated.sort(key=lambda item: (item[0], item[1].name))
-    groups: list[list[Path]] = []
-    last = None
-    for time, path in dated:
-        if groups and last is not None and time - last <= max_separation_s:
-            groups[-1].append(path)
+    group_of, name, group_end = {}, None, -np.inf
+    for key, (start, end) in sorted(spans.items(), key=lambda item: (item[1][0], item[1][1], str(item[0]))):
+        if start >= group_end:  # no overlap with the current group: start a new one
+            name, group_end = key, end
         else:
-            groups.append([path])
-        last = time
-    return groups
+            group_end = max(group_end, end)
+        group_of[key] = name
+    return group_of
+
+
+def held_out_groups(sizes: dict, eval_fraction: float, salt: str = "") -> set:
+    """Whole groups, in the hash order of salt + name, held out until >= eval_fraction of the items are.
+
+    sizes: {group name: items}. The last group in that order always stays in training,
+    so neither side is empty. Deterministic: the same names give the same split.
+    """
+    order = sorted(sizes, key=lambda name: hashlib.sha256(f"{salt}{name}".encode()).hexdigest())
+    target = int(np.ceil(eval_fraction * sum(sizes.values())))
+    held, count = set(), 0
+    for name in order[:-1]:
+        if count >= target:
+            break
+        held.add(name)
+        count += sizes[name]
+    return held
 
 
 def event_split(files, eval_fraction: float = 0.2) -> tuple[list[Path], list[Path]]:
-    """Deterministic event-wise split: whole event groups go to evaluation, in hash order,
-    until at least `eval_fraction` of the files are held out."""
+    """Deterministic event-wise split of waveform files: (train files, held-out files).
+
+    Files whose recording times overlap form one event (overlap_groups); whole
+    events are held out in hash order until at least `eval_fraction` of the files are.
+    """
+    import obspy
+
     files = sorted(Path(f) for f in files)
-    groups = event_groups(files)
-    groups.sort(key=lambda g: hashlib.sha256(g[0].name.encode()).hexdigest())
-    held_out: list[Path] = []
-    target = int(np.ceil(eval_fraction * len(files)))
-    for group in groups:
-        if len(held_out) >= target:
-            break
-        held_out.extend(group)
-    held = set(held_out)
-    return [f for f in files if f not in held], sorted(held_out)
+    spans = {}
+    for path in files:
+        stream = obspy.read(str(path), headonly=True)
+        spans[path.name] = (min(tr.stats.starttime for tr in stream).timestamp,
+                            max(tr.stats.endtime for tr in stream).timestamp)
+    group_of = overlap_groups(spans)
+    sizes: dict = {}
+    for name in group_of.values():
+        sizes[name] = sizes.get(name, 0) + 1
+    held = held_out_groups(sizes, eval_fraction)
+    held_out = [f for f in files if group_of[f.name] in held]
+    return [f for f in files if group_of[f.name] not in held], held_out
 
 
 def nc_events_split(directory) -> tuple[list[Path], list[Path]]:

@@ -52,14 +52,24 @@ def test_reconstruct_with_a_beam_search_scores_higher_at_k8(tmp_path, example_st
 
 
 def test_event_split_keeps_events_together_and_holds_out_a_fifth(tmp_path):
-    names = [f"NC_S{i:02d}_20100101{h:02d}000000.mseed" for i, h in enumerate(range(10))]
-    names += ["NC_T01_2010010100000100.mseed"]  # 1 s after S00's window: same event
-    files = [tmp_path / n for n in names]
+    """Recordings whose times overlap are one event, whatever their file names say."""
+    files = []
+    for i in range(10):  # ten events an hour apart, 90 s each
+        trace = obspy.Trace(np.random.default_rng(i).normal(size=3600),
+                            header={"station": f"S{i:02d}", "sampling_rate": 40.0,
+                                    "starttime": obspy.UTCDateTime(2010, 1, 1, i)})
+        files.append(tmp_path / f"event{i}.mseed")
+        obspy.Stream([trace]).write(str(files[-1]), format="MSEED")
+    late = obspy.read(str(files[0]))
+    late[0].stats.station, late[0].stats.starttime = "T01", late[0].stats.starttime + 60  # overlaps event 0
+    files.append(tmp_path / "another-name.mseed")
+    late.write(str(files[-1]), format="MSEED")
     train, held = event_split(files, eval_fraction=0.2)
-    assert len(held) >= 0.2 * len(files)
-    assert not set(train) & set(held)
-    together = {tmp_path / names[0], tmp_path / names[-1]}
+    assert len(held) >= 0.2 * len(files) and train
+    assert not set(train) & set(held) and set(train) | set(held) == set(files)
+    together = {files[0], files[-1]}
     assert together <= set(train) or together <= set(held)
+    assert event_split(files, eval_fraction=0.2) == (train, held)  # deterministic
 
 
 def write_event_files(data, stream):
@@ -148,3 +158,15 @@ def test_reconstruct_takes_folders_and_writes_the_good_files_when_one_is_bad(tmp
     report = json.loads((out / "report.json").read_text())
     assert {r["file"] for r in report["rows"]} == {"good.mseed"}
     assert len(report["failures"]) == 2 and any("broken.mseed" in f for f in report["failures"])
+
+
+def test_overlapping_spans_chain_into_one_group_and_groups_are_held_out_whole():
+    from codec.data import held_out_groups, overlap_groups
+
+    spans = {"a": (0, 90), "b": (60, 150), "d": (140, 180), "c": (200, 290), "e": (290, 300)}
+    assert overlap_groups(spans) == {"a": "a", "b": "a", "d": "a", "c": "c", "e": "e"}  # touching is not overlapping
+    sizes = {f"g{i}": 1 + i % 3 for i in range(20)}
+    held = held_out_groups(sizes, 0.2)
+    assert sum(sizes[g] for g in held) >= 0.2 * sum(sizes.values()) and len(held) < len(sizes)
+    assert held_out_groups(sizes, 0.2, salt="1:") != held  # the salt (a seed) changes which groups
+    assert len(held_out_groups({"x": 5, "y": 1}, 0.99)) == 1  # one group always trains

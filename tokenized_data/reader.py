@@ -20,8 +20,6 @@ the corpus and the seed.
 
 from __future__ import annotations
 
-import hashlib
-import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from codec.data import held_out_groups, overlap_groups
 from codec.files import replace_folder
 from codec.preprocess import InputError
 
@@ -98,14 +97,7 @@ class TokenCorpus:
         if len(sizes) < 2:
             raise InputError(f"cannot split by {by}: all {len(table)} windows belong to one {by} "
                              f"({keys.iloc[0] if len(keys) else 'none'})")
-        order = sorted(sizes.index, key=lambda name: hashlib.sha256(f"{seed}:{name}".encode()).hexdigest())
-        target = math.ceil(eval_fraction * len(table))
-        held, count = set(), 0
-        for name in order[:-1]:  # the last group always trains: neither side is empty
-            if count >= target:
-                break
-            held.add(name)
-            count += int(sizes[name])
+        held = held_out_groups({name: int(n) for name, n in sizes.items()}, eval_fraction, salt=f"{seed}:")
         is_eval = keys.isin(held).to_numpy()
         parts = []
         for part, rows in (("train", np.flatnonzero(~is_eval)), ("validation", np.flatnonzero(is_eval))):
@@ -145,19 +137,13 @@ class TokenCorpus:
 
 
 def _event_groups(table):
-    """[rows] event_key -> group name: keys whose recording times overlap form one group."""
+    """[rows] event_key -> group name: keys whose recording times overlap form one group (codec.data)."""
     import pandas as pd
 
     seconds = (pd.to_datetime(table.starttime, utc=True) - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
     spans = pd.DataFrame({"key": table.event_key, "start": seconds, "end": seconds + table.num_frames})
-    spans = spans.groupby("key").agg(start=("start", "min"), end=("end", "max")).sort_values(["start", "end"])
-    group_of, name, group_end = {}, None, -math.inf
-    for key, start, end in zip(spans.index, spans.start, spans.end):
-        if start >= group_end:  # no overlap with the current group: start a new one
-            name, group_end = key, end
-        else:
-            group_end = max(group_end, end)
-        group_of[key] = name
+    spans = spans.groupby("key").agg(start=("start", "min"), end=("end", "max"))
+    group_of = overlap_groups({key: (start, end) for key, start, end in zip(spans.index, spans.start, spans.end)})
     return table.event_key.map(group_of)
 
 
