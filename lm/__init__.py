@@ -4,7 +4,10 @@
     lm = load_lm("my-lm/final")                    # or load_lm() for the shipped default (lm/pretrained)
     continuation = lm.generate_frames(context, 20)  # context [B, 9, C] tokens -> [B, 9, 20]
 
-Training: `eqcodec train-lm` (lm.train). Waveform continuations: `eqcodec generate` (lm.generate).
+Layer 3 of 5 (codec <- tokenized_data <- lm <- tasks <- cli). Modules: delay
+(DelayPattern), model (SeismicLMConfig, SeismicLM, load_lm; sampling defaults in
+its generation_config), train (TrainLMConfig, train_lm: `eqcodec train-lm`),
+generate (continue_codes, continue_array, generate_continuations: `eqcodec generate`).
 """
 
 from .delay import DelayPattern

@@ -8,9 +8,11 @@
     train, validation = corpus.split(by="event", eval_fraction=0.2, seed=0)
     examples = LMExamples(train, length=64)           # {"tokens": [K+1, 64], "mask": [64]}
 
-Modules: schema (columns, metadata, STREAM_LAYOUT), prepare (merge, detrend,
-resample, windows), writer (resumable multi-process tokenization), reader
-(TokenCorpus, load_tokenized, splits), examples (LM items), card (README.md).
+Layer 2 of 5 (codec <- tokenized_data <- lm <- tasks <- cli). Modules: schema
+(columns, metadata, STREAM_LAYOUT), prepare (merge, detrend, resample, windows),
+writer (resumable multi-process tokenization), reader (TokenCorpus,
+load_tokenized, splits), examples (LM items), card (README.md), detokenize
+(corpus -> miniSEED), random_corpus (structured random tokens for tests and benchmarks).
 """
 
 from .examples import LMExamples, collate
