@@ -60,14 +60,6 @@ class DelayPattern:
                              f"{self.num_streams - 1} steps, got {delayed.shape[-1]}")
         return torch.stack([delayed[:, s, s : s + T] for s in range(self.num_streams)], dim=1)
 
-    def step_of(self, stream: int, frame: int) -> int:
-        """The delayed step that holds token `stream` of `frame`."""
-        return frame + stream
-
-    def frame_at(self, stream: int, step: int) -> int:
-        """The frame whose token `stream` sits at delayed `step` (negative or >= T: empty)."""
-        return step - stream
-
     def _check_streams(self, tokens: torch.Tensor) -> None:
         if tokens.ndim != 3 or tokens.shape[1] != self.num_streams:
             raise ValueError(f"expected tokens [B, {self.num_streams}, T], got shape {tuple(tokens.shape)}")

@@ -72,17 +72,6 @@ def test_quality_improves_with_codebooks(codec, example_stream):
     assert snrs[-1] > 10, snrs  # shipped codec: 13.2 dB on this trace
 
 
-def test_chunked_processing_gives_the_same_tokens_as_one_pass(codec, example_stream):
-    x = np.tile(codec_input(example_stream[0]), 12)  # 6 minutes
-    whole = codec.encode(x, chunk_frames=10**6)
-    chunked = codec.encode(x, chunk_frames=50)
-    agree = (whole.codes == chunked.codes).float().mean().item()
-    assert agree > 0.999, agree
-    y_whole = codec.decode(whole, 8, chunk_frames=10**6)
-    y_chunked = codec.decode(whole, 8, chunk_frames=37)
-    assert torch.allclose(y_whole, y_chunked, rtol=1e-4, atol=1e-6 * float(np.abs(x).max()))
-
-
 def test_trace_api_keeps_ids_start_times_and_units(codec, example_stream):
     trace = example_stream[1]  # 100 Hz
     encoded = encode_trace(codec, trace)
