@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     name = top.parse_args(argv[:1]).command
     module, parser = command_parser(name)
     args = parser.parse_args(argv[1:])
+    if getattr(args, "settings", None):  # a settings file: its values are the defaults, flags override them
+        parser.set_defaults(**settings_file(args.settings, parser, set(vars(args)) - {"settings"}))
+        args = parser.parse_args(argv[1:])
     from codec.errors import CheckpointError, InputError, UsageError
 
     try:
@@ -100,6 +103,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"eqcodec {name}: interrupted", file=sys.stderr)
         return 130
+
+
+def settings_file(path: str, parser: argparse.ArgumentParser, known: set[str]) -> dict:
+    """A JSON object of a command's settings, named as its flags' destinations (e.g. "batch_size").
+
+    The nanoGPT manner: one small file per recipe, flags on the command line on top.
+    """
+    import json
+    from pathlib import Path
+
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        parser.error(f"--settings {path}: cannot read a JSON object ({err})")
+    if not isinstance(values, dict):
+        parser.error(f"--settings {path}: expected a JSON object of settings")
+    unknown = sorted(set(values) - known)
+    if unknown:
+        parser.error(f"--settings {path}: unknown settings {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return values
 
 
 if __name__ == "__main__":

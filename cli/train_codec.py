@@ -26,6 +26,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                        help="folder of event-window miniSEED files (nc-events layout)")
     files.add_argument("--out", required=True, metavar="RUN",
                        help="output folder: checkpoint/, final/, metrics.jsonl, train.log")
+    files.add_argument("--settings", metavar="JSON",
+                       help="a JSON object of settings named as these flags' destinations (e.g. "
+                            '{"steps": 5000, "batch_size": 32}); flags given here override it')
     files.add_argument("--no-obspy-recordings", action="store_true",
                        help="do not add the real recordings bundled with obspy to the training data")
     model = parser.add_argument_group("model")
@@ -56,4 +59,4 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def main(args: argparse.Namespace) -> int:
-    return train_codec(TrainCodecConfig(**vars(args)))
+    return train_codec(TrainCodecConfig(**{k: v for k, v in vars(args).items() if k != "settings"}))

@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   eqcodec train-lm --data corpus --init lm/pretrained --out my-lm    # fine-tune the shipped base LM
   eqcodec train-lm --data corpus --out new-lm --config base --steps 5000 --batch-size 32
   eqcodec train-lm --data corpus --out my-lm --split station --eval-fraction 0.1
+  eqcodec train-lm --data corpus --out long-run --settings recipe.json --lr 5e-4    # a recipe file, one flag on top
   accelerate launch --num_processes 2 -m cli train-lm --data corpus --out my-lm
 """
 
@@ -26,6 +27,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                        help="token corpus folder (made by `eqcodec tokenize`)")
     files.add_argument("--out", required=True, metavar="RUN",
                        help="output folder: final/, checkpoint/, metrics.jsonl, train.log")
+    files.add_argument("--settings", metavar="JSON",
+                       help="a JSON object of settings named as these flags' destinations (e.g. "
+                            '{"steps": 5000, "batch_size": 32}); flags given here override it')
     files.add_argument("--save-dtype", choices=["float32", "float16"], default="float32",
                        help="dtype of the weights in OUT/final; float16 halves the file (load_lm reads "
                             "either as float32) (default: %(default)s)")
@@ -68,4 +72,4 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def main(args: argparse.Namespace) -> int:
-    return train_lm(TrainLMConfig(**vars(args)))
+    return train_lm(TrainLMConfig(**{k: v for k, v in vars(args).items() if k != "settings"}))

@@ -140,3 +140,20 @@ def test_bad_checkpoints_and_settings_are_refused(small, tmp_path, capsys):
     assert exit_info.value.code == 2
     assert train((tmp_path / "no-corpus", small[1]), tmp_path / "e", "--steps", "2") == 1
     assert "not a token corpus" in capsys.readouterr().err
+
+
+def test_settings_file_sets_defaults_and_flags_override_it(tmp_path, capsys):
+    from cli import command_parser, main, settings_file
+
+    _, parser = command_parser("train-lm")
+    known = set(vars(parser.parse_args(["--data", "d", "--out", "o"])))
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text('{"steps": 7, "batch_size": 4, "lr": 0.01}')
+    parser.set_defaults(**settings_file(str(recipe), parser, known))
+    args = parser.parse_args(["--data", "d", "--out", "o", "--lr", "0.5"])
+    assert (args.steps, args.batch_size, args.lr) == (7, 4, 0.5)
+    recipe.write_text('{"stepz": 7}')
+    with pytest.raises(SystemExit):
+        main(["train-lm", "--data", "d", "--out", str(tmp_path / "o"), "--settings", str(recipe)])
+    assert "unknown settings stepz" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
