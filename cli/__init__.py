@@ -7,7 +7,7 @@ library imports this package. Subcommand modules are imported only when their
 command runs, so `eqcodec --help` does not pay for importing torch.
 
 Modules: types (argparse value types), demo, reconstruct, train_codec, tokenize,
-detokenize, train_lm, generate, forecast, deconvolve, evaluate.
+detokenize, train_lm, generate, forecast, deconvolve, evaluate, index, search.
 
 Help convention: a subcommand's module docstring is its description, its
 arguments sit in argparse groups with every default shown as
@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "forecast": ("cli.forecast", "probabilistic forecast: samples, median, 5-95 % band, envelope"),
     "deconvolve": ("cli.deconvolve", "predictive deconvolution (LM or Wiener prediction-error filter)"),
     "evaluate": ("cli.evaluate", "forecasting and deconvolution benchmarks against baselines"),
+    "index": ("cli.index", "build or extend a similarity-search index over token corpora (FAISS)"),
+    "search": ("cli.search", "find waveforms like a template in an index: ranked CSV + figure"),
 }
 
 DESCRIPTION = "EQcodec: neural codec tokens for seismic waveforms, and a token language model on them."

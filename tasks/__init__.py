@@ -5,8 +5,9 @@ Modules: forecast (probabilistic forecasts, `eqcodec forecast`), deconvolve
 AR/Burg forecasters and Wiener prediction-error filters: the baselines),
 scores (forecast and deconvolution scores), synthetic (seeded reverberation
 traces with known primaries), evaluate (`eqcodec evaluate`: every method on
-one set of cases), demo (`eqcodec demo`: the whole pipeline).
+one set of cases), demo (`eqcodec demo`: the whole pipeline), search (similarity
+search over token corpora: `eqcodec index`, `eqcodec search`).
 
-A new task (e.g. similarity search) is a module here: it may import codec,
+A new task is a module here: it may import codec,
 tokenized_data and lm, and the CLI calls it from a module in cli/.
 """

@@ -105,6 +105,7 @@ def substitute(argv: list[str], work: Path) -> list[str]:
         "INPUTS": str(work / "archive"), "CORPUS": str(work / "corpus"),
         "DIR": str(work / f"{command}-dir"), "RUN": str(work / f"{command}-run"),
         "ROOT": str(work / "sds"), "T0": "2024-01-01", "T1": "2024-01-02",
+        "INDEX": str(work / "index"), "TEMPLATE": str(event_file()), "S": "0.5",
         "N": "1", "I/N": "0/2", "k": "4", "COMMAND": "tokenize",
         "lm/pretrained": str(ROOT / "lm" / "pretrained"),  # the README runs from the repository root
     }

@@ -1,0 +1,268 @@
+"""Similarity search (tasks.search, `eqcodec index` / `eqcodec search`): a real event injected into noise, off the 1-s grid."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from codec.errors import CheckpointError, InputError
+
+FS = 100.0  # the noise trace's rate: the corpus and the template are both resampled to 40 Hz
+SECONDS = 200
+T0 = "2020-01-01T00:00:00"
+OFFSETS = (0.0, 0.25, 0.35, 0.6)  # sub-second parts of the injection times (multiples of 25 ms: on a 40 Hz sample)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    import faiss
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def event_snippet():
+    """8 s of obspy's example event (BW.RJOB..EHZ, 100 Hz), P arrival included."""
+    import obspy
+
+    trace = obspy.read().select(component="Z")[0]
+    trace.detrend("linear")
+    return trace.slice(trace.stats.starttime + 2.5, trace.stats.starttime + 10.5)
+
+
+def noise_with_event(path, inject_at: float, *, station="NOISE", seed=0, seconds=SECONDS):
+    """Coloured noise at 100 Hz with the snippet added at `inject_at` s after T0; written to miniSEED."""
+    import obspy
+
+    snippet = event_snippet()
+    rng = np.random.default_rng(seed)
+    data = np.convolve(rng.standard_normal(int(seconds * FS)), np.ones(5) / 5, "same")
+    data *= 0.02 * np.abs(snippet.data).max()
+    if inject_at is not None:
+        i = int(round(inject_at * FS))
+        data[i:i + snippet.stats.npts] += snippet.data
+    trace = obspy.Trace(data.astype(np.float32), header={
+        "network": "XX", "station": station, "channel": "HHZ", "sampling_rate": FS,
+        "starttime": obspy.UTCDateTime(T0)})
+    trace.write(str(path), format="MSEED")
+    return path
+
+
+def make_corpus(tmp, name, inject_at, **kwargs):
+    from tokenized_data import tokenize
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    waveform = noise_with_event(tmp / f"{name}.mseed", inject_at, **kwargs)
+    tokenize([str(waveform)], tmp / name, num_proc=1, progress=False)
+    return tmp / name
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """One corpus and index per sub-second offset: the event at 70 + offset s."""
+    from tasks.search import build_index
+
+    root = tmp_path_factory.mktemp("search")
+    made = {}
+    for k, offset in enumerate(OFFSETS):
+        corpus = make_corpus(root / f"o{k}", "corpus", 70 + offset, seed=k)
+        build_index([corpus], root / f"o{k}" / "index", progress=False)
+        made[offset] = (corpus, root / f"o{k}" / "index")
+    snippet = event_snippet()
+    snippet.write(str(root / "snippet.mseed"), format="MSEED")
+    made["template"] = root / "snippet.mseed"
+    made["root"] = root
+    return made
+
+
+def expected_time(offset):
+    import obspy
+
+    return obspy.UTCDateTime(T0) + 70 + offset
+
+
+def run(module_name, argv):
+    """A subcommand as the lead will register it: its build_parser and main."""
+    import importlib
+
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser()
+    module.build_parser(parser)
+    return module.main(parser.parse_args([str(a) for a in argv]))
+
+
+# ---------------------------------------------------------------------------- finding the event
+@pytest.mark.parametrize("offset", OFFSETS)
+def test_top_match_is_the_injected_event_to_the_sample(archive, offset):
+    import obspy
+
+    from tasks.search import search
+
+    matches = search(archive["template"], archive[offset][1], top=5)
+    assert list(matches.columns[:5]) == ["rank", "trace_id", "starttime", "endtime", "score"]
+    best = matches.iloc[0]
+    assert best.trace_id == "XX.NOISE..HHZ"
+    assert abs(obspy.UTCDateTime(best.starttime) - expected_time(offset)) <= 0.025 + 1e-6
+    assert best.score > 0.9
+    assert (matches.score.iloc[1:] < 0.6).all()  # nothing else looks like it
+    assert any("resampled from 100 Hz" in note for note in matches.attrs["notes"])
+
+
+def test_cli_cuts_the_template_and_writes_csv_and_figure(archive, tmp_path):
+    import obspy
+    import pandas as pd
+
+    full = obspy.read().select(component="Z")
+    full.write(str(tmp_path / "rjob.mseed"), format="MSEED")
+    out, fig = tmp_path / "m" / "matches.csv", tmp_path / "m" / "matches.png"
+    assert run("cli.search", [tmp_path / "rjob.mseed", "--index", archive[0.35][1], "--out", out,
+                              "--start", "2.5", "--end", "10.5", "--top", "3", "--plot", fig]) == 0
+    table = pd.read_csv(out)
+    assert {"trace_id", "starttime", "score"} <= set(table.columns) and len(table) <= 3
+    assert abs(obspy.UTCDateTime(table.starttime[0]) - expected_time(0.35)) <= 0.025 + 1e-6
+    assert fig.stat().st_size > 10_000
+    run("cli.search", [archive["template"], "--index", archive[0.35][1], "--out", out, "--min-score", "0.9"])
+    assert len(pd.read_csv(out)) == 1
+
+
+def test_template_shorter_than_a_window_still_finds_the_event(archive):
+    import obspy
+
+    from tasks.search import search
+
+    snippet = event_snippet()
+    short = snippet.slice(snippet.stats.starttime + 1.5, snippet.stats.starttime + 4.5)  # 3 s, the P onset
+    matches = search(short, archive[0.6][1], top=3)
+    assert abs(obspy.UTCDateTime(matches.starttime[0]) - (expected_time(0.6) + 1.5)) <= 0.025 + 1e-6
+    assert any("zero-padded" in note for note in matches.attrs["notes"])
+
+
+# ---------------------------------------------------------------------------- bad input
+def test_bad_templates_are_refused_with_the_file_named(archive, tmp_path):
+    import obspy
+
+    from tasks.search import search
+
+    index = archive[0.0][1]
+    snippet = event_snippet()
+    short = snippet.slice(snippet.stats.starttime, snippet.stats.starttime + 1.5)
+    short.write(str(tmp_path / "short.mseed"), format="MSEED")
+    with pytest.raises(InputError, match=r"short.mseed.*1.5\d* s long.*at least 2 s"):
+        search(tmp_path / "short.mseed", index)
+    nan = snippet.copy()
+    nan.data = nan.data.astype(np.float64)
+    nan.data[100] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        search(nan, index)
+    gappy = obspy.Stream([snippet.slice(snippet.stats.starttime, snippet.stats.starttime + 3),
+                          snippet.slice(snippet.stats.starttime + 4, snippet.stats.starttime + 8)])
+    gappy.write(str(tmp_path / "gappy.mseed"), format="MSEED")
+    with pytest.raises(InputError, match=r"gappy.mseed.*several pieces"):
+        search(tmp_path / "gappy.mseed", index)
+    long = noise_with_event(tmp_path / "long.mseed", None, seconds=SECONDS + 20)
+    with pytest.raises(InputError, match=r"long.mseed.*longer than the longest gap-free piece"):
+        search(long, index)
+    with pytest.raises(InputError, match="holds 3 channels"):
+        search(obspy.read(), index)
+    with pytest.raises(InputError, match="no such file"):
+        search(tmp_path / "missing.mseed", index)
+
+
+def test_bad_indexes_are_refused_and_nothing_is_written(archive, tmp_path, monkeypatch, capsys):
+    import cli
+
+    from tasks.search import search
+
+    template = archive["template"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match=r"empty.*empty, not a search index"):
+        search(template, empty)
+    with pytest.raises(InputError, match="no such index folder"):
+        search(template, tmp_path / "nowhere")
+    broken = tmp_path / "broken"
+    shutil.copytree(archive[0.0][1], broken)
+    (broken / "vectors.faiss").write_bytes(b"not a faiss index")
+    with pytest.raises(InputError, match=r"vectors.faiss: corrupt FAISS index"):
+        search(template, broken)
+    (broken / "vectors.faiss").unlink()
+    with pytest.raises(InputError, match=r"vectors.faiss: missing"):
+        search(template, broken)
+    (broken / "index.json").write_text("{not json")
+    with pytest.raises(InputError, match=r"index.json: corrupt"):
+        search(template, broken)
+    other = tmp_path / "other-codec"
+    shutil.copytree(archive[0.0][1], other)
+    meta = json.loads((other / "index.json").read_text())
+    meta["codec_id"] = "0123456789abcdef"
+    (other / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"other-codec.*codec 0123456789abcdef"):
+        search(template, other)
+    # through the command line: a message naming the index, exit 1, no CSV
+    monkeypatch.setitem(cli.COMMANDS, "search", ("cli.search", "similarity search"))
+    out = tmp_path / "matches.csv"
+    assert cli.main(["search", str(template), "--index", str(other), "--out", str(out)]) == 1
+    assert "other-codec" in capsys.readouterr().err
+    assert cli.main(["search", str(template), "--index", str(empty), "--out", str(out)]) == 1
+    assert not out.exists() and not list(tmp_path.glob(".matches*"))
+
+
+# ---------------------------------------------------------------------------- extending
+def test_extending_an_index_adds_rows_and_refuses_another_codec(archive, tmp_path):
+    import obspy
+
+    from tasks.search import load_index, search
+    from tokenized_data import load_tokenized
+
+    first = archive[0.25][0]
+    index = tmp_path / "index"
+    assert run("cli.index", [first, "--out", index, "--no-progress"]) == 0
+    before = load_index(index)
+    with pytest.raises(InputError, match="already exists; pass --add"):
+        run("cli.index", [first, "--out", index])
+    with pytest.raises(InputError, match="already in the index"):
+        run("cli.index", [first, "--out", index, "--add"])
+    second = make_corpus(tmp_path / "b", "corpus-b", 120.6, station="OTHER", seed=9)
+    assert run("cli.index", [second, "--out", index, "--add", "--no-progress"]) == 0
+    after = load_index(index)
+    assert len(after) > len(before) and len(after.metadata["corpora"]) == 2
+    assert set(after.pieces.trace_id) == {"XX.NOISE..HHZ", "XX.OTHER..HHZ"}
+    matches = search(archive["template"], index, top=2)
+    found = {row.trace_id: obspy.UTCDateTime(row.starttime) for row in matches.itertuples()}
+    assert abs(found["XX.NOISE..HHZ"] - expected_time(0.25)) <= 0.025 + 1e-6
+    assert abs(found["XX.OTHER..HHZ"] - (obspy.UTCDateTime(T0) + 120.6)) <= 0.025 + 1e-6
+    assert (matches.score > 0.9).all()
+    # a corpus of another codec: refused, the index untouched
+    foreign = load_tokenized(second)
+    foreign.metadata = json.loads(json.dumps(foreign.metadata))
+    foreign.metadata["codec"]["id"] = "fedcba9876543210"
+    foreign.save(tmp_path / "foreign")
+    with pytest.raises(InputError, match=r"foreign: tokenized with codec fedcba9876543210.*index"):
+        run("cli.index", [tmp_path / "foreign", "--out", index, "--add"])
+    assert len(load_index(index)) == len(after)
+    assert not list(tmp_path.glob(".index*"))
+
+
+def test_quantized_index_is_small_and_still_finds_the_event(tmp_path):
+    import obspy
+
+    from tasks.search import build_index, search
+
+    corpus = make_corpus(tmp_path, "corpus", 900.35, seconds=1100, seed=3)
+    with pytest.raises(InputError, match="needs at least 1024 vectors"):
+        build_index([make_corpus(tmp_path, "small", 50.0, seed=4)], tmp_path / "small-pq", index_type="pq")
+    index = build_index([corpus], tmp_path / "pq", index_type="pq", pq_bytes=8, progress=False)
+    assert index.metadata["index_type"] == "pq"
+    codebooks = 80 * 256 * 4  # the product quantizer's centroids, float32
+    assert index.metadata["bytes"]["vectors.faiss"] < 8 * len(index) + codebooks + 1000
+    best = search(event_snippet(), tmp_path / "pq", top=1).iloc[0]
+    assert abs(obspy.UTCDateTime(best.starttime) - (obspy.UTCDateTime(T0) + 900.35)) <= 0.025 + 1e-6
+    assert best.score > 0.9
