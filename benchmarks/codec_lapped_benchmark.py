@@ -1,6 +1,8 @@
 """Block gain-shape RVQ vs lapped (MDCT) gain-shape RVQ vs the shipped EQcodec, k = 1..8.
 
     python benchmarks/codec_lapped_benchmark.py [--subset] [--iters 16] [--out-dir DIR]
+        [--coders block,lapped,eqcodec] [--corpora nc-events,OXF,KAPI,Rutford] [--beam-widths 1,4]
+        [--offsets N] [--flip] [--max-vectors N] [--gain-step DB] [--reuse] [--reference results.json]
 
 Both classical coders are fitted in this run with the SAME budget: the same
 non-overlapping 1-s frames of the same training traces (one vector per second
@@ -28,6 +30,20 @@ training traces (about 231,000) and k-means runs 16 iterations per stage
 (about 2 min per coder at 1 thread, 5 min in all); `--offsets 5 --max-vectors
 1000000` also uses frames starting at 5 offsets within each second (a seeded
 random 1 M of them, the same count for both coders; 7 min per coder, 15 min in all).
+`--flip` adds every training frame's polarity-flipped copy to the pool the
+`--max-vectors` are drawn from (as codec.baselines.training_shapes does for
+the v1 baseline); k-means costs about 5 s per iteration per stage per 1.5 M
+vectors at 1 thread, so 1.5 M vectors x 20 iterations x 8 stages is about 14 min per coder.
+Selection: `--coders` fits / evaluates only the named coders (a classical coder
+is fitted only if selected; `--reuse` loads it from --out-dir if its settings
+match), `--corpora` evaluates only the corpora whose names contain one of the
+given words (case-insensitive; "none": fit only).
+Search: `--beam-widths 1,4` encodes with each residual-VQ beam width (lapped:
+LappedGainShapeRVQ.encode(beam_width=B); EQcodec: EQCodec.encode(beam_width=B);
+the block coder has greedy search only and is reported once), columns
+"lapped b4" etc. `--reference RESULTS.json` (an earlier run, e.g. the
+small-budget results.json) adds a table of the issue's targets: the margin of
+each lapped column's SNR over max(EQcodec b1, the reference's lapped) + 1 dB.
 Per coder and k: bits/s, median over traces / pieces of the SNR and of the
 segmental SNR (codec.metrics), and the frame-edge ratio
 
@@ -38,8 +54,9 @@ of the decoded output (1 = no step at frame edges; the originals' own value is
 given beside it), and the same ratio of the coding error x - y.
 
 Speed: encode (8 codebooks) + decode (k = 8) of one channel-day of 40 Hz data
-(US.OXF's longest piece tiled to 86,400 s) by the lapped coder, 1 thread, in a
-fresh process, with the peak resident memory during coding.
+(US.OXF's longest piece tiled to 86,400 s) by each selected classical coder
+(the lapped coder at every beam width), 1 thread, in a fresh process, with the
+peak resident memory during coding.
 """
 
 from __future__ import annotations
@@ -193,40 +210,75 @@ def block_vectors(traces) -> torch.Tensor:
     return torch.cat(out)
 
 
-def fit_coders(traces, args, description: dict):
-    """Fit the block and the lapped coder on the same traces, vectors per second and k-means budget."""
+CLASSICAL = ("block", "lapped")
+CODER_FILES = {"block": "block_gain_shape_rvq.safetensors", "lapped": "lapped_gain_shape_rvq.safetensors"}
+
+
+def fit_settings(args) -> dict:
+    settings = {"num_codebooks": 8, "codebook_size": args.codebook_size, "iters": args.iters, "seed": 0,
+                "broadband_hours": args.broadband_hours, "subset": args.subset, "max_vectors": args.max_vectors,
+                "offsets": args.offsets}
+    # only recorded when not the defaults, so coders fitted before these options existed still match
+    if args.flip:
+        settings["flip"] = True
+    if args.gain_step != 0.75:
+        settings["gain_step_db"] = args.gain_step
+    return settings
+
+
+def reusable_coders(args, names) -> dict:
+    """The selected classical coders in --out-dir fitted with this run's settings (with --reuse)."""
+    from codec.baselines import GainShapeRVQ
+    from codec.lapped import LappedGainShapeRVQ
+
+    found = {}
+    for name in names:
+        path = args.out_dir / CODER_FILES[name]
+        if args.reuse and path.is_file():
+            coder = (GainShapeRVQ if name == "block" else LappedGainShapeRVQ).load(path)
+            if coder.fit_info.get("settings") == fit_settings(args):
+                log(f"reusing the fitted {name} coder {path}")
+                found[name] = coder
+    return found
+
+
+def fit_coders(traces, args, description: dict, names=CLASSICAL) -> dict:
+    """Fit the named classical coders on the same traces, vectors per second and k-means budget: {name: coder}."""
     import torch
 
     from codec.baselines import GainShapeRVQ
     from codec.lapped import GainQuantizer, LappedGainShapeRVQ, fit_residual_codebooks
 
-    settings = {"num_codebooks": 8, "codebook_size": args.codebook_size, "iters": args.iters, "seed": 0,
-                "broadband_hours": args.broadband_hours, "subset": args.subset, "max_vectors": args.max_vectors,
-                "offsets": args.offsets}
-    paths = {"block": args.out_dir / "block_gain_shape_rvq.safetensors",
-             "lapped": args.out_dir / "lapped_gain_shape_rvq.safetensors"}
-    if args.reuse and all(p.is_file() for p in paths.values()):
-        block, lapped = GainShapeRVQ.load(paths["block"]), LappedGainShapeRVQ.load(paths["lapped"])
-        if all(c.fit_info.get("settings") == settings for c in (block, lapped)):
-            log("reusing fitted coders from " + str(args.out_dir))
-            return block, lapped
-    quantizer = GainQuantizer()
+    settings = fit_settings(args)
+    paths = {name: args.out_dir / CODER_FILES[name] for name in names}
+    quantizer = GainQuantizer(step_db=args.gain_step)
     # Frames at `offsets` evenly spaced starting samples (1: the non-overlapping frames of each trace);
     # both coders see the same shifted copies of the same traces, one vector per shift per second.
     shifts = sorted({round(i * FRAME / args.offsets) for i in range(args.offsets)})
-    vectors = {"block": torch.cat([block_vectors([x[s:] for x in traces]) for s in shifts]),
-               "lapped": torch.cat([LappedGainShapeRVQ.training_vectors([x[s:] for x in traces], quantizer)
-                                    for s in shifts])}
-    count = min(len(v) for v in vectors.values())
-    if args.max_vectors:
-        count = min(count, args.max_vectors)
+    vectors = {}
+    for name in names:
+        start = time.time()
+        if name == "block":
+            vectors[name] = torch.cat([block_vectors([x[s:] for x in traces]) for s in shifts])
+        else:
+            vectors[name] = torch.cat([LappedGainShapeRVQ.training_vectors([x[s:] for x in traces], quantizer)
+                                       for s in shifts])
+        log(f"{name}: {len(vectors[name])} training frames at {len(shifts)} offsets in {time.time() - start:.0f} s")
+    pool = min(len(v) for v in vectors.values()) * (2 if args.flip else 1)  # --flip: each frame and its negative
+    count = min(pool, args.max_vectors) if args.max_vectors else pool
     coders = {}
     for name, v in vectors.items():
-        picks = torch.randperm(len(v), generator=torch.Generator().manual_seed(0))[:count]
-        log(f"{name}: fitting 8 x {args.codebook_size} on {count} of {len(v)} frames, {args.iters} iterations")
+        picks = torch.randperm(len(v) * (2 if args.flip else 1), generator=torch.Generator().manual_seed(0))[:count]
+        chosen = v[picks % len(v)]
+        if args.flip:
+            flip = picks >= len(v)
+            chosen[flip] = -chosen[flip]
+        log(f"{name}: fitting 8 x {args.codebook_size} on {count} of {len(v)} frames"
+            f"{' (x2 polarities)' if args.flip else ''}, {args.iters} iterations")
         start = time.time()
-        books, stage_snr = fit_residual_codebooks(v[picks].contiguous(), 8, args.codebook_size, args.iters, seed=0,
+        books, stage_snr = fit_residual_codebooks(chosen.contiguous(), 8, args.codebook_size, args.iters, seed=0,
                                                   log=log)
+        del chosen
         info = {"settings": settings, "training_vectors": count, "training_data": description,
                 "training_shape_snr_db": [round(s, 3) for s in stage_snr],
                 "fit_seconds": round(time.time() - start, 1)}
@@ -234,21 +286,24 @@ def fit_coders(traces, args, description: dict):
                         else LappedGainShapeRVQ(books, quantizer, info)).eval()
         coders[name].save(paths[name])
         log(f"{name}: fitted in {time.time() - start:.0f} s -> {paths[name]}")
-    return coders["block"], coders["lapped"]
+    return coders
 
 
 # ---------------------------------------------------------------------- evaluation
 def evaluate(coders: dict, traces: list[np.ndarray], levels) -> dict:
-    """Per coder and k: median SNR, median segmental SNR, median frame-edge ratio of the output and of the error."""
+    """Per coder and k: median SNR, median segmental SNR, median frame-edge ratio of the output and of the error.
+
+    coders: {label: (coder, beam width)}; width 1 calls encode(x) (greedy search).
+    """
     from codec.metrics import frame_edge_ratio
     from codec.metrics import segmental_snr_db, snr_db
 
     result = {"original_edge_ratio": float(np.nanmedian([frame_edge_ratio(x) for x in traces])), "coders": {}}
-    for name, coder in coders.items():
+    for name, (coder, beam) in coders.items():
         start = time.time()
         per_k = {k: [] for k in levels}
         for x in traces:
-            encoded = coder.encode(x)
+            encoded = coder.encode(x) if beam == 1 else coder.encode(x, beam_width=beam)
             for k in levels:
                 y = coder.decode(encoded, k)[0].cpu().numpy()
                 per_k[k].append((snr_db(x, y), segmental_snr_db(x, y), frame_edge_ratio(y), frame_edge_ratio(x - y)))
@@ -258,7 +313,7 @@ def evaluate(coders: dict, traces: list[np.ndarray], levels) -> dict:
             rows.append({"k": k, "bits_per_second": coder_bits(coder)[k - 1],
                          "snr_db": float(np.nanmedian(a[:, 0])), "segsnr_db": float(np.nanmedian(a[:, 1])),
                          "edge_ratio": float(np.nanmedian(a[:, 2])), "error_edge_ratio": float(np.nanmedian(a[:, 3]))})
-        result["coders"][name] = {"rows": rows, "seconds": round(time.time() - start, 1)}
+        result["coders"][name] = {"rows": rows, "beam_width": beam, "seconds": round(time.time() - start, 1)}
         log(f"  {name}: {time.time() - start:.0f} s")
     return result
 
@@ -283,21 +338,23 @@ def speed_worker(args) -> int:
     if args.worker == "lapped":
         from codec.lapped import LappedGainShapeRVQ
 
-        coder = LappedGainShapeRVQ.load(args.out_dir / "lapped_gain_shape_rvq.safetensors")
+        coder = LappedGainShapeRVQ.load(args.out_dir / CODER_FILES["lapped"])
     else:
         from codec.baselines import GainShapeRVQ
 
-        coder = GainShapeRVQ.load(args.out_dir / "block_gain_shape_rvq.safetensors")
+        coder = GainShapeRVQ.load(args.out_dir / CODER_FILES["block"])
+    beam = args.worker_beam
+    encode = (lambda x: coder.encode(x)) if beam == 1 else (lambda x: coder.encode(x, beam_width=beam))
     samples = np.resize(np.load(args.tile), int(86400 * RATE))
-    coder.decode(coder.encode(samples[:24000]), 8)  # warm-up
+    coder.decode(encode(samples[:24000]), 8)  # warm-up
     before = memory_mb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # restart VmHWM from the current RSS
     start = time.perf_counter()
-    encoded = coder.encode(samples)
+    encoded = encode(samples)
     mid = time.perf_counter()
     coder.decode(encoded, 8)
     stop = time.perf_counter()
-    print(json.dumps({"coder": args.worker, "threads": 1, "seconds_of_data": 86400,
+    print(json.dumps({"coder": args.worker, "beam_width": beam, "threads": 1, "seconds_of_data": 86400,
                       "encode_s": mid - start, "decode_s": stop - mid, "total_s": stop - start,
                       "realtime_factor": 86400 / (stop - start), "rss_before_mb": before,
                       "peak_rss_mb": memory_mb("VmHWM"), "growth_mb": memory_mb("VmHWM") - before,
@@ -305,24 +362,51 @@ def speed_worker(args) -> int:
     return 0
 
 
-def speed(args, tile: np.ndarray) -> list[dict]:
+def speed(args, tile: np.ndarray, names, widths) -> list[dict]:
     runs = []
+    jobs = [(name, beam) for name in names for beam in (widths if name == "lapped" else [1])]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tile.npy"
         np.save(path, tile)
-        for coder in ("lapped", "block"):
-            command = [sys.executable, __file__, "--worker", coder, "--tile", str(path), "--out-dir", str(args.out_dir)]
+        for coder, beam in jobs:
+            command = [sys.executable, __file__, "--worker", coder, "--worker-beam", str(beam), "--tile", str(path),
+                       "--out-dir", str(args.out_dir)]
             done = subprocess.run(command, capture_output=True, text=True, check=False,
                                   env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
             if done.returncode != 0:
                 raise RuntimeError(f"speed worker failed:\n{done.stderr}")
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            log(f"speed {coder}: {runs[-1]['total_s']:.2f} s per channel-day")
+            log(f"speed {coder} beam {beam}: {runs[-1]['total_s']:.2f} s per channel-day")
     return runs
 
 
 # ---------------------------------------------------------------------- report
-NAMES = {"block": "block", "lapped": "lapped", "eqcodec": "EQcodec"}
+def display(label: str) -> str:
+    return label.replace("eqcodec", "EQcodec")
+
+
+def target_rows(report: dict, corpus: str, result: dict) -> list[str]:
+    """Margins (dB) of each lapped column's SNR over max(EQcodec b1, the reference run's lapped) + 1 dB, per k."""
+    reference = report.get("reference", {}).get("corpora", {}).get(corpus)
+    v1 = result["coders"].get("eqcodec b1", result["coders"].get("eqcodec"))
+    if reference is None or v1 is None or "lapped" not in reference["coders"]:
+        return []
+    small = reference["coders"]["lapped"]["rows"]
+    floor = [max(a["snr_db"], b["snr_db"]) + 1 for a, b in zip(v1["rows"], small)]
+    labels = [c for c in result["coders"] if c.startswith("lapped")]
+    lines = [f"Target (broadband): SNR >= max(EQcodec b1, small-budget lapped [{report['reference']['path']}]) "
+             "+ 1 dB; margin = SNR - target (dB, >= 0: met). nc-events target: margin over EQcodec b1 (SNR / segSNR).",
+             "", "| k | target | " + " | ".join(f"margin {c}" for c in labels)
+             + " | " + " | ".join(f"vs v1 SNR {c}" for c in labels)
+             + " | " + " | ".join(f"vs v1 segSNR {c}" for c in labels) + " |",
+             "|" + "---|" * (2 + 3 * len(labels))]
+    for i, row in enumerate(v1["rows"]):
+        cells = [str(row["k"]), f"{floor[i]:.2f}"]
+        cells += [f"{result['coders'][c]['rows'][i]['snr_db'] - floor[i]:+.2f}" for c in labels]
+        cells += [f"{result['coders'][c]['rows'][i]['snr_db'] - row['snr_db']:+.2f}" for c in labels]
+        cells += [f"{result['coders'][c]['rows'][i]['segsnr_db'] - row['segsnr_db']:+.2f}" for c in labels]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def markdown(report: dict) -> str:
@@ -331,10 +415,10 @@ def markdown(report: dict) -> str:
         coders = list(result["coders"])
         lines += [f"### {corpus}: {result['pieces']} traces/pieces, {result['hours']:.1f} h "
                   f"(originals' frame-edge ratio {result['original_edge_ratio']:.3f})", "",
-                  "| k | bits/s | " + " | ".join(f"SNR {NAMES[c]}" for c in coders) + " | "
-                  + " | ".join(f"segSNR {NAMES[c]}" for c in coders) + " | "
-                  + " | ".join(f"edge {NAMES[c]}" for c in coders) + " | "
-                  + " | ".join(f"err-edge {NAMES[c]}" for c in coders) + " |",
+                  "| k | bits/s | " + " | ".join(f"SNR {display(c)}" for c in coders) + " | "
+                  + " | ".join(f"segSNR {display(c)}" for c in coders) + " | "
+                  + " | ".join(f"edge {display(c)}" for c in coders) + " | "
+                  + " | ".join(f"err-edge {display(c)}" for c in coders) + " |",
                   "|" + "---|" * (2 + 4 * len(coders))]
         for i, row in enumerate(result["coders"][coders[0]]["rows"]):
             cells = [str(row["k"]), f"{row['bits_per_second']:g}"]
@@ -343,11 +427,13 @@ def markdown(report: dict) -> str:
                 cells += [fmt.format(result["coders"][c]["rows"][i][metric]) for c in coders]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        lines += target_rows(report, corpus, result)
     lines += ["SNR, segSNR: median over traces/pieces (dB, codec.metrics). edge: frame-edge ratio of the decoded "
               "output (RMS of differences across 1-s frame boundaries / inside frames; compare with the "
               "originals'); err-edge: the same ratio of the coding error x - y. All coders: 10 k + 8 bits/s.", ""]
     for run in report.get("speed", []):
-        lines.append(f"speed ({run['coder']}, 1 thread, one channel-day at 40 Hz): encode {run['encode_s']:.2f} s + "
+        lines.append(f"speed ({run['coder']}, beam width {run.get('beam_width', 1)}, 1 thread, one channel-day at "
+                     f"40 Hz): encode {run['encode_s']:.2f} s + "
                      f"decode {run['decode_s']:.2f} s = {run['total_s']:.2f} s, {run['realtime_factor']:,.0f}x real "
                      f"time; peak RSS {run['peak_rss_mb']:.0f} MB ({run['growth_mb']:+.0f} MB over the "
                      f"{run['rss_before_mb']:.0f} MB before; input {run['input_mb']:.0f} MB)")
@@ -363,13 +449,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--offsets", type=int, default=1,
                         help="training frames start at this many evenly spaced offsets within each second "
                              "(default 1: non-overlapping frames)")
+    parser.add_argument("--flip", action="store_true",
+                        help="draw the training frames from every frame and its polarity-flipped copy")
+    parser.add_argument("--gain-step", type=float, default=0.75,
+                        help="lapped coder's gain step in dB (default: %(default)s; headroom stays +40 dB)")
     parser.add_argument("--broadband-hours", type=int, default=4, help="1-h pieces per training day (default: 4)")
     parser.add_argument("--piece-minutes", type=float, default=10.0)
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
     parser.add_argument("--reuse", action="store_true", help="reuse coders fitted with the same settings")
-    parser.add_argument("--skip-eqcodec", action="store_true")
+    parser.add_argument("--skip-eqcodec", action="store_true", help="same as leaving eqcodec out of --coders")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--coders", default="block,lapped,eqcodec",
+                        help="comma-separated coders to fit / evaluate (default: %(default)s)")
+    parser.add_argument("--corpora", default="",
+                        help="comma-separated words: evaluate only corpora whose name contains one "
+                             "(case-insensitive; e.g. nc-events,KAPI; 'none': fit only; default: all)")
+    parser.add_argument("--beam-widths", default="1",
+                        help="comma-separated residual-VQ beam widths for lapped and EQcodec (default: 1)")
+    parser.add_argument("--reference", type=Path,
+                        help="results.json of an earlier run whose lapped column sets the targets table")
+    parser.add_argument("--results-name", help="name of the results files (default: results / results_subset)")
     parser.add_argument("--worker", choices=["lapped", "block"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker-beam", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--tile", help=argparse.SUPPRESS)
     return parser
 
@@ -383,37 +484,67 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     started = time.time()
+    selected = [c.strip() for c in args.coders.split(",") if c.strip()]
+    unknown = set(selected) - {"block", "lapped", "eqcodec"}
+    if unknown or not selected:
+        raise SystemExit(f"--coders: unknown coder(s) {sorted(unknown)} (choose from block, lapped, eqcodec)")
+    if args.skip_eqcodec:
+        selected = [c for c in selected if c != "eqcodec"]
+    widths = sorted({int(w) for w in args.beam_widths.split(",") if w.strip()})
+    if not widths or widths[0] < 1:
+        raise SystemExit("--beam-widths: positive integers, e.g. 1,4")
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    traces, description = training_traces(args.subset, args.broadband_hours)
-    log(f"training data: {description}")
-    block, lapped = fit_coders(traces, args, description)
-    del traces
-    coders = {"block": block, "lapped": lapped}
-    if not args.skip_eqcodec:
-        from codec import EQCodec
+    classical = [c for c in CLASSICAL if c in selected]
+    fitted = reusable_coders(args, classical)
+    missing = [c for c in classical if c not in fitted]
+    if missing:
+        traces, description = training_traces(args.subset, args.broadband_hours)
+        log(f"training data: {description}")
+        fitted.update(fit_coders(traces, args, description, missing))
+        del traces
+    coders = {}  # label -> (coder, beam width)
+    tagged = len(widths) > 1 or widths != [1]
+    eqcodec = None
+    for name in selected:
+        if name == "eqcodec":
+            from codec import EQCodec
 
-        coders["eqcodec"] = EQCodec.from_pretrained()
+            coder = eqcodec = EQCodec.from_pretrained()
+        else:
+            coder = fitted[name]
+        for beam in (widths if name != "block" else [1]):
+            coders[f"{name} b{beam}" if tagged and name != "block" else name] = (coder, beam)
     corpora = evaluation_corpora(args.piece_minutes, args.subset)
+    words = [w.strip().lower() for w in args.corpora.split(",") if w.strip()]
+    if words:
+        corpora = {name: pieces for name, pieces in corpora.items() if any(w in name.lower() for w in words)}
     report = {"command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-              "fit": {name: c.fit_info for name, c in (("block", block), ("lapped", lapped))},
-              "gain_quantizer": {"step_db": lapped.quantizer.step_db, "headroom_db": lapped.quantizer.headroom_db,
-                                 "reference_level": lapped.quantizer.reference_level,
-                                 "floor_db": lapped.quantizer.floor_db},
-              "corpora": {}}
-    if "eqcodec" in coders:
-        report["eqcodec_identity"] = coders["eqcodec"].identity()
+              "fit": {name: c.fit_info for name, c in fitted.items()}, "beam_widths": widths, "corpora": {}}
+    if "lapped" in fitted:
+        q = fitted["lapped"].quantizer
+        report["gain_quantizer"] = {"step_db": q.step_db, "headroom_db": q.headroom_db,
+                                    "reference_level": q.reference_level, "floor_db": q.floor_db}
+    if eqcodec is not None:
+        report["eqcodec_identity"] = eqcodec.identity()
+    if args.reference is not None:
+        report["reference"] = {"path": str(args.reference), **json.loads(args.reference.read_text())}
     for name, pieces in corpora.items():
         log(f"evaluating {name}: {len(pieces)} pieces")
         result = evaluate(coders, pieces, range(1, 9))
         result.update(pieces=len(pieces), hours=sum(map(len, pieces)) / RATE / 3600)
         report["corpora"][name] = result
-    if not args.skip_speed:
+    if not args.skip_speed and classical:
         oxf = [x for _, x in prepared_traces(PUBLIC / "ispaq" / EVAL_DAYS[0])]
-        report["speed"] = speed(args, max(oxf, key=len))
+        report["speed"] = speed(args, max(oxf, key=len), classical, widths)
     report["runtime_s"] = round(time.time() - started, 1)
     text = markdown(report)
     print(text)
-    name = "results_subset" if args.subset else "results"
+    if "reference" in report:  # keep only what the targets table used, not a copy of the whole earlier run
+        report["reference"] = {"path": report["reference"]["path"],
+                               "lapped": {c: r["coders"]["lapped"]["rows"]
+                                          for c, r in report["reference"]["corpora"].items()
+                                          if "lapped" in r["coders"]}}
+    name = args.results_name or ("results_subset" if args.subset else "results")
     (args.out_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out_dir / f"{name}.md").write_text(text + "\n")
     log(f"wrote {args.out_dir / (name + '.json')} in {time.time() - started:.0f} s")
