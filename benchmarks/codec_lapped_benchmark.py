@@ -22,7 +22,7 @@ Training data (never the evaluation stations):
 Evaluation:
   - held-out nc-events (each trace, about 90 s);
   - US.OXF day 110 (40 Hz) and II.KAPI day 007 (20 Hz -> 40 Hz), prepared with
-    codec.preprocess.contiguous_traces / trace_to_codec_input (gapped channels
+    codec.preprocess.contiguous_pieces / trace_to_codec_input (gapped channels
     are split at the gaps), cut into `--piece-minutes` pieces;
   - Rutford ST09 / ST10 (1 h x 3 components, 100 Hz -> 40 Hz), same pieces.
 Budget: by default the training frames are the non-overlapping seconds of the
@@ -97,18 +97,12 @@ def log(message: str) -> None:
 def prepared_traces(path: Path) -> list[tuple[str, np.ndarray]]:
     """(label, 40 Hz float64 samples) of every channel of a file, via the project's preparation.
 
-    contiguous_traces joins touching pieces; a channel with gaps is kept as its
+    contiguous_pieces joins touching pieces; a channel with gaps is kept as its
     separate contiguous pieces (each prepared on its own). Unusable traces are skipped.
     """
-    from codec.preprocess import InputError, contiguous_traces, read_stream, trace_to_codec_input
+    from codec.preprocess import InputError, contiguous_pieces, read_stream, trace_to_codec_input
 
-    stream = read_stream(path)
-    try:
-        traces = contiguous_traces(stream, str(path))
-    except InputError:  # gaps: code the contiguous pieces separately
-        stream = stream.copy()
-        stream.merge(method=-1)
-        traces = list(stream.split()) if any(np.ma.isMaskedArray(tr.data) for tr in stream) else list(stream)
+    traces = contiguous_pieces(read_stream(path), str(path))  # gaps: each gap-free piece on its own
     out = []
     for trace in traces:
         try:

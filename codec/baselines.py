@@ -258,31 +258,42 @@ class GainShapeRVQ(nn.Module):
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | Path) -> None:
         """Write the codebooks and fit information to one .safetensors file (atomically)."""
-        from safetensors.torch import save_file
-
-        write_atomically(lambda tmp: save_file({"codebooks": self.codebooks.contiguous()}, str(tmp),
-                                               metadata={"format": FORMAT_NAME, "fit_info": json.dumps(self.fit_info)}),
-                         Path(path))
+        save_codebooks(path, self.codebooks, FORMAT_NAME, fit_info=self.fit_info)
 
     @classmethod
     def load(cls, path: str | Path) -> "GainShapeRVQ":
         """Read a file written by save()."""
-        from safetensors import safe_open
+        codebooks, metadata = load_codebooks(path, FORMAT_NAME, "gain-shape RVQ baseline")
+        return cls(codebooks, metadata.get("fit_info", {})).eval()
 
-        from .model import CheckpointError
 
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: baseline codebook file is missing")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
-                if metadata.get("format") != FORMAT_NAME:
-                    raise ValueError(f"format is {metadata.get('format')!r}, not {FORMAT_NAME!r}")
-                codebooks = f.get_tensor("codebooks")
-            return cls(codebooks, json.loads(metadata.get("fit_info", "{}"))).eval()
-        except Exception as err:
-            raise CheckpointError(f"{path}: not a gain-shape RVQ baseline ({err})") from None
+def save_codebooks(path: str | Path, codebooks: torch.Tensor, format_name: str, **metadata) -> None:
+    """Codebooks [K, C, D] and JSON metadata in one .safetensors file, written atomically."""
+    from safetensors.torch import save_file
+
+    header = {"format": format_name, **{key: json.dumps(value) for key, value in metadata.items()}}
+    write_atomically(lambda tmp: save_file({"codebooks": codebooks.contiguous()}, str(tmp), metadata=header),
+                     Path(path))
+
+
+def load_codebooks(path: str | Path, format_name: str, what: str) -> tuple[torch.Tensor, dict]:
+    """(codebooks, metadata) of a file written by save_codebooks; CheckpointError naming `path` otherwise."""
+    from safetensors import safe_open
+
+    from .errors import CheckpointError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {what} file is missing")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            if header.get("format") != format_name:
+                raise ValueError(f"format is {header.get('format')!r}, not {format_name!r}")
+            codebooks = f.get_tensor("codebooks")
+        return codebooks, {key: json.loads(value) for key, value in header.items() if key != "format"}
+    except Exception as err:
+        raise CheckpointError(f"{path}: not a {what} file ({err})") from None
 
 
 # ---------------------------------------------------------------------- Steim2

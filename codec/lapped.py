@@ -51,7 +51,6 @@ evaluation traces; MDCT frame RMS relative to each trace's loudest frame):
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -64,8 +63,8 @@ from torch import nn
 from . import gain as gainlib
 from . import mdct as mdctlib
 from . import rvq
-from .baselines import kmeans
-from .files import write_atomically
+from .baselines import kmeans, load_codebooks, save_codebooks
+from .errors import CheckpointError
 from .model import EncodedWaveform
 from .preprocess import SAMPLING_RATE
 
@@ -295,33 +294,16 @@ class LappedGainShapeRVQ(nn.Module):
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | Path) -> None:
         """Write codebooks, gain quantizer and fit information to one .safetensors file (atomically)."""
-        from safetensors.torch import save_file
-
-        metadata = {"format": FORMAT_NAME, "gain_quantizer": json.dumps(asdict(self.quantizer)),
-                    "fit_info": json.dumps(self.fit_info)}
-        write_atomically(lambda tmp: save_file({"codebooks": self.codebooks.contiguous()}, str(tmp),
-                                               metadata=metadata), Path(path))
+        save_codebooks(path, self.codebooks, FORMAT_NAME, gain_quantizer=asdict(self.quantizer),
+                       fit_info=self.fit_info)
 
     @classmethod
     def load(cls, path: str | Path) -> "LappedGainShapeRVQ":
         """Read a file written by save()."""
-        from safetensors import safe_open
-
-        from .model import CheckpointError
-
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: lapped codebook file is missing")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
-                if metadata.get("format") != FORMAT_NAME:
-                    raise ValueError(f"format is {metadata.get('format')!r}, not {FORMAT_NAME!r}")
-                codebooks = f.get_tensor("codebooks")
-            quantizer = GainQuantizer(**json.loads(metadata["gain_quantizer"]))
-            return cls(codebooks, quantizer, json.loads(metadata.get("fit_info", "{}"))).eval()
-        except Exception as err:
-            raise CheckpointError(f"{path}: not a lapped gain-shape RVQ file ({err})") from None
+        codebooks, metadata = load_codebooks(path, FORMAT_NAME, "lapped gain-shape RVQ")
+        if "gain_quantizer" not in metadata:
+            raise CheckpointError(f"{path}: not a lapped gain-shape RVQ file (no gain quantizer)")
+        return cls(codebooks, GainQuantizer(**metadata["gain_quantizer"]), metadata.get("fit_info", {})).eval()
 
 
 # ---------------------------------------------------------------------- continuity measure

@@ -42,7 +42,6 @@ import numpy as np
 import torch
 
 from codec.trainer import RunLog, check_resume, save_checkpoint as save_run_checkpoint, save_model_atomically
-from codec.model import CheckpointError
 from codec.preprocess import InputError
 
 from .model import CONFIGS_DIR, SeismicLM, load_config, load_lm, stream_cross_entropy
