@@ -87,10 +87,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name = top.parse_args(argv[:1]).command
     module, parser = command_parser(name)
+    settings = _settings_path(parser, argv[1:])
+    if settings:  # a settings file: its values are the defaults, flags override them
+        known = {action.dest for action in parser._actions} - {"settings", "help"}
+        values = settings_file(settings, parser, known)
+        for action in parser._actions:  # a required flag the file sets is no longer required
+            if action.dest in values:
+                action.required = False
+        parser.set_defaults(**values)
     args = parser.parse_args(argv[1:])
-    if getattr(args, "settings", None):  # a settings file: its values are the defaults, flags override them
-        parser.set_defaults(**settings_file(args.settings, parser, set(vars(args)) - {"settings"}))
-        args = parser.parse_args(argv[1:])
     from codec.errors import CheckpointError, InputError, UsageError
 
     try:
@@ -105,6 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"eqcodec {name}: interrupted", file=sys.stderr)
         return 130
+
+
+def _settings_path(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """The --settings file named in argv, if the command takes one."""
+    if not any(action.dest == "settings" for action in parser._actions):
+        return None
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--settings")
+    return pre.parse_known_args(argv)[0].settings
 
 
 def settings_file(path: str, parser: argparse.ArgumentParser, known: set[str]) -> dict:

@@ -15,6 +15,7 @@ import re
 import sys
 
 from codec.errors import UsageError
+from tokenized_data.augment import Augmentation
 from tokenized_data.prepare import Preprocessing
 from tokenized_data.writer import tokenize
 
@@ -61,6 +62,14 @@ def build_parser(parser) -> None:
                               "gaps are not (default: %(default)s)")
     windows.add_argument("--allow-clipped", action="store_true",
                          help="tokenize clipped windows too (default: skip and count them)")
+    augment = parser.add_argument_group("augmentation (LM training corpora; tokenized_data.augment)")
+    augment.add_argument("--augment-copies", type=positive_int, default=1, metavar="R",
+                         help="also write R - 1 seeded augmented copies of every segment (band-pass, time "
+                              "stretch, polarity, amplitude, noise); the augmentation column says what each "
+                              "got (default: %(default)s, the recordings only)")
+    augment.add_argument("--augment-seed", type=int, default=0, metavar="S", help="seed of the copies' draws (default: %(default)s)")
+    augment.add_argument("--noise-files", nargs="+", default=[], metavar="FILE",
+                         help="recordings of real noise to add under half of the copies (default: none)")
     model = parser.add_argument_group("codec")
     model.add_argument("--codec", default=None, metavar="PATH",
                        help="codec checkpoint folder (default: the shipped EQcodec)")
@@ -91,7 +100,9 @@ def main(args) -> int:
     prep = Preprocessing(window_seconds=args.window_seconds,
                          hop_seconds=args.hop_seconds or args.window_seconds,
                          min_window_seconds=args.min_window_seconds,
-                         allow_clipped=args.allow_clipped, seed_id=args.seed_id)
+                         allow_clipped=args.allow_clipped, seed_id=args.seed_id,
+                         augmentation=Augmentation(copies=args.augment_copies, seed=args.augment_seed,
+                                                   noise_files=tuple(args.noise_files)))
     sds = {"root": args.sds, "start": args.start, "end": args.end} if args.sds else None
     try:
         summary = tokenize(args.inputs, args.out, codec_path=args.codec, prep=prep, sds=sds,

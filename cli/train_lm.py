@@ -62,6 +62,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                             help="validate and checkpoint every N steps (default: %(default)s)")
     validation.add_argument("--eval-batches", type=_positive_int, default=50, metavar="N",
                             help="at most this many validation batches (default: %(default)s)")
+    validation.add_argument("--eval-data", metavar="CORPUS",
+                            help="validate on this corpus (e.g. held-out stations) instead of a split of --data "
+                                 "(then all of --data trains)")
     validation.add_argument("--split", choices=["event", "station"], default="event",
                             help="how the corpus is split into training and validation (default: %(default)s)")
     validation.add_argument("--eval-fraction", type=_fraction, default=0.2, metavar="F",

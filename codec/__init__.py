@@ -16,7 +16,10 @@ train_codec), trainer (the training core shared with lm.train), files (inputs;
 atomic outputs), errors (InputError, CheckpointError, UsageError).
 """
 
+from .checkpoints import load_codec
 from .errors import CheckpointError, InputError, UsageError
+from .lapped import LappedCodecConfig, LappedGainShapeRVQ
 from .model import EncodedWaveform, EQCodec, EQCodecConfig
 
-__all__ = ["EQCodec", "EQCodecConfig", "EncodedWaveform", "CheckpointError", "InputError", "UsageError"]
+__all__ = ["load_codec", "LappedGainShapeRVQ", "LappedCodecConfig", "EQCodec", "EQCodecConfig", "EncodedWaveform",
+           "CheckpointError", "InputError", "UsageError"]

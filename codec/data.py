@@ -120,6 +120,37 @@ def nc_events_split(directory) -> tuple[list[Path], list[Path]]:
     return event_split(files, eval_fraction=0.2)
 
 
+#: Stations of ../shared/data/public-recordings never trained on (its README's evaluation split,
+#: taken by station: all of II.KAPI, not only its day 007).
+PUBLIC_RECORDINGS_HELD_OUT_STATIONS = ("OXF", "KAPI", "ST09", "ST10")
+
+#: Files of public-recordings that hold documentation, not waveforms.
+_NOT_WAVEFORMS = {".md", ".txt", ".csv", ".json", ".png", ".xml", ".py"}
+
+
+def public_recordings_split(directory) -> tuple[list[Path], list[Path]]:
+    """The fixed by-station split of public-recordings: (train files, held-out files).
+
+    A file is held out when any of its traces (read header-only) belongs to a
+    held-out station; a file obspy cannot read goes to the training list,
+    where tokenization reports it.
+    """
+    import obspy
+
+    files = sorted(p for p in Path(directory).rglob("*") if p.is_file() and p.suffix.lower() not in _NOT_WAVEFORMS
+                   and p.name.lower() != "readme")
+    if not files:
+        raise InputError(f"{directory}: no waveform files found")
+    train, held_out = [], []
+    for path in files:
+        try:
+            stations = {tr.stats.station for tr in obspy.read(str(path), headonly=True)}
+        except Exception:
+            stations = set()
+        (held_out if stations & set(PUBLIC_RECORDINGS_HELD_OUT_STATIONS) else train).append(path)
+    return train, held_out
+
+
 def load_traces(paths, include_obspy_example: bool = False) -> list[tuple[str, np.ndarray]]:
     """Read files and return (label, 40 Hz samples) per usable trace.
 

@@ -53,7 +53,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -65,10 +66,14 @@ from . import mdct as mdctlib
 from . import rvq
 from .baselines import kmeans, load_codebooks, save_codebooks
 from .errors import CheckpointError
-from .model import EncodedWaveform
+from .files import write_all_or_nothing
+from .model import TRACE_SIDE_BITS, EncodedWaveform
 from .preprocess import SAMPLING_RATE
 
 FORMAT_NAME = "lapped-gain-shape-rvq"
+MODEL_TYPE = "eqcodec-lapped"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
 HOP = mdctlib.HOP
 
 
@@ -107,6 +112,64 @@ class GainQuantizer:
         db = (levels.double() - self.reference_level) * self.step_db
         gains = scale.double()[..., None] * torch.pow(10.0, db / 20)
         return torch.where(levels > 0, gains, torch.zeros_like(gains))
+
+
+# ---------------------------------------------------------------------- config
+@dataclass
+class LappedCodecConfig:
+    """Sizes of the lapped codec (EQcodec v2). Saved as config.json beside the codebooks.
+
+    Everything the token format depends on: the frame hop (one token per
+    codebook per hop), the codebooks' number and size, the gain quantizer.
+    """
+
+    sampling_rate: float = SAMPLING_RATE
+    hop: int = HOP  # samples per frame (1 s); the MDCT window is 2 hops long
+    num_codebooks: int = 8
+    codebook_size: int = 1024
+    gain_step_db: float = 0.75
+    gain_headroom_db: float = 40.0
+    gain_levels: int = 256
+    model_type: str = MODEL_TYPE
+
+    def __post_init__(self):
+        if self.model_type != MODEL_TYPE:
+            raise ValueError(f"model_type is {self.model_type!r}, not {MODEL_TYPE!r}")
+        if self.hop != HOP or self.sampling_rate != SAMPLING_RATE:
+            raise ValueError(f"this coder works at {SAMPLING_RATE:g} Hz with a hop of {HOP} samples")
+
+    @property
+    def gain_quantizer(self) -> "GainQuantizer":
+        return GainQuantizer(self.gain_step_db, self.gain_headroom_db, self.gain_levels)
+
+    @property
+    def gain_reference_level(self) -> int:
+        """Gain level of a trace's loudest frame (an LM's gain stream is shifted to it: tokenized_data.examples)."""
+        return self.gain_quantizer.reference_level
+
+    @property
+    def frame_length(self) -> int:
+        """Samples per token frame (the hop)."""
+        return self.hop
+
+    @property
+    def bits_per_second(self) -> list[float]:
+        """Bit rate at k = 1..K codebooks, the gain included (per-trace scale and offset aside)."""
+        frames_per_second = self.sampling_rate / self.hop
+        bits, gain_bits = math.log2(self.codebook_size), math.log2(self.gain_levels)
+        return [frames_per_second * (k * bits + gain_bits) for k in range(1, self.num_codebooks + 1)]
+
+    def trace_bits_per_second(self, k: int, seconds: float) -> float:
+        """Everything a trace of `seconds` costs at k codebooks, per second: tokens, gains, scale and offset."""
+        return self.bits_per_second[k - 1] + TRACE_SIDE_BITS / seconds
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "LappedCodecConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown LappedCodecConfig fields: {sorted(unknown)}")
+        return cls(**values)
 
 
 # ---------------------------------------------------------------------- framing
@@ -198,6 +261,13 @@ class LappedGainShapeRVQ(nn.Module):
         self.fit_info = dict(fit_info or {})
 
     @property
+    def config(self) -> LappedCodecConfig:
+        K, C, _ = self.codebooks.shape
+        q = self.quantizer
+        return LappedCodecConfig(num_codebooks=K, codebook_size=C, gain_step_db=q.step_db,
+                                 gain_headroom_db=q.headroom_db, gain_levels=q.levels)
+
+    @property
     def num_codebooks(self) -> int:
         return self.codebooks.shape[0]
 
@@ -208,10 +278,23 @@ class LappedGainShapeRVQ(nn.Module):
     @property
     def bits_per_second(self) -> list[float]:
         """Bit rate at k = 1..K codebooks, gain included: one frame per second."""
-        frames_per_second = SAMPLING_RATE / HOP
-        bits = math.log2(self.codebook_size)
-        gain_bits = math.log2(self.quantizer.levels)
-        return [frames_per_second * (k * bits + gain_bits) for k in range(1, self.num_codebooks + 1)]
+        return self.config.bits_per_second
+
+    def check_num_codebooks(self, k: int | None) -> int:
+        """k (None: all) as an int, or ValueError when it is not in 1..K."""
+        if k is None:
+            return self.num_codebooks
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= self.num_codebooks:
+            raise ValueError(f"number of codebooks must be an integer in 1..{self.num_codebooks}, got {k!r}")
+        return int(k)
+
+    def identity(self) -> str:
+        """Short hash of config and codebooks: tokens of two codecs mix only if these match."""
+        import hashlib
+
+        digest = hashlib.sha256(json.dumps(asdict(self.config), sort_keys=True).encode())
+        digest.update(self.codebooks.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     # ------------------------------------------------------------------ training
     @staticmethod
@@ -274,9 +357,9 @@ class LappedGainShapeRVQ(nn.Module):
     def decode(self, encoded: EncodedWaveform, num_codebooks: int | None = None,
                chunk_frames: int = 8192) -> torch.Tensor:
         """EncodedWaveform -> [B, N] float64 samples in physical units, from the first k codebooks."""
-        k = self.num_codebooks if num_codebooks is None else num_codebooks
-        if not isinstance(k, (int, np.integer)) or not 1 <= k <= min(self.num_codebooks, encoded.codes.shape[1]):
-            raise ValueError(f"number of codebooks must be an integer in 1..{encoded.codes.shape[1]}, got {k!r}")
+        k = self.check_num_codebooks(num_codebooks)
+        if encoded.codes.shape[1] < k:
+            raise ValueError(f"asked for {k} codebooks but the tokens hold only {encoded.codes.shape[1]}")
         codes = encoded.codes
         B, _, T = codes.shape
         if mdctlib.num_frames(encoded.length, HOP) != T:
@@ -304,6 +387,34 @@ class LappedGainShapeRVQ(nn.Module):
         if "gain_quantizer" not in metadata:
             raise CheckpointError(f"{path}: not a lapped gain-shape RVQ file (no gain quantizer)")
         return cls(codebooks, GainQuantizer(**metadata["gain_quantizer"]), metadata.get("fit_info", {})).eval()
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write config.json and model.safetensors (the codebooks, fit information in its header) into `directory`."""
+        directory = Path(directory)
+        write_all_or_nothing({
+            directory / CONFIG_NAME: lambda tmp: tmp.write_text(json.dumps(asdict(self.config), indent=2) + "\n"),
+            directory / WEIGHTS_NAME: lambda tmp: save_codebooks(tmp, self.codebooks, FORMAT_NAME,
+                                                                 fit_info=self.fit_info),
+        })
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "LappedGainShapeRVQ":
+        """Load a codec saved by save_pretrained (codec.load_codec picks the class from config.json)."""
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise CheckpointError(f"{path}: codec checkpoint file is missing")
+        try:
+            config = LappedCodecConfig.from_dict(json.loads(config_path.read_text()))
+        except (ValueError, TypeError) as err:
+            raise CheckpointError(f"{config_path}: not a valid lapped codec config ({err})") from None
+        codebooks, metadata = load_codebooks(weights_path, FORMAT_NAME, "lapped codec codebook")
+        expected = (config.num_codebooks, config.codebook_size, config.hop)
+        if tuple(codebooks.shape) != expected:
+            raise CheckpointError(f"{weights_path}: codebooks of shape {tuple(codebooks.shape)}, "
+                                  f"config.json says {expected}")
+        return cls(codebooks, config.gain_quantizer, metadata.get("fit_info", {})).eval()
 
 
 # ---------------------------------------------------------------------- continuity measure

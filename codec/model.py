@@ -77,6 +77,11 @@ class EQCodecConfig:
         return [frames_per_second * (k * bits + gainlib.GAIN_BITS_PER_FRAME)
                 for k in range(1, self.num_codebooks + 1)]
 
+    @property
+    def gain_reference_level(self) -> int:
+        """Gain level of a trace's loudest frame (codec.gain)."""
+        return gainlib.REFERENCE_LEVEL
+
     def trace_bits_per_second(self, k: int, seconds: float) -> float:
         """Everything a trace of `seconds` costs at k codebooks, per second: tokens, gains,
         and its scale and offset (1.4 bits/s more than bits_per_second for 90 s, 0.001 for a day)."""

@@ -24,7 +24,7 @@ import numpy as np
 from .api import decode_trace, encode_samples
 from .files import expand_inputs, write_all_or_nothing, write_atomically
 from .metrics import frame_edge_ratio, segmental_snr_db, snr_db
-from .model import EQCodec
+from .checkpoints import Codec, load_codec
 from .preprocess import (SAMPLING_RATE, InputError, check_miniseed_ids, contiguous_pieces, read_stream,
                          trace_to_codec_input)
 
@@ -48,7 +48,7 @@ def output_name(path: Path) -> str:
     return path.name if path.suffix.lower() == ".mseed" else path.name + ".mseed"
 
 
-def reconstruct_file(codec: EQCodec, path: Path, levels: list[int], *, allow_clipped: bool = False,
+def reconstruct_file(codec: Codec, path: Path, levels: list[int], *, allow_clipped: bool = False,
                      beam_width: int = 1):
     """Return (rows, originals [40 Hz samples per piece], reconstructions {k: Stream}) for one file.
 
@@ -123,7 +123,7 @@ def reconstruct_files(inputs: list[str], out: str, *, codebooks: str = "1,2,4,8"
     level); a file that fails is reported and the others are written. Returns
     the number of inputs that failed (0: all written).
     """
-    model = EQCodec.from_pretrained(codec)
+    model = load_codec(codec)
     levels = parse_levels(codebooks, model.config.num_codebooks)
     plot_path = Path(plot) if plot else None
     if plot_path is not None and plot_path.suffix.lower() != ".png":

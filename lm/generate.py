@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from codec.files import write_all_or_nothing
-from codec.model import CheckpointError, EncodedWaveform, EQCodec
+from codec.checkpoints import Codec, load_codec, retokenize_hint
+from codec.model import CheckpointError, EncodedWaveform
 from codec.preprocess import (FRAME_LENGTH, SAMPLING_RATE, InputError, check_miniseed_ids, check_samples,
                               check_sampling_rate, detrend_and_resample, read_stream, trace_label)
 
@@ -108,15 +109,16 @@ def _last_pieces(stream, context_seconds: int) -> list:
     return traces
 
 
-def check_lm_codec(lm: SeismicLM, codec: EQCodec) -> None:
+def check_lm_codec(lm: SeismicLM, codec: Codec) -> None:
     """The LM must read tokens of the codec it was trained with."""
     identity = codec.identity()
     if lm.config.codec_id != identity:
         raise CheckpointError(f"the LM was trained on tokens of codec {lm.config.codec_id}, but the codec given "
-                              f"is {identity}; use the codec the LM was trained with (--codec) or another LM")
+                              f"is {identity}; use the codec the LM was trained with (--codec) or another LM "
+                              f"({retokenize_hint(lm.config.codec_id)})")
 
 
-def check_generation(lm: SeismicLM, codec: EQCodec, context_seconds: int, seconds: int, samples: int) -> None:
+def check_generation(lm: SeismicLM, codec: Codec, context_seconds: int, seconds: int, samples: int) -> None:
     """InputError / CheckpointError for lengths the LM cannot continue or an LM of another codec."""
     for name, value in (("context_seconds", context_seconds), ("seconds", seconds), ("samples", samples)):
         if not isinstance(value, (int, np.integer)) or value < 1:
@@ -153,7 +155,7 @@ def continue_codes(lm: SeismicLM, encoded: EncodedWaveform, num_frames: int, *, 
                            encoded.offset.repeat_interleave(samples), frames * FRAME_LENGTH)
 
 
-def _continue_prepared(contexts: np.ndarray, levels, lm: SeismicLM, codec: EQCodec, seconds: int, *,
+def _continue_prepared(contexts: np.ndarray, levels, lm: SeismicLM, codec: Codec, seconds: int, *,
                        samples: int, **sampling) -> np.ndarray:
     """[B, C * 40] prepared contexts (prepare_context) -> [B, samples, seconds * 40] continuations in input units."""
     context_frames = contexts.shape[-1] // FRAME_LENGTH
@@ -164,7 +166,7 @@ def _continue_prepared(contexts: np.ndarray, levels, lm: SeismicLM, codec: EQCod
     return waveforms + np.asarray(levels, dtype=np.float64)[:, None, None]  # back to the input's level
 
 
-def continue_array(samples_40hz: np.ndarray, lm: SeismicLM, codec: EQCodec, context_seconds: int, seconds: int, *,
+def continue_array(samples_40hz: np.ndarray, lm: SeismicLM, codec: Codec, context_seconds: int, seconds: int, *,
                    samples: int = 1, temperature: float | None = None, top_k: int | None = None,
                    top_p: float | None = None, seed: int | None = None, allow_clipped: bool = False) -> np.ndarray:
     """Continue 40 Hz arrays: [N] or [B, N] samples -> [samples, H * 40] or [B, samples, H * 40].
@@ -186,7 +188,7 @@ def continue_array(samples_40hz: np.ndarray, lm: SeismicLM, codec: EQCodec, cont
     return out[0] if x.ndim == 1 else out
 
 
-def generate_continuations(stream, lm: SeismicLM, codec: EQCodec, context_seconds: int, seconds: int, *,
+def generate_continuations(stream, lm: SeismicLM, codec: Codec, context_seconds: int, seconds: int, *,
                            samples: int = 1, temperature: float | None = None, top_k: int | None = None,
                            top_p: float | None = None, seed: int | None = None,
                            allow_clipped: bool = False) -> list:
@@ -277,7 +279,7 @@ def generate_file(input: str, out: str, *, context_seconds: int, seconds: int, p
     stream = read_stream(input)
     check_miniseed_ids(stream, input)  # the continuations are written as miniSEED with the input's ids
     model = load_lm(lm)
-    coder = EQCodec.from_pretrained(codec)
+    coder = load_codec(codec)
     continuations = generate_continuations(
         stream, model, coder, context_seconds, seconds, samples=samples, temperature=temperature,
         top_k=top_k, top_p=top_p, seed=seed, allow_clipped=allow_clipped)

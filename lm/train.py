@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from codec.checkpoints import retokenize_hint
 from codec.trainer import RunLog, check_resume, save_checkpoint as save_run_checkpoint, save_model_atomically
 from codec.preprocess import InputError
 
@@ -48,7 +49,7 @@ from .model import CONFIGS_DIR, SeismicLM, load_config, load_lm, stream_cross_en
 
 DEFAULT_CONFIG = CONFIGS_DIR / "base.json"
 #: Arguments that define a run: resuming with different values would not be the same run.
-RUN_ARGS = ("data", "init", "config", "steps", "batch_size", "context_frames", "lr", "warmup",
+RUN_ARGS = ("data", "eval_data", "init", "config", "steps", "batch_size", "context_frames", "lr", "warmup",
             "grad_accum", "seed", "split", "eval_fraction", "weight_decay")
 
 
@@ -122,7 +123,7 @@ def build_model(settings: "TrainLMConfig", corpus) -> SeismicLM:
             raise InputError(
                 f"{settings.data}: corpus tokens come from codec {corpus.codec_id}, but the LM {settings.init} was "
                 f"trained on tokens of codec {model.config.codec_id}; tokenize the data with that codec "
-                "or train a new LM without --init")
+                f"or train a new LM without --init ({retokenize_hint(model.config.codec_id)})")
         if settings.context_frames and settings.context_frames > model.config.max_frames:
             raise InputError(f"--context-frames {settings.context_frames} is longer than the window of {settings.init} "
                              f"({model.config.max_frames} frames)")
@@ -169,7 +170,9 @@ def _weights_checksum(model: torch.nn.Module) -> torch.Tensor:
 class TrainLMConfig:
     """Settings of one LM training run (`eqcodec train-lm` flags; JSON files of these fields work too).
 
-    data: token corpus folder; out: run folder; init: an LM folder to fine-tune
+    data: token corpus folder; out: run folder; eval_data: a corpus to validate
+    on (e.g. held-out stations; then all of data trains, and split / eval_fraction
+    are not used); init: an LM folder to fine-tune
     (its codec_id must match the corpus); config: LM config JSON or a name in
     lm/configs (ignored with init); context_frames: frames per window (None: the
     config's max_frames). batch_size counts windows per optimizer step over all
@@ -178,6 +181,7 @@ class TrainLMConfig:
 
     data: str
     out: str
+    eval_data: str | None = None
     init: str | None = None
     config: str | None = None
     context_frames: int | None = None
@@ -236,13 +240,22 @@ def train_lm(settings: TrainLMConfig) -> int:
     run_log = RunLog(accelerator, out)
     log, record = run_log.log, run_log.record
 
-    train_corpus, eval_corpus = corpus.split(by=settings.split, eval_fraction=settings.eval_fraction, seed=settings.seed)
+    if settings.eval_data:
+        train_corpus, eval_corpus = corpus, load_tokenized(settings.eval_data)
+        if eval_corpus.codec_id != corpus.codec_id:
+            raise InputError(f"{settings.eval_data}: tokens of codec {eval_corpus.codec_id}, but {settings.data} "
+                             f"holds tokens of codec {corpus.codec_id}")
+        split_name = f"validation corpus {settings.eval_data}"
+    else:
+        train_corpus, eval_corpus = corpus.split(by=settings.split, eval_fraction=settings.eval_fraction,
+                                                 seed=settings.seed)
+        split_name = f"{settings.split}-wise split"
     train_windows = TrainingWindows(train_corpus, length, settings.steps * settings.batch_size, settings.seed)
     eval_windows = LMExamples(eval_corpus, length, random_crop=False, seed=settings.seed,
                               gain_reference_frames=evaluation_gain_reference(length))
     n_params = sum(p.numel() for p in model.parameters())
     log(f"corpus {settings.data}: codec {corpus.codec_id}, {train_windows.per_epoch} training and "
-        f"{len(eval_windows)} validation windows ({settings.split}-wise split); LM {n_params / 1e6:.2f} M parameters, "
+        f"{len(eval_windows)} validation windows ({split_name}); LM {n_params / 1e6:.2f} M parameters, "
         f"{length} frames per window; {accelerator.num_processes} process(es) x {micro} windows x "
         f"{settings.grad_accum} accumulation = {settings.batch_size} windows per step; "
         f"mixed precision {accelerator.mixed_precision}")

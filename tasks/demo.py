@@ -28,10 +28,10 @@ def run_codec_step(out: Path, source: Path) -> dict:
     """Reconstruct obspy's example at every level; write miniSEED per level, Figure 1 and a table."""
     import obspy
 
-    from codec import EQCodec
+    from codec import load_codec
     from codec.reconstruct import format_table, plot_figure1, reconstruct_file
 
-    codec = EQCodec.from_pretrained()
+    codec = load_codec()
     rows, originals, recon = reconstruct_file(codec, source, list(range(1, 9)))
     for k, stream in recon.items():
         path = out / "reconstruction" / f"k{k}" / source.name
@@ -67,7 +67,7 @@ def run_finetune_step(out: Path, steps: int) -> dict:
 def run_generate_step(out: Path, source: Path, samples: int) -> dict:
     import obspy
 
-    from codec import EQCodec
+    from codec import load_codec
     from lm.generate import generate_continuations, output_paths, plot_continuations
     from lm.model import load_lm
 
@@ -75,7 +75,7 @@ def run_generate_step(out: Path, source: Path, samples: int) -> dict:
     # Context: the first 20 s of the event (P and S arrivals); the LM continues the coda.
     stream.trim(stream[0].stats.starttime, stream[0].stats.starttime + 20)
     lm = load_lm(out / "lm-finetuned" / "final")
-    codec = EQCodec.from_pretrained()
+    codec = load_codec()
     continuations = generate_continuations(stream, lm, codec, context_seconds=20, seconds=10,
                                            samples=samples, seed=0)  # the LM's sampling settings
     target = out / "continuations" / "RJOB.EHZ.continuation.mseed"

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from codec.files import write_all_or_nothing
-from codec.model import CheckpointError, EQCodec
+from codec.checkpoints import Codec, load_codec, retokenize_hint
+from codec.model import CheckpointError
 from codec.preprocess import FRAME_LENGTH, SAMPLING_RATE, InputError, check_miniseed_ids, read_stream
 
 from lm.generate import context_samples, continue_array, generate_continuations
@@ -44,24 +45,25 @@ from lm.model import SeismicLM, load_lm
 BAND_PERCENTILES = (5, 50, 95)
 
 
-def load_lm_and_codec(lm_path=None, codec_path=None) -> tuple[SeismicLM, EQCodec]:
+def load_lm_and_codec(lm_path=None, codec_path=None) -> tuple[SeismicLM, Codec]:
     """An LM and the codec whose tokens it reads (None: the shipped ones), checked to belong together.
 
     Raises CheckpointError naming the folder when the LM or the codec cannot be
     loaded, or when the LM was trained on another codec's tokens.
     """
     lm = load_lm(lm_path)
-    codec = EQCodec.from_pretrained(codec_path)
+    codec = load_codec(codec_path)
     if lm.config.codec_id != codec.identity():
         lm_name = lm_path or "the shipped LM (lm/pretrained)"
         codec_name = codec_path or "the shipped codec (codec/pretrained)"
         raise CheckpointError(f"{lm_name} was trained on tokens of codec {lm.config.codec_id}, but "
                               f"{codec_name} is codec {codec.identity()}: pass the codec the LM was trained "
-                              "with (--codec) or an LM fine-tuned on this codec's tokens (--lm)")
+                              "with (--codec) or an LM fine-tuned on this codec's tokens (--lm); "
+                              f"{retokenize_hint(lm.config.codec_id)}")
     return lm, codec
 
 
-def forecast_samples(samples_40hz: np.ndarray, lm: SeismicLM, codec: EQCodec, context_seconds: int,
+def forecast_samples(samples_40hz: np.ndarray, lm: SeismicLM, codec: Codec, context_seconds: int,
                      horizon_seconds: int, n_samples: int, seed: int | None = None, top_k: int | None = None,
                      temperature: float | None = None) -> np.ndarray:
     """[S, H * 40] sampled continuations of a 40 Hz array, in its physical units.

@@ -61,6 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
+from codec.checkpoints import retokenize_hint
 from codec.errors import CheckpointError, InputError
 from codec.files import replace_folder, write_all_or_nothing
 from codec.preprocess import (FRAME_LENGTH, SAMPLING_RATE, check_numeric_samples, contiguous_traces, read_stream,
@@ -367,7 +368,7 @@ def build_index(corpora, out, *, add: bool = False, codec: str | None = None, in
     """
     import pandas as pd
 
-    from codec import EQCodec
+    from codec import load_codec
     from tokenized_data.detokenize import check_codec
 
     faiss = _faiss()
@@ -393,7 +394,7 @@ def build_index(corpora, out, *, add: bool = False, codec: str | None = None, in
         "window_seconds": WINDOW_SECONDS, "hop_seconds": 1, "decimation": DECIMATION,
         "dims": WINDOW_SECONDS * FRAME_LENGTH // DECIMATION, "coarse_codebooks": COARSE_CODEBOOKS,
         "band": list(band) if band else None, "normalization": "window mean removed, unit norm (inner product = NCC)"}
-    codec_model = EQCodec.from_pretrained(codec)
+    codec_model = load_codec(codec)
     known = [c["path"] for c in old.metadata["corpora"]] if old is not None else []
     loaded = []
     for path in corpora:
@@ -587,7 +588,7 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
     """The search, with what the figure needs; `search` returns its table only."""
     import pandas as pd
 
-    from codec import EQCodec
+    from codec import load_codec
     from tokenized_data.writer import one_torch_thread
 
     if not isinstance(top, (int, np.integer)) or top < 1:
@@ -595,11 +596,11 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
     if min_score is not None and not -1 <= min_score <= 1:
         raise InputError(f"min_score must lie in [-1, 1] (a correlation), got {min_score}")
     index = load_index(index_path)
-    codec_model = EQCodec.from_pretrained(codec)
+    codec_model = load_codec(codec)
     if codec_model.identity() != index.codec_id:
         raise CheckpointError(f"{index.path}: the index holds tokens of codec {index.codec_id}, but the codec "
-                              f"given is {codec_model.identity()} ({codec or 'the shipped EQcodec'}); pass --codec "
-                              "with the checkpoint that made its corpora")
+                              f"given is {codec_model.identity()} ({codec or 'the shipped EQcodec'}): "
+                              f"{retokenize_hint(index.codec_id)}")
     tpl = prepare_template(template, start=start, end=end, seed_id=seed_id)
     params = index.params
     longest = index.metadata["longest_piece_seconds"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -291,3 +292,56 @@ def test_beam_width_must_be_a_positive_integer(coders):
     for width in (0, -1, 2.0, True):
         with pytest.raises(ValueError):
             lapped.encode(np.ones(400), beam_width=width)
+
+
+# ---------------------------------------------------------------------- checkpoint folders (EQcodec v2)
+def test_save_pretrained_and_load_codec_round_trip(coders, tmp_path):
+    from codec import load_codec
+    from codec.checkpoints import codec_config_from_dict
+
+    lapped, _ = coders
+    lapped.save_pretrained(tmp_path / "v2")
+    loaded = load_codec(tmp_path / "v2")
+    assert isinstance(loaded, LappedGainShapeRVQ)
+    assert loaded.identity() == lapped.identity() and loaded.config == lapped.config
+    assert torch.equal(loaded.codebooks, lapped.codebooks) and loaded.fit_info == lapped.fit_info
+    config = codec_config_from_dict(json.loads((tmp_path / "v2" / "config.json").read_text()))
+    assert config.gain_reference_level == lapped.quantizer.reference_level
+    assert config.bits_per_second == lapped.bits_per_second
+
+
+def test_identity_changes_with_codebooks_and_gain_quantizer(coders):
+    lapped, _ = coders
+    books = lapped.codebooks.clone()
+    books[0, 0, 0] += 1e-3
+    assert LappedGainShapeRVQ(books, lapped.quantizer).identity() != lapped.identity()
+    other_step = GainQuantizer(step_db=0.5)
+    assert LappedGainShapeRVQ(lapped.codebooks, other_step).identity() != lapped.identity()
+
+
+def test_load_codec_refuses_broken_folders(coders, tmp_path):
+    from codec import CheckpointError, load_codec
+
+    with pytest.raises(CheckpointError, match="missing"):
+        load_codec(tmp_path / "nothing")
+    lapped, _ = coders
+    lapped.save_pretrained(tmp_path / "v2")
+    config = json.loads((tmp_path / "v2" / "config.json").read_text())
+    (tmp_path / "v2" / "config.json").write_text(json.dumps({**config, "model_type": "wav2vec"}))
+    with pytest.raises(CheckpointError, match="unknown codec model_type"):
+        load_codec(tmp_path / "v2")
+    (tmp_path / "v2" / "config.json").write_text(json.dumps({**config, "num_codebooks": 6}))
+    with pytest.raises(CheckpointError, match="shape"):
+        load_codec(tmp_path / "v2")
+    (tmp_path / "v2" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "v2" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_codec(tmp_path / "v2")
+
+
+def test_check_num_codebooks(coders):
+    lapped, _ = coders
+    assert lapped.check_num_codebooks(None) == 4 and lapped.check_num_codebooks(2) == 2
+    for bad in (0, 5, 1.5, True, "2"):
+        with pytest.raises(ValueError):
+            lapped.check_num_codebooks(bad)

@@ -153,10 +153,10 @@ def test_rereferenced_gains_are_those_of_the_context_coded_alone(codec):
     rms = gainlib.frame_rms(codec._frames(x[None], offset, 0, gain.shape[-1]))[0]
     for prefix in (3, 8, 20):
         expected = gainlib.quantize_gain(rms[None], rms[:prefix].max()[None])[0]
-        got = rereference_gain(gain[0], prefix)
+        got = rereference_gain(gain[0], prefix, gainlib.REFERENCE_LEVEL)
         assert int(got[:prefix].max()) == gainlib.REFERENCE_LEVEL
         assert (got - expected).abs().max() <= 1  # the two roundings may differ by one step
-    assert int(rereference_gain(gain[0], 3).max()) > gainlib.REFERENCE_LEVEL  # the later event rises above
+    assert int(rereference_gain(gain[0], 3, gainlib.REFERENCE_LEVEL).max()) > gainlib.REFERENCE_LEVEL  # the later event rises above
 
 
 def test_lm_examples_rereference_the_gain_stream(corpus):

@@ -10,11 +10,13 @@
 
 Layer 2 of 5 (codec <- tokenized_data <- lm <- tasks <- cli). Modules: schema
 (columns, metadata, STREAM_LAYOUT), prepare (merge, detrend, resample, windows),
+augment (seeded augmented copies for LM corpora),
 writer (resumable multi-process tokenization), reader (TokenCorpus,
 load_tokenized, splits), examples (LM items), card (README.md), detokenize
 (corpus -> miniSEED), random_corpus (structured random tokens for tests and benchmarks).
 """
 
+from .augment import Augmentation
 from .examples import LMExamples, collate
 from .prepare import Preprocessing
 from .reader import TokenCorpus, load_tokenized
@@ -22,4 +24,4 @@ from .schema import FEATURES, STREAM_LAYOUT, from_streams, stream_vocab_sizes, t
 from .writer import tokenize
 
 __all__ = ["STREAM_LAYOUT", "FEATURES", "to_streams", "from_streams", "stream_vocab_sizes",
-           "load_tokenized", "TokenCorpus", "LMExamples", "collate", "Preprocessing", "tokenize"]
+           "load_tokenized", "TokenCorpus", "LMExamples", "collate", "Preprocessing", "Augmentation", "tokenize"]

@@ -96,6 +96,6 @@ def dataset_card(metadata: dict, name: str) -> str:
 
 
 def _bits_per_second(config: dict) -> list[float]:
-    from codec.model import EQCodecConfig
+    from codec.checkpoints import codec_config_from_dict
 
-    return EQCodecConfig.from_dict(config).bits_per_second
+    return codec_config_from_dict(config).bits_per_second

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from codec.checkpoints import retokenize_hint
 from codec.files import write_atomically
 from codec.model import CheckpointError, EncodedWaveform
 from codec.preprocess import FRAME_LENGTH, SAMPLING_RATE, InputError, miniseed_code_problem
@@ -39,8 +40,8 @@ def check_codec(corpus, codec) -> None:
     if codec.identity() != corpus.codec_id:
         raise CheckpointError(
             f"the corpus was tokenized with codec {corpus.codec_id} "
-            f"({corpus.metadata['codec'].get('checkpoint', '?')}), but the codec given is {codec.identity()}; "
-            "pass --codec with the checkpoint that made the corpus")
+            f"({corpus.metadata['codec'].get('checkpoint', '?')}), but the codec given is {codec.identity()}: "
+            f"{retokenize_hint(corpus.codec_id)}")
 
 
 def check_ids_fit_miniseed(corpus) -> None:
@@ -124,10 +125,10 @@ def _stem(source: str) -> str:
 def detokenize_corpus(corpus: str | list[str], out: str, *, codebooks: int | None = None, codec: str | None = None,
                       progress: bool = True) -> list[Path]:
     """`eqcodec detokenize`: decode the corpus folder(s) with the codec checkpoint `codec` (None: shipped)."""
-    from codec import EQCodec
+    from codec import load_codec
 
     tokens = load_tokenized(corpus if isinstance(corpus, str) or len(corpus) > 1 else corpus[0])
-    written = detokenize(tokens, EQCodec.from_pretrained(codec), out, codebooks, progress=progress)
+    written = detokenize(tokens, load_codec(codec), out, codebooks, progress=progress)
     hours = tokens.counts()["channel_hours"]
     print(f"wrote {len(written)} miniSEED files ({len(tokens)} windows, {hours:.3f} channel-hours, "
           f"{codebooks or tokens.num_codebooks} codebooks) to {out}")

@@ -16,7 +16,7 @@ and mask False; mask True marks real frames.
 
 gain_reference_frames=P or (P_min, P_max): shift each item's gain stream so
 that the loudest of its first P frames sits at the codec's reference level
-(codec.gain.REFERENCE_LEVEL), P drawn per item from [P_min, P_max]. A corpus
+(the gain_reference_level of the corpus's codec config), P drawn per item from [P_min, P_max]. A corpus
 window's gains are relative to its loudest frame, usually the event; but when
 an LM continues a trace, the context is encoded alone and its own loudest frame
 sits at the reference level. Without the shift, an LM never sees quiet noise at
@@ -29,7 +29,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from codec.gain import GAIN_LEVELS, REFERENCE_LEVEL
+from codec.checkpoints import codec_config_from_dict
+from codec.gain import GAIN_LEVELS
 
 from .schema import to_streams
 
@@ -46,6 +47,7 @@ class LMExamples(torch.utils.data.Dataset):
         if gain_reference_frames is not None and not 1 <= gain_reference_frames[0] <= gain_reference_frames[1]:
             raise ValueError(f"gain_reference_frames must be P >= 1 or (P_min, P_max), got {gain_reference_frames!r}")
         self.gain_reference_frames = gain_reference_frames
+        self.reference_level = codec_config_from_dict(corpus.metadata["codec"]["config"]).gain_reference_level
         self.length = int(length)
         self.random_crop = random_crop
         self.seed = seed
@@ -84,7 +86,7 @@ class LMExamples(torch.utils.data.Dataset):
         if self.gain_reference_frames is not None:
             lo, hi = self.gain_reference_frames
             frames = lo if lo == hi else int(np.random.default_rng([self.seed, self.epoch, int(index), 1]).integers(lo, hi + 1))
-            streams[0] = rereference_gain(streams[0], frames)
+            streams[0] = rereference_gain(streams[0], frames, self.reference_level)
         tokens = torch.zeros(self.num_streams, self.length, dtype=torch.long)
         mask = torch.zeros(self.length, dtype=torch.bool)
         tokens[:, :streams.shape[1]] = streams
@@ -92,8 +94,8 @@ class LMExamples(torch.utils.data.Dataset):
         return {"tokens": tokens, "mask": mask}
 
 
-def rereference_gain(gain: torch.Tensor, frames: int) -> torch.Tensor:
-    """[T] gain levels -> the same shifted so the loudest of the first `frames` is at REFERENCE_LEVEL.
+def rereference_gain(gain: torch.Tensor, frames: int, reference_level: int) -> torch.Tensor:
+    """[T] gain levels -> the same shifted so the loudest of the first `frames` is at `reference_level`.
 
     Level 0 (digital silence, or below the gain's range) stays 0; shifted
     levels are clipped to 1..255.
@@ -102,7 +104,7 @@ def rereference_gain(gain: torch.Tensor, frames: int) -> torch.Tensor:
     head = gain[:frames]
     if not (head > 0).any():
         return gain
-    shifted = (gain + (REFERENCE_LEVEL - int(head.max()))).clamp(1, GAIN_LEVELS - 1)
+    shifted = (gain + (reference_level - int(head.max()))).clamp(1, GAIN_LEVELS - 1)
     return torch.where(gain > 0, shifted, torch.zeros_like(gain))
 
 

@@ -15,12 +15,16 @@ The steps, in order (recorded in every corpus's metadata by `Preprocessing.descr
 5. cut windows of `window_seconds` every `hop_seconds`, whole 1-s frames only;
    a last shorter window is kept when it has at least `min_window_seconds`;
 6. per window, on the original samples: skip windows that are constant (a
-   dead channel) or clipped (unless `allow_clipped`); both are counted.
+   dead channel) or clipped (unless `allow_clipped`); both are counted;
+7. with `augmentation.copies` R > 1, each segment also gives R - 1 augmented
+   copies (tokenized_data.augment), windowed the same way; a segment with a
+   clipped window gets no copies.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -30,6 +34,8 @@ import numpy as np
 from codec.preprocess import (FRAME_LENGTH, MIN_SAMPLING_RATE, SAMPLING_RATE, InputError, check_numeric_samples,
                               check_samples, check_sampling_rate, check_trace_header, detrend_and_resample,
                               is_clipped, trace_label)
+
+from .augment import Augmentation
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class Preprocessing:
     min_window_seconds: int = 10
     allow_clipped: bool = False
     seed_id: str = "*"
+    augmentation: Augmentation = Augmentation()  # copies: 1 = the recordings only
 
     def __post_init__(self):
         if self.hop_seconds is None:
@@ -61,9 +68,9 @@ class Preprocessing:
                              f"window-seconds ({self.window_seconds})")
 
     def describe(self) -> dict:
-        """The parameters and the fixed steps, as stored in the corpus metadata."""
+        """The parameters and the fixed steps, as stored in the corpus metadata (JSON types only)."""
         return {
-            **asdict(self),
+            **json.loads(json.dumps(asdict(self))),
             "sampling_rate": SAMPLING_RATE,
             "frame_length": FRAME_LENGTH,
             "min_input_sampling_rate": MIN_SAMPLING_RATE,

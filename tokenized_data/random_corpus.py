@@ -70,6 +70,7 @@ def random_token_corpus(num_windows: int, num_frames: int, *, codec_id: str = "s
         "event_key": [f"synthetic-{i}" for i in range(num_windows)],
         "segment": [0] * num_windows,
         "window": [0] * num_windows,
+        "augmentation": [""] * num_windows,
     }
     config = asdict(EQCodecConfig(num_codebooks=num_codebooks, codebook_size=codebook_size))
     metadata = {"format": FORMAT, "codec": {"id": codec_id, "config": config, "checkpoint": "none (synthetic)"},

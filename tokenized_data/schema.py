@@ -13,6 +13,7 @@ One row = one window of one channel. Columns (datasets.Features below):
     event_key      str       what `TokenCorpus.split(by="event")` keeps together
     segment        int32     index of the gap-free segment within the source
     window         int32     index of the window within its segment
+    augmentation   str       what tokenized_data.augment applied to this copy ("" = the recording as it is)
 
 Corpus metadata (codec identity and config, preprocessing, source, counts)
 is a JSON object stored in the dataset's `info.description`, so it travels
@@ -30,7 +31,7 @@ from datasets import Features, List, Value
 from codec.gain import GAIN_LEVELS
 
 #: Bumped when columns or metadata change meaning.
-FORMAT = "eqcodec-tokens/1"
+FORMAT = "eqcodec-tokens/2"
 
 FEATURES = Features({
     "network": Value("string"),
@@ -48,11 +49,12 @@ FEATURES = Features({
     "event_key": Value("string"),
     "segment": Value("int32"),
     "window": Value("int32"),
+    "augmentation": Value("string"),
 })
 
 STREAM_LAYOUT = """Token streams of one window, as the language model sees them: LongTensor [K+1, T].
 
-    row 0        gain level g_t, 0..255 (codec.gain: 1/4-octave log-RMS of frame t)
+    row 0        gain level g_t, 0..255 (the codec's log-RMS level of frame t)
     rows 1..K    residual-VQ codebook indices of stages 1..K, 0..codebook_size-1
                  (row 1 = the coarsest stage; decoding from the first k rows is valid)
     column t     frame t: seconds t..t+1 after the window's starttime
@@ -105,6 +107,10 @@ def metadata_from_text(text: str | None, source: str) -> dict:
         metadata = json.loads(text or "")
     except json.JSONDecodeError:
         metadata = None
+    if isinstance(metadata, dict) and str(metadata.get("format", "")).startswith("eqcodec-tokens/") \
+            and metadata["format"] != FORMAT:
+        raise InputError(f"{source}: a token corpus of an older eqcodec (format {metadata['format']}, this "
+                         f"version reads {FORMAT}); retokenize its waveforms with `eqcodec tokenize`")
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise InputError(f"{source}: not an eqcodec token corpus (its dataset info carries no "
                          f"'{FORMAT}' metadata); make one with `eqcodec tokenize`")

@@ -48,6 +48,7 @@ import numpy as np
 from codec.files import expand_inputs, write_atomically
 from codec.preprocess import InputError, read_stream
 
+from .augment import augment
 from .prepare import Preprocessing, Report, prepare_stream, window_skip_reason, window_spans
 from .schema import FEATURES, FORMAT
 
@@ -163,7 +164,7 @@ def tokenize_unit(unit: Unit, codec, prep: Preprocessing, shard_dir: Path) -> Re
         stream = None
     segments = prepare_stream(stream, prep, report) if stream is not None else []
     for segment_index, segment in enumerate(segments):
-        for rows in _encoded_windows(codec, segment, segment_index, unit, prep, report):
+        for rows in _segment_rows(codec, segment, segment_index, unit, prep, report):
             if writer is None:
                 writer = ArrowWriter(features=FEATURES, path=str(tmp))
             for row in rows:
@@ -178,19 +179,45 @@ def tokenize_unit(unit: Unit, codec, prep: Preprocessing, shard_dir: Path) -> Re
     return report
 
 
-def _encoded_windows(codec, segment, segment_index: int, unit: Unit, prep: Preprocessing, report: Report):
-    """Yield lists of rows: the segment's windows, encoded in batches of equal length."""
+def _segment_rows(codec, segment, segment_index: int, unit: Unit, prep: Preprocessing, report: Report):
+    """Yield lists of rows: the segment's windows, then those of its augmented copies (prep.augmentation).
+
+    A segment with a clipped window gets no copies: clipping is only seen on the original samples.
+    """
+    clipped_before = report.skipped_windows["clipped"]
+    yield from _encoded_windows(codec, segment, segment_index, unit, prep, report)
+    if report.skipped_windows["clipped"] > clipped_before:
+        return
+    for copy in range(1, prep.augmentation.copies):
+        samples, applied = augment(segment.samples, prep.augmentation,
+                                   prep.augmentation.rng(unit.key, segment_index, copy))
+        yield from _encoded_windows(codec, segment, segment_index, unit, prep, report,
+                                    samples=samples, augmentation=applied)
+
+
+def _encoded_windows(codec, segment, segment_index: int, unit: Unit, prep: Preprocessing, report: Report,
+                     samples: np.ndarray | None = None, augmentation: str = ""):
+    """Yield lists of rows: the segment's windows, encoded in batches of equal length.
+
+    samples: an augmented copy of the segment's 40 Hz samples (tokenized_data.augment) to
+    window instead; its windows are checked for constant samples only.
+    """
+    augmented = samples is not None
+    samples = segment.samples if samples is None else samples
     by_length: dict[int, list[tuple[int, tuple[int, int]]]] = {}
-    for index, span in enumerate(window_spans(len(segment.samples), prep)):
-        reason = window_skip_reason(segment, span, prep)
+    for index, span in enumerate(window_spans(len(samples), prep)):
+        if augmented:
+            window = samples[span[0]:span[1]]
+            reason = "constant" if np.all(window == window[0]) else None
+        else:
+            reason = window_skip_reason(segment, span, prep)
         if reason is not None:
             report.skipped_windows[reason] += 1
             continue
         by_length.setdefault(span[1] - span[0], []).append((index, span))
     batches = [group[i:i + ENCODE_BATCH] for group in by_length.values() for i in range(0, len(group), ENCODE_BATCH)]
     for batch in sorted(batches, key=lambda b: b[0][0]):
-        samples = np.stack([segment.samples[lo:hi] for _, (lo, hi) in batch])  # [B, N]
-        encoded = codec.encode(samples)
+        encoded = codec.encode(np.stack([samples[lo:hi] for _, (lo, hi) in batch]))  # [B, N]
         codes = encoded.codes.cpu().numpy().astype(np.int16)  # [B, K, T]
         gain = encoded.gain.cpu().numpy().astype(np.uint8)  # [B, T]
         rows = []
@@ -204,7 +231,7 @@ def _encoded_windows(codec, segment, segment_index: int, unit: Unit, prep: Prepr
                 "codes": codes[b], "gain": gain[b],
                 "scale": float(encoded.scale[b]), "offset": float(encoded.offset[b]),
                 "source_file": unit.source, "event_key": unit.source,
-                "segment": segment_index, "window": index,
+                "segment": segment_index, "window": index, "augmentation": augmentation,
             })
         yield rows
 
@@ -325,7 +352,7 @@ def tokenize(inputs: list[str] | None, out, *, codec_path=None, prep: Preprocess
     """
     from tqdm.auto import tqdm
 
-    from codec import EQCodec
+    from codec import load_codec
 
     from .reader import TokenCorpus
 
@@ -338,7 +365,7 @@ def tokenize(inputs: list[str] | None, out, *, codec_path=None, prep: Preprocess
         raise InputError(f"{out} already exists; pass --overwrite to replace it")
     if overwrite:
         shutil.rmtree(partial, ignore_errors=True)  # start again; an existing `out` goes at the end
-    codec = EQCodec.from_pretrained(codec_path)
+    codec = load_codec(codec_path)
 
     input_failures: list[Report] = []
     if sds is not None:
@@ -445,6 +472,10 @@ def _command_line(inputs, sds, prep: Preprocessing, codec_path, shard) -> str:
               "--min-window-seconds", str(prep.min_window_seconds), "--seed-id", prep.seed_id]
     if prep.allow_clipped:
         words.append("--allow-clipped")
+    if prep.augmentation.copies > 1:
+        words += ["--augment-copies", str(prep.augmentation.copies), "--augment-seed", str(prep.augmentation.seed)]
+        if prep.augmentation.noise_files:
+            words += ["--noise-files", *prep.augmentation.noise_files]
     if codec_path:
         words += ["--codec", str(codec_path)]
     if shard:
