@@ -1,8 +1,16 @@
-"""Block gain-shape RVQ vs lapped (MDCT) gain-shape RVQ vs the shipped EQcodec, k = 1..8.
+"""EQcodec v2 (shipped) vs v1 vs the block and lapped classical coders, k = 1..8, with Steim2 and the Gaussian reference.
 
     python benchmarks/codec_lapped_benchmark.py [--subset] [--iters 16] [--out-dir DIR]
-        [--coders block,lapped,eqcodec] [--corpora nc-events,OXF,KAPI,Rutford] [--beam-widths 1,4]
+        [--coders v2,block,lapped,eqcodec] [--corpora nc-events,OXF,KAPI,Rutford] [--beam-widths 1,4]
         [--offsets N] [--flip] [--max-vectors N] [--gain-step DB] [--reuse] [--reference results.json]
+
+Coders: "v2" is the shipped default (codec.load_codec(), codec/pretrained: the lapped
+coder fitted at full budget, see its model card); "eqcodec" is EQcodec v1
+(codec/pretrained_v1); "block" and "lapped" are the classical coders fitted here.
+Beside them, per corpus: the Gaussian rate-distortion reference at the same
+rates (benchmarks/codec_rate_distortion.py: an ideal coder of a Gaussian
+process with each trace's spectrum, median over traces) and Steim2's bits/s
+(lossless, on the 40 Hz samples rounded to integers; median over traces).
 
 Both classical coders are fitted in this run with the SAME budget: the same
 non-overlapping 1-s frames of the same training traces (one vector per second
@@ -289,10 +297,17 @@ def evaluate(coders: dict, traces: list[np.ndarray], levels) -> dict:
 
     coders: {label: (coder, beam width)}; width 1 calls encode(x) (greedy search).
     """
+    from benchmarks.codec_rate_distortion import trace_bounds
+    from codec.baselines import steim2_bits_per_second, steim2_integers
     from codec.metrics import frame_edge_ratio
     from codec.metrics import segmental_snr_db, snr_db
 
-    result = {"original_edge_ratio": float(np.nanmedian([frame_edge_ratio(x) for x in traces])), "coders": {}}
+    rates = 0.25 * np.asarray(list(levels), dtype=np.float64)  # 10 k bits/s on 40 samples/s
+    result = {"original_edge_ratio": float(np.nanmedian([frame_edge_ratio(x) for x in traces])),
+              "gaussian_rd_snr_db": np.median([trace_bounds(x, rates) for x in traces], axis=0).tolist(),
+              "steim2_bits_per_second": float(np.median([steim2_bits_per_second(steim2_integers(x))
+                                                         for x in traces])),
+              "coders": {}}
     for name, (coder, beam) in coders.items():
         start = time.time()
         per_k = {k: [] for k in levels}
@@ -329,7 +344,11 @@ def speed_worker(args) -> int:
     import torch
 
     torch.set_num_threads(1)
-    if args.worker == "lapped":
+    if args.worker == "v2":
+        from codec import load_codec
+
+        coder = load_codec()
+    elif args.worker == "lapped":
         from codec.lapped import LappedGainShapeRVQ
 
         coder = LappedGainShapeRVQ.load(args.out_dir / CODER_FILES["lapped"])
@@ -358,7 +377,7 @@ def speed_worker(args) -> int:
 
 def speed(args, tile: np.ndarray, names, widths) -> list[dict]:
     runs = []
-    jobs = [(name, beam) for name in names for beam in (widths if name == "lapped" else [1])]
+    jobs = [(name, beam) for name in names for beam in (widths if name in ("lapped", "v2") else [1])]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tile.npy"
         np.save(path, tile)
@@ -376,20 +395,24 @@ def speed(args, tile: np.ndarray, names, widths) -> list[dict]:
 
 # ---------------------------------------------------------------------- report
 def display(label: str) -> str:
-    return label.replace("eqcodec", "EQcodec")
+    return label.replace("eqcodec", "EQcodec v1").replace("v2", "EQcodec v2")
 
 
 def target_rows(report: dict, corpus: str, result: dict) -> list[str]:
     """Margins (dB) of each lapped column's SNR over max(EQcodec b1, the reference run's lapped) + 1 dB, per k."""
     reference = report.get("reference", {}).get("corpora", {}).get(corpus)
     v1 = result["coders"].get("eqcodec b1", result["coders"].get("eqcodec"))
-    if reference is None or v1 is None or "lapped" not in reference["coders"]:
+    classical = result["coders"].get("lapped b1", result["coders"].get("lapped"))
+    source = "lapped classical coder of this run"
+    if classical is None and reference is not None and "lapped" in reference["coders"]:
+        classical, source = reference["coders"]["lapped"], f"small-budget lapped [{report['reference']['path']}]"
+    if classical is None or v1 is None:
         return []
-    small = reference["coders"]["lapped"]["rows"]
-    floor = [max(a["snr_db"], b["snr_db"]) + 1 for a, b in zip(v1["rows"], small)]
-    labels = [c for c in result["coders"] if c.startswith("lapped")]
-    lines = [f"Target (broadband): SNR >= max(EQcodec b1, small-budget lapped [{report['reference']['path']}]) "
-             "+ 1 dB; margin = SNR - target (dB, >= 0: met). nc-events target: margin over EQcodec b1 (SNR / segSNR).",
+    floor = [max(a["snr_db"], b["snr_db"]) + 1 for a, b in zip(v1["rows"], classical["rows"])]
+    labels = ([c for c in result["coders"] if c.startswith("v2")]
+              or [c for c in result["coders"] if c.startswith("lapped")])
+    lines = [f"Target (broadband): SNR >= max(EQcodec v1 b1, {source}) "
+             "+ 1 dB; margin = SNR - target (dB, >= 0: met). nc-events target: margin over EQcodec v1 b1 (SNR / segSNR).",
              "", "| k | target | " + " | ".join(f"margin {c}" for c in labels)
              + " | " + " | ".join(f"vs v1 SNR {c}" for c in labels)
              + " | " + " | ".join(f"vs v1 segSNR {c}" for c in labels) + " |",
@@ -421,6 +444,9 @@ def markdown(report: dict) -> str:
                 cells += [fmt.format(result["coders"][c]["rows"][i][metric]) for c in coders]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        gaussian = ", ".join(f"{v:.2f}" for v in result["gaussian_rd_snr_db"])
+        lines += [f"Gaussian rate-distortion reference SNR at k = 1..8 (dB, median): {gaussian}. "
+                  f"Steim2 (lossless, 40 Hz integers): {result['steim2_bits_per_second']:.0f} bits/s (median).", ""]
         lines += target_rows(report, corpus, result)
     lines += ["SNR, segSNR: median over traces/pieces (dB, codec.metrics). edge: frame-edge ratio of the decoded "
               "output (RMS of differences across 1-s frame boundaries / inside frames; compare with the "
@@ -453,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reuse", action="store_true", help="reuse coders fitted with the same settings")
     parser.add_argument("--skip-eqcodec", action="store_true", help="same as leaving eqcodec out of --coders")
     parser.add_argument("--skip-speed", action="store_true")
-    parser.add_argument("--coders", default="block,lapped,eqcodec",
+    parser.add_argument("--coders", default="v2,block,lapped,eqcodec",
                         help="comma-separated coders to fit / evaluate (default: %(default)s)")
     parser.add_argument("--corpora", default="",
                         help="comma-separated words: evaluate only corpora whose name contains one "
@@ -463,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reference", type=Path,
                         help="results.json of an earlier run whose lapped column sets the targets table")
     parser.add_argument("--results-name", help="name of the results files (default: results / results_subset)")
-    parser.add_argument("--worker", choices=["lapped", "block"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["v2", "lapped", "block"], help=argparse.SUPPRESS)
     parser.add_argument("--worker-beam", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--tile", help=argparse.SUPPRESS)
     return parser
@@ -479,9 +505,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     started = time.time()
     selected = [c.strip() for c in args.coders.split(",") if c.strip()]
-    unknown = set(selected) - {"block", "lapped", "eqcodec"}
+    unknown = set(selected) - {"v2", "block", "lapped", "eqcodec"}
     if unknown or not selected:
-        raise SystemExit(f"--coders: unknown coder(s) {sorted(unknown)} (choose from block, lapped, eqcodec)")
+        raise SystemExit(f"--coders: unknown coder(s) {sorted(unknown)} (choose from v2, block, lapped, eqcodec)")
     if args.skip_eqcodec:
         selected = [c for c in selected if c != "eqcodec"]
     widths = sorted({int(w) for w in args.beam_widths.split(",") if w.strip()})
@@ -503,7 +529,11 @@ def main(argv=None) -> int:
         if name == "eqcodec":
             from codec import EQCodec
 
-            coder = eqcodec = EQCodec.from_pretrained()
+            coder = eqcodec = EQCodec.from_pretrained()  # v1: codec/pretrained_v1
+        elif name == "v2":
+            from codec import load_codec
+
+            coder = load_codec()
         else:
             coder = fitted[name]
         for beam in (widths if name != "block" else [1]):
@@ -527,9 +557,10 @@ def main(argv=None) -> int:
         result = evaluate(coders, pieces, range(1, 9))
         result.update(pieces=len(pieces), hours=sum(map(len, pieces)) / RATE / 3600)
         report["corpora"][name] = result
-    if not args.skip_speed and classical:
+    timed = classical + (["v2"] if "v2" in selected else [])
+    if not args.skip_speed and timed:
         oxf = [x for _, x in prepared_traces(PUBLIC / "ispaq" / EVAL_DAYS[0])]
-        report["speed"] = speed(args, max(oxf, key=len), classical, widths)
+        report["speed"] = speed(args, max(oxf, key=len), timed, widths)
     report["runtime_s"] = round(time.time() - started, 1)
     text = markdown(report)
     print(text)

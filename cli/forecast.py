@@ -22,7 +22,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     io = parser.add_argument_group("input/output")
     io.add_argument("input", metavar="INPUT", help="waveform file (any obspy format)")
-    io.add_argument("--out", required=True, help="miniSEED of the median forecast (see above for the others)")
+    io.add_argument("--out", required=True, help="miniSEED of the mean (point) forecast (see above for the others)")
     io.add_argument("--plot", help="PNG path (default: OUT with .png)")
     fc = parser.add_argument_group("forecast")
     fc.add_argument("--context-seconds", type=int, required=True,

@@ -14,7 +14,7 @@ __doc__ = task.__doc__  # the command is described where it is implemented
 EXAMPLES = """examples:
   eqcodec train-codec --data events/ --out codec-run
   eqcodec train-codec --data events/ --out small-run --config small.json --steps 2000 --batch-size 32
-  eqcodec train-codec --data my-events/ --out my-codec --init codec/pretrained --steps 1000 --lr 3e-4
+  eqcodec train-codec --data my-events/ --out my-codec --init codec/pretrained_v1 --steps 1000 --lr 3e-4
   accelerate launch -m cli train-codec --data events/ --out codec-run    # several GPUs
 """
 

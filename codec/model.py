@@ -42,7 +42,7 @@ TRACE_SIDE_BITS = 128
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+PRETRAINED_DIR = Path(__file__).parent / "pretrained_v1"  # EQcodec v1; the default codec: codec.checkpoints
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""`eqcodec train-codec`: train EQcodec with accelerate (CPU, one GPU or several).
+"""`eqcodec train-codec`: train the neural EQcodec v1 (1-s blocks, networks) with accelerate (CPU, one GPU or several).
+
+The shipped default is EQcodec v2 (codec.lapped: MDCT frames, k-means
+codebooks, no networks), fitted by benchmarks/codec_lapped_benchmark.py; this
+command trains the v1 architecture (start from codec/pretrained_v1 with --init).
 
 Losses, all in the unit-RMS frame domain so that quiet and loud seconds weigh
 the same: mean squared error of the samples, a multi-resolution STFT loss

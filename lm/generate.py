@@ -13,7 +13,7 @@ Output files (trace ids NET.STA.LOC.CHA are kept unchanged):
     --samples 1:  OUT                      miniSEED, one trace per input trace
     --samples S:  OUT_STEM.s00.SUFFIX ...  one miniSEED file per sample
                   (e.g. cont.mseed -> cont.s00.mseed, cont.s01.mseed, ...)
-    --plot PNG    (default OUT_STEM.png) context, median continuation, 5-95 % spread
+    --plot PNG    (default OUT_STEM.png) context, two sampled continuations, 5-95 % spread
 
 Errors (bad input, unknown checkpoint) leave no file behind.
 """
@@ -222,7 +222,11 @@ def generate_continuations(stream, lm: SeismicLM, codec: Codec, context_seconds:
 
 
 def plot_continuations(stream, continuations: list, context_seconds: int, path: Path) -> None:
-    """PNG: per channel, the context (input), the median continuation and its 5-95 % spread."""
+    """PNG: per channel, the context (input), two of the sampled continuations and the 5-95 % spread of all.
+
+    Single samples, not a median: a continuation should look like the trace
+    going on, which a per-sample median or mean of many samples does not.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,10 +243,11 @@ def plot_continuations(stream, continuations: list, context_seconds: int, path: 
         t_ctx = context.times(reftime=t0)
         t_gen = first.times()
         ax.plot(t_ctx, context.data, color="black", lw=0.7, label=f"input (last {context_seconds} s)")
-        lo, median, hi = np.percentile(generated, [5, 50, 95], axis=0)
-        ax.fill_between(t_gen, lo, hi, color="tab:red", alpha=0.25, lw=0,
+        lo, hi = np.percentile(generated, [5, 95], axis=0)
+        ax.fill_between(t_gen, lo, hi, color="tab:red", alpha=0.2, lw=0,
                         label=f"5-95 % of {len(continuations)} samples")
-        ax.plot(t_gen, median, color="tab:red", lw=0.8, label="median continuation")
+        for j, color in zip(range(min(2, len(generated))), ("tab:red", "tab:blue")):
+            ax.plot(t_gen, generated[j], color=color, lw=0.7, label=f"sample {j + 1}")
         ax.axvline(0, color="grey", ls="--", lw=0.8)
         ax.set_title(trace_id, fontsize=9, loc="left")
         ax.set_ylabel("amplitude (input units)")

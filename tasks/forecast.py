@@ -7,12 +7,15 @@ The forecast starts exactly where the input ends, one 40 Hz sample after its
 last sample at 40 Hz.
 
 Output files (trace ids NET.STA.LOC.CHA are kept unchanged in every file):
-    OUT                       miniSEED, per trace the per-sample median of the S continuations
+    OUT                       miniSEED, per trace the point forecast: the per-sample mean of the S
+                              continuations, an estimate of the conditional mean (the forecast
+                              with the least expected squared error)
+    OUT_STEM.median.SUFFIX    miniSEED, the per-sample median
     OUT_STEM.q05.SUFFIX       miniSEED, the 5 % quantile (e.g. fc.mseed -> fc.q05.mseed)
     OUT_STEM.q95.SUFFIX       miniSEED, the 95 % quantile
     OUT_STEM.json             forecast envelope: per trace and per second, the RMS amplitude
                               of the context and the median and 5-95 % band over the S samples
-    --plot PNG                (default OUT_STEM.png) context, median and 5-95 % band; envelope below
+    --plot PNG                (default OUT_STEM.png) context, mean and 5-95 % band; envelope below
 
 The quantile traces are pointwise quantiles: a band of where the waveform
 may be, not a waveform. The envelope is computed per continuation first (RMS
@@ -100,18 +103,20 @@ def forecast_envelope(members: np.ndarray) -> dict:
 
 def output_paths(out: Path) -> dict[str, Path]:
     """The files of one forecast (see the module docstring)."""
-    return {"median": out, "q05": out.with_name(f"{out.stem}.q05{out.suffix}"),
+    return {"mean": out, "median": out.with_name(f"{out.stem}.median{out.suffix}"),
+            "q05": out.with_name(f"{out.stem}.q05{out.suffix}"),
             "q95": out.with_name(f"{out.stem}.q95{out.suffix}"), "json": out.with_suffix(".json")}
 
 
 def summarize(stream, continuations: list, context_seconds: int) -> tuple[dict, dict]:
-    """Quantile Streams {'q05', 'median', 'q95'} and the envelope JSON of S continuation Streams."""
-    quantile_streams = {name: continuations[0].copy() for name in ("q05", "median", "q95")}
+    """Streams {'mean', 'q05', 'median', 'q95'} and the envelope JSON of S continuation Streams."""
+    quantile_streams = {name: continuations[0].copy() for name in ("mean", "q05", "median", "q95")}
     envelopes = []
     for i, first in enumerate(continuations[0]):
         members = np.stack([c[i].data for c in continuations])  # [S, H * 40]
         for name, values in zip(("q05", "median", "q95"), np.percentile(members, BAND_PERCENTILES, axis=0)):
             quantile_streams[name][i].data = values
+        quantile_streams["mean"][i].data = members.mean(axis=0)
         last_piece = max(stream.select(id=first.id), key=lambda tr: tr.stats.endtime)
         context, _, level = context_samples(last_piece, context_seconds, allow_clipped=True)  # [C * 40] at 40 Hz
         context_rms = per_second_rms(context)  # detrended
@@ -124,26 +129,26 @@ def summarize(stream, continuations: list, context_seconds: int) -> tuple[dict, 
 
 
 def plot_forecast(stream, quantiles: dict, envelope: dict, context_seconds: int, path: Path) -> None:
-    """PNG: per trace, the context, the median forecast and its 5-95 % band; below, the per-second RMS envelope."""
+    """PNG: per trace, the context, the mean forecast and its 5-95 % band; below, the per-second RMS envelope."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = len(quantiles["median"])
+    n = len(quantiles["mean"])
     fig, axes = plt.subplots(2 * n, 1, figsize=(10, 4.2 * n), squeeze=False)
-    for i, median in enumerate(quantiles["median"]):
+    for i, mean in enumerate(quantiles["mean"]):
         wave_ax, env_ax = axes[2 * i, 0], axes[2 * i + 1, 0]
-        t0 = median.stats.starttime
-        context = max(stream.select(id=median.id), key=lambda tr: tr.stats.endtime).slice(t0 - context_seconds, t0)
+        t0 = mean.stats.starttime
+        context = max(stream.select(id=mean.id), key=lambda tr: tr.stats.endtime).slice(t0 - context_seconds, t0)
         wave_ax.plot(context.times(reftime=t0), context.data, color="black", lw=0.7,
                      label=f"input (last {context_seconds} s)")
-        t = median.times()
+        t = mean.times()
         wave_ax.fill_between(t, quantiles["q05"][i].data, quantiles["q95"][i].data, color="tab:red", alpha=0.25,
                              lw=0, label="5-95 % (pointwise)")
-        wave_ax.plot(t, median.data, color="tab:red", lw=0.8, label="median")
+        wave_ax.plot(t, mean.data, color="tab:red", lw=0.8, label="mean (point forecast)")
         wave_ax.axvline(0, color="grey", ls="--", lw=0.8)
-        wave_ax.set_title(median.id, fontsize=9, loc="left")
+        wave_ax.set_title(mean.id, fontsize=9, loc="left")
         wave_ax.set_ylabel("amplitude")
         wave_ax.legend(fontsize=7, loc="upper left")
         e = envelope["traces"][i]
@@ -156,7 +161,7 @@ def plot_forecast(stream, quantiles: dict, envelope: dict, context_seconds: int,
         env_ax.axvline(0, color="grey", ls="--", lw=0.8)
         env_ax.set_ylabel("RMS per second")
         env_ax.legend(fontsize=7, loc="upper left")
-    axes[-1, 0].set_xlabel(f"seconds after the end of the input ({quantiles['median'][0].stats.starttime})")
+    axes[-1, 0].set_xlabel(f"seconds after the end of the input ({quantiles['mean'][0].stats.starttime})")
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
@@ -166,7 +171,7 @@ def forecast_file(input: str, out: str, *, context_seconds: int, seconds: int, p
                   samples: int | None = None, seed: int = 0, top_k: int | None = None,
                   temperature: float | None = None, lm: str | None = None,
                   codec: str | None = None) -> list[Path]:
-    """`eqcodec forecast`: forecast every trace of a file; write median, 5/95 % quantiles, envelope JSON, plot.
+    """`eqcodec forecast`: forecast every trace of a file; write mean, median, 5/95 % quantiles, envelope JSON, plot.
 
     lm / codec are checkpoint folders (None: the shipped ones); samples, top_k and
     temperature left None are the LM's own (generation_config.json). Returns the
@@ -197,10 +202,10 @@ def forecast_file(input: str, out: str, *, context_seconds: int, seconds: int, p
 
     # Everything under temporary names first, then renamed: no half-written output.
     writers = {name: (lambda tmp, s=quantiles[name]: s.write(str(tmp), format="MSEED", encoding="FLOAT64"))
-               for name in ("median", "q05", "q95")}
+               for name in ("mean", "median", "q05", "q95")}
     writers["json"] = lambda tmp: tmp.write_text(json.dumps(envelope, indent=1))
     writers["plot"] = lambda tmp: plot_forecast(stream, quantiles, envelope, context_seconds, tmp)
     written = write_all_or_nothing({paths[name]: write for name, write in writers.items()})
-    print(f"{len(quantiles['median'])} trace(s), {samples} samples of {seconds} s: "
+    print(f"{len(quantiles['mean'])} trace(s), {samples} samples of {seconds} s: "
           + ", ".join(str(path) for path in written))
     return written

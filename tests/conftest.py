@@ -11,9 +11,9 @@ warnings.filterwarnings("ignore", category=UserWarning, module="obspy")
 
 @pytest.fixture(scope="session")
 def codec():
-    from codec import EQCodec
+    from codec import load_codec
 
-    return EQCodec.from_pretrained()
+    return load_codec()
 
 
 @pytest.fixture()
@@ -37,3 +37,11 @@ def tiny_lm_dir(codec, tmp_path_factory):
     directory = tmp_path_factory.mktemp("lm") / "tiny"
     SeismicLM(config).save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def codec_v1():
+    """EQcodec v1, the neural block codec (codec/pretrained_v1): for tests of codec.model itself."""
+    from codec import EQCodec
+
+    return EQCodec.from_pretrained()

@@ -30,11 +30,11 @@ def small_baseline(example_traces):
     return GainShapeRVQ.fit(example_traces, num_codebooks=4, codebook_size=16, iters=5, seed=0)
 
 
-def test_gain_side_info_is_eqcodecs(codec, example_traces):
+def test_gain_side_info_is_eqcodecs(codec_v1, example_traces):
     """Same demeaning, framing and 8-bit gain (codec/gain.py) as EQCodec.normalize."""
     x = torch.as_tensor(np.stack(example_traces))
     shapes, gain, scale, offset = gain_shape_frames(x)
-    unit, codec_gain, codec_scale, codec_offset = codec.normalize(x)
+    unit, codec_gain, codec_scale, codec_offset = codec_v1.normalize(x)
     assert torch.equal(gain, codec_gain)
     assert torch.equal(scale, codec_scale)
     assert torch.equal(offset, codec_offset)

@@ -62,7 +62,7 @@ def test_forecast_samples_refuses_bad_arguments(example_stream, lm, codec, conte
         forecast_samples(samples, lm, codec, context, horizon, n_samples=2, seed=0)
 
 
-def test_forecast_cli_writes_median_band_envelope_and_plot(example_file, example_stream, tmp_path, capsys):
+def test_forecast_cli_writes_mean_median_band_envelope_and_plot(example_file, example_stream, tmp_path, capsys):
     out = tmp_path / "fc.mseed"
     assert cli(["forecast", str(example_file), "--context-seconds", "20", "--seconds", "6", "--samples", "8",
                 "--out", str(out)]) == 0
@@ -77,6 +77,13 @@ def test_forecast_cli_writes_median_band_envelope_and_plot(example_file, example
         assert tr.stats.sampling_rate == 40.0 and tr.stats.npts == 6 * 40
         assert (lo.data <= tr.data).all() and (tr.data <= hi.data).all()
         assert (hi.data > lo.data).any()
+    # OUT is the point forecast: the members' mean (between the band's edges, and not the median)
+    mean = obspy.read(str(out))
+    assert [tr.id for tr in mean] == [tr.id for tr in median]
+    for m, med, lo, hi in zip(mean, median, low, high):
+        assert m.stats.starttime == med.stats.starttime and m.stats.npts == med.stats.npts
+        assert (lo.data <= m.data + 1e-9).all() and (m.data <= hi.data + 1e-9).all()
+        assert not np.allclose(m.data, med.data)
     envelope = json.loads(paths["json"].read_text())
     assert len(envelope["traces"]) == 3
     for e in envelope["traces"]:

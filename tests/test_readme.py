@@ -217,5 +217,5 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     # What the README's comments promise.
     assert namespace["tokens"][0].encoded.codes.shape[1] == 8
     assert {trace.stats.sampling_rate for trace in namespace["approx"]} == {40.0}
-    assert tuple(namespace["examples"][0]["tokens"].shape) == (9, 90)
+    assert tuple(namespace["examples"][0]["tokens"].shape) == (9, 128)
     assert len(namespace["samples"]) == 8 and all(isinstance(s, obspy.Stream) for s in namespace["samples"])
