@@ -1,14 +1,17 @@
-"""EQcodec: a neural codec that turns 40 Hz seismic waveforms into 8 tokens per second. The bottom layer.
+"""EQcodec: a codec that turns 40 Hz seismic waveforms into 8 tokens per second. The bottom layer.
 
-    from codec import EQCodec
-    codec = EQCodec.from_pretrained()          # the shipped default, no network
+    from codec import load_codec
+    codec = load_codec()                       # the shipped default (EQcodec v2), no network
     encoded = codec.encode(samples_40hz)       # codes [B, 8, T], 8-bit gains [B, T]
     samples = codec.decode(encoded, 4)         # from the first 4 codebooks: 48 bits/s
 
 obspy users: `codec.api.encode_stream`, `codec.api.reconstruct_stream`.
 
-Modules: model (EQCodec, EQCodecConfig), modules (network blocks), gain (8-bit
-frame gains), preprocess (checks, resampling, contiguous pieces), api (obspy
+Modules: checkpoints (load_codec: either kind from its folder), lapped
+(EQcodec v2: LappedGainShapeRVQ, LappedCodecConfig, the gain quantizer), mdct
+(the lapped transform), rvq (residual VQ search), model (EQcodec v1: EQCodec,
+EQCodecConfig, the neural block codec), modules (v1's network blocks), gain
+(v1's 8-bit frame gains), preprocess (checks, resampling, contiguous pieces), api (obspy
 Streams <-> tokens), reconstruct (`eqcodec reconstruct`), metrics (SNR,
 segmental SNR, frame-edge ratio), baselines (gain-shape RVQ, Steim2), data
 (development corpora and their event split), train (TrainCodecConfig,

@@ -88,16 +88,25 @@ def execute(name: str, workdir: Path) -> Path:
 
 def test_01_codec(workdir):
     out = execute("01_codec", workdir)
-    for figure in ("figure1.png", "rate_quality.png"):
+    for figure in ("figure1.png", "frame_edges.png", "rate_quality.png"):
         assert (out / figure).stat().st_size > 10_000
     result = json.loads((out / "rate_quality.json").read_text())
+    from codec import EQCodec, load_codec
+
+    assert result["codec_id"] == load_codec().identity()  # the shipped default, EQcodec v2
+    assert result["v1_codec_id"] == EQCodec.from_pretrained().identity()
     assert result["traces"] >= 3
-    codec = result["median"]["EQcodec"]
+    v2, v1 = result["median"]["EQcodec v2"], result["median"]["EQcodec v1"]
     # Every codebook adds detail: the median SNR grows with k on both measures.
-    assert np.all(np.diff(codec["snr_db"]) > 0), codec["snr_db"]
-    assert np.all(np.diff(codec["segmental_snr_db"]) > 0), codec["segmental_snr_db"]
-    baseline = result["median"]["gain-shape RVQ"]
+    assert np.all(np.diff(v2["snr_db"]) > 0), v2["snr_db"]
+    assert np.all(np.diff(v2["segmental_snr_db"]) > 0), v2["segmental_snr_db"]
+    baseline = result["median"]["block coder"]
     assert baseline["snr_db"][-1] > baseline["snr_db"][0]
+    # The block coders step at their 1-s frame edges at k = 1; the lapped v2 does not.
+    assert v1["frame_edge_ratio"][0] > v2["frame_edge_ratio"][0]
+    assert baseline["frame_edge_ratio"][0] > v2["frame_edge_ratio"][0]
+    edges = result["edge_example"]["frame_edge_ratio"]
+    assert edges["EQcodec v1"] > 2 * edges["EQcodec v2"] and 0.5 < edges["EQcodec v2"] < 1.5, edges
     # Lossless Steim2 costs more than the codec's 88 bits/s at k = 8.
     assert result["steim2_bits_per_second_median"] > result["bits_per_second"][-1]
     from codec.baselines import GainShapeRVQ
@@ -120,7 +129,14 @@ def test_02_tokenize(workdir):
     decoded = sorted((out / "decoded").glob("*.mseed"))
     assert len(decoded) == result["decoded_files"] >= 2
     assert result["round_trip_snr_db"] > 0
-    for figure in ("codebook_usage.png", "codebook_entropy.png", "gain_levels.png", "storage.png", "round_trip.png"):
+    assert set(list(corpus.dataset["augmentation"])) == {""}  # the recordings as they are
+    # The augmentation example: every window of obspy's example plus 2 augmented copies of it.
+    augmented = load_tokenized(out / "augmented_corpus")
+    applied = list(augmented.dataset["augmentation"])
+    assert len(augmented) == result["augmented_windows"] == 3 * applied.count("") > 0
+    assert len(set(augmented.dataset["event_key"])) == 1  # copies stay with their recording
+    for figure in ("codebook_usage.png", "codebook_entropy.png", "gain_levels.png", "storage.png", "round_trip.png",
+                   "augmented.png"):
         assert (out / figure).stat().st_size > 5_000
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from codec.checkpoints import codec_config_from_dict, codec_version
+
 #: Stations listed by name in the card (all are in the metadata).
 MAX_STATIONS_LISTED = 60
 
@@ -27,6 +29,7 @@ def dataset_card(metadata: dict, name: str) -> str:
         origin = f"SDS archive `{sds['root']}`, {sds['start']} to {sds['end']}, channels `{prep.get('seed_id', '*')}`"
     else:
         origin = "files: " + ", ".join(f"`{i}`" for i in source.get("inputs", []))
+    version = codec_version(codec_config_from_dict(codec["config"])) if "config" in codec else "(unknown version)"
     lines = [
         "---",
         f"pretty_name: {name} (EQcodec seismic tokens)",
@@ -35,7 +38,7 @@ def dataset_card(metadata: dict, name: str) -> str:
         "",
         f"# {name}: seismic waveforms as EQcodec tokens",
         "",
-        "Each row is one window of one seismic channel, coded by the EQcodec neural codec into "
+        f"Each row is one window of one seismic channel, coded by EQcodec {version} into "
         f"{K} residual-VQ codebooks of {C} entries per 1-s frame plus an 8-bit gain level per frame "
         f"({rate[0]}-{rate[-1]} bits/s for 1-{K} codebooks).",
         "",
@@ -70,7 +73,8 @@ def dataset_card(metadata: dict, name: str) -> str:
         "",
         "network, station, location, channel; starttime (ISO UTC of the first sample, 40 Hz grid); "
         "sampling_rate (original, Hz); num_frames T; codes [K, T] int16; gain [T] uint8; scale, offset "
-        "(float64 codec side information); source_file; event_key; segment; window.",
+        "(float64 codec side information); source_file; event_key; segment; window; augmentation "
+        "(what tokenized_data.augment applied to this copy, empty for the recording as it is).",
         "",
         "## Use",
         "",
@@ -96,6 +100,5 @@ def dataset_card(metadata: dict, name: str) -> str:
 
 
 def _bits_per_second(config: dict) -> list[float]:
-    from codec.checkpoints import codec_config_from_dict
 
     return codec_config_from_dict(config).bits_per_second

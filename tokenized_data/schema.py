@@ -7,7 +7,7 @@ One row = one window of one channel. Columns (datasets.Features below):
     sampling_rate  float64   the recording's original sampling rate (Hz)
     num_frames     int32     T: frames of 1 s in the window
     codes          [K, T]    int16 codebook indices 0..1023 (a list of K lists)
-    gain           [T]       uint8 8-bit log-RMS gain levels (codec.gain)
+    gain           [T]       uint8 8-bit log-RMS gain levels (the codec's gain quantizer)
     scale, offset  float64   the codec's per-window side information
     source_file    str       the file (or SDS day file) the window comes from
     event_key      str       what `TokenCorpus.split(by="event")` keeps together
