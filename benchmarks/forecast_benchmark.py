@@ -1,19 +1,26 @@
-"""Forecasting benchmark on the held-out nc-events split: a thin wrapper of `eqcodec evaluate forecast`.
+"""Forecasting benchmark on held-out real data: a thin wrapper of `eqcodec evaluate forecast`, two corpora.
 
-The benchmark itself lives in tasks/evaluate.py (cases from picks.csv: pre-event
-noise, 2 s after P, 5 s after S; horizons 1/5/10/30 s; zero, persistence,
-AR(p), noise- and AR-ensembles and the token LM). This script runs it on
-the held-out split with the options given, writes the tables, JSON and plot
-to runs/benchmarks/forecast/ and copies the JSON to benchmarks/results/:
+The benchmark itself lives in tasks/evaluate.py (horizons 1/5/10/30 s; zero,
+persistence, AR(p), noise- and AR-ensembles and the token LM, all in one run
+per corpus). This script runs it on
 
-    python benchmarks/forecast_benchmark.py --max-cases 40                 # results/forecast_benchmark.json
-    python benchmarks/forecast_benchmark.py --methods zero,persistence,ar  # any `evaluate forecast` option
+    events      the held-out nc-events split, cases from picks.csv: pre-event noise,
+                2 s after P, 5 s after S
+    continuous  the held-out stations of public-recordings (US.OXF, II.KAPI, Rutford
+                ST09/ST10: codec.data.public_recordings_split), --cases-per-trace end
+                points spread evenly over each gap-free trace
 
-equals `eqcodec evaluate forecast --nc-events ../shared/data/nc-events --out runs/benchmarks/forecast ...`.
+writes tables, JSON and plots to runs/benchmarks/forecast/<corpus>/ and copies each
+JSON to benchmarks/results/forecast_benchmark[_continuous].json:
+
+    python benchmarks/forecast_benchmark.py --max-cases 40                    # both corpora
+    python benchmarks/forecast_benchmark.py --corpora continuous --cases-per-trace 4 --max-cases 60
+    python benchmarks/forecast_benchmark.py --methods zero,persistence,ar      # any `evaluate forecast` option
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -23,13 +30,38 @@ sys.path.insert(0, str(ROOT))
 
 from cli import main as eqcodec  # noqa: E402
 
-NC_EVENTS = ROOT.parent / "shared/data/nc-events"
+DATA = ROOT.parent / "shared/data"
 OUT = ROOT / "runs/benchmarks/forecast"
-RESULT = ROOT / "benchmarks/results/forecast_benchmark.json"
+RESULTS = {"events": ROOT / "benchmarks/results/forecast_benchmark.json",
+           "continuous": ROOT / "benchmarks/results/forecast_benchmark_continuous.json"}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpora", default="events,continuous", help="events, continuous or both (default)")
+    parser.add_argument("--cases-per-trace", default="4", help="continuous corpus: cases per trace (default: 4)")
+    args, rest = parser.parse_known_args(argv)
+    code = 0
+    for corpus in [c.strip() for c in args.corpora.split(",") if c.strip()]:
+        out = OUT / corpus
+        if corpus == "events":
+            command = ["evaluate", "forecast", "--nc-events", str(DATA / "nc-events"), "--out", str(out), *rest]
+        elif corpus == "continuous":
+            from codec.data import public_recordings_split
+
+            _, held_out = public_recordings_split(DATA / "public-recordings")
+            command = ["evaluate", "forecast", *map(str, held_out), "--cases-per-trace", args.cases_per_trace,
+                       "--out", str(out), *rest]
+        else:
+            raise SystemExit(f"--corpora: unknown corpus {corpus!r} (events, continuous)")
+        print(f"== {corpus}: eqcodec {' '.join(command[:2])} ...", flush=True)
+        result = eqcodec(command)
+        if result == 0:
+            shutil.copyfile(out / "forecast.json", RESULTS[corpus])
+            print(f"copied to {RESULTS[corpus]}")
+        code = code or result
+    return code
+
 
 if __name__ == "__main__":
-    code = eqcodec(["evaluate", "forecast", "--nc-events", str(NC_EVENTS), "--out", str(OUT), *sys.argv[1:]])
-    if code == 0:
-        shutil.copyfile(OUT / "forecast.json", RESULT)
-        print(f"copied to {RESULT}")
-    sys.exit(code)
+    sys.exit(main(sys.argv[1:]))

@@ -1,7 +1,9 @@
 """What the token LM is for, and how it is measured: the layer above codec, tokenized_data and lm.
 
 Modules: forecast (probabilistic forecasts, `eqcodec forecast`), deconvolve
-(predictive deconvolution, `eqcodec deconvolve`), classical (zero, persistence,
+(predictive deconvolution, `eqcodec deconvolve`), adaptive (adaptive
+subtraction of a prediction: matching filters, never louder than the input),
+surprisal (the LM's per-frame negative log-likelihood), classical (zero, persistence,
 AR/Burg forecasters and Wiener prediction-error filters: the baselines),
 scores (forecast and deconvolution scores), synthetic (seeded reverberation
 traces with known primaries), evaluate (`eqcodec evaluate`: every method on

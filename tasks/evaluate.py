@@ -11,44 +11,72 @@ eqcodec evaluate forecast
       S+5s    5 s after the S pick
     (picks from --picks CSV, columns file, p_arrival, s_arrival; without
     picks one case "end" per trace, whose truth is the trace's last
-    max(--horizons) seconds). The context is the --context-seconds before
+    max(--horizons) seconds, or with --cases-per-trace N, N cases
+    "continuous" with end points spread evenly over each trace: for
+    continuous recordings). The context is the --context-seconds before
     that point and the truth the following max(--horizons) seconds; cases
     that do not fit in the trace are dropped. Each case is normalized by its
     context's mean and standard deviation (CRPS is in units of that std).
     Methods: zero, persistence (last second repeated) and ar (AR(p), Burg,
     order by AIC) are deterministic: their CRPS is the MAE and they have no
     90 % band; noise-ensemble, ar-ensemble (--samples members) and lm (the
-    token LM's --lm-samples sampled continuations, top-k 50, temperature 0.8)
+    token LM's --lm-samples sampled continuations at the LM's sampling settings, generation_config.json)
     are probabilistic. Scores over the first h s for each horizon h
     (tasks.scores): relative MSE, log-envelope RMSE, log-PSD error,
     CRPS, coverage of the 5-95 % band; median over cases (coverage: mean).
 
 eqcodec evaluate deconvolution
+    Methods (--methods, tasks.deconvolve): wiener (one operator, or
+    time-varying over 60-s design windows), delay (the model-free trace
+    delayed by its period tau: picked from the autocorrelation per trace or
+    per 60-s window, or the true tau(t) on synthetics) and lm (the LM's
+    conditional mean, --lm-samples continuations at temperature 1 per
+    frame). Each prediction is subtracted as it is ("direct") and/or after
+    adaptive matching ("adaptive": --match-taps filters in half-overlapping
+    --match-window-seconds windows, tasks.adaptive); Wiener both ways, delay
+    adaptively, the LM both ways.
     Real recordings (the waveform files or --nc-events): no truth, so the
     score is the reduction (dB) of the normalized autocorrelation's energy at
-    lags [lag, lag + L] for each of --lags, and the error / input energy.
-    The LM is slow (about 8 s of one CPU thread per 90-s trace and lag): it
-    runs on the first --lm-traces traces, beside the Wiener filter on the
-    same traces.
+    lags [lag, lag + L] for each of --lags, and the error / input energy:
+    median, maximum, the worst matching window and the number of traces
+    whose output holds more energy than the input (whole trace / any
+    window), checked on every trace. The LM is slow (it continues every
+    frame --lm-samples times, for each lag): it runs on the first
+    --lm-traces traces, beside the other methods on the same traces.
+    --onsets (with --nc-events, or INPUTS and --picks CSV): the LM's surprisal
+    (tasks.surprisal, nats per 1-s frame) as an onset detector against the
+    analyst P picks, beside obspy's classic STA/LTA (1 s / 10 s) on the same
+    traces: a detection is a trigger within +-1 s of P, a false trigger any
+    other trigger not within +-1 s of P or S; thresholds swept over each
+    function's quantiles; each detector at its best critical success index
+    (detections / (traces + false triggers)) and the surprisal's detection
+    rate at STA/LTA's false-trigger rate. The surprisal is also scored as
+    its excess over the median of the 10 frames before, and (a diagnostic)
+    the gain stream's share alone. Uses --lm as given
+    (not the synthetic fine-tuning). `--methods none --onsets` runs only this.
     --synthetic: the seeded reverberation sets of tasks.synthetic (truth known),
     "constant" (tau fixed per trace, seed --seed) and "drifting" (tau drifts
     by up to +-10 %, seed --seed + 1), --traces traces of --duration s each.
     Scores per trace, from second SCORE_FROM_S on (the LM predicts nothing
     before its first context window): multiple suppression (energy of all
-    that is not primary, before / after, dB) and correlation with the true
-    primaries. Lag and operator per trace from the true tau ("oracle") or
-    the autocorrelation peak ("picked"):
+    that is not primary, before / after, dB), correlation with the true
+    primaries, and the SNR against the true multiples (what the water layer
+    adds: tasks.synthetic's reverberation) of the prediction itself and of
+    the prediction as subtracted. Lag and operator per trace from the true
+    tau ("oracle") or the autocorrelation peak ("picked"):
         lag = tau_min - 0.25 s,  operator = 2 tau_max - lag + 1 s.
     With --train-steps N > 0 the LM is first fine-tuned on reverberations:
     --train-traces traces of each kind (seeds --seed + 100 and + 101, never
-    the test traces) are written to OUT/synthetic-train/ as miniSEED,
-    tokenized (tokenized_data.tokenize) into OUT/synthetic-corpus and the
-    LM (--lm, default the shipped one) fine-tuned on them by `train-lm`
-    (lm.train, N steps) into OUT/synthetic-lm; the fine-tuned
-    OUT/synthetic-lm/final is then scored on the first --lm-traces test
-    traces of each set, at the oracle lag, beside the Wiener filter at the
-    same lag on the same traces. Rerunning the command reuses those folders
-    (an interrupted fine-tuning resumes).
+    the test traces; wavelets drawn from --train-wavelets; the default of
+    5000 per kind of 120 s is 10^4 tokenized windows) are written to
+    OUT/synthetic-train/ as miniSEED one at a time, tokenized
+    (tokenized_data.tokenize) into OUT/synthetic-corpus and the LM (--lm,
+    default the shipped one) fine-tuned on them by `train-lm` (lm.train, N
+    steps) into OUT/synthetic-lm; the fine-tuned OUT/synthetic-lm/final is
+    then scored on the first --lm-traces test traces of each set, at the
+    oracle lag, beside the Wiener filter and the delay at the same lag on the
+    same traces. Rerunning the command reuses those folders when drawn the
+    same way (an interrupted fine-tuning resumes).
 """
 
 from __future__ import annotations
@@ -70,7 +98,8 @@ from codec.preprocess import SAMPLING_RATE, InputError, read_stream, trace_to_co
 
 from . import synthetic
 from .classical import FORECASTERS, SAMPLE_FORECASTERS, pick_reverberation_period
-from .deconvolve import deconvolve_samples, make_predictor
+from .adaptive import DEFAULT_TAPS, DEFAULT_WINDOW_SECONDS
+from .deconvolve import LM_SAMPLES, Matching, deconvolve_samples, energy_check, make_predictor, subtract
 from .scores import (autocorrelation_reduction_db, horizon_scores, multiple_suppression_db,
                                primary_correlation)
 
@@ -81,6 +110,8 @@ from .scores import (autocorrelation_reduction_db, horizon_scores, multiple_supp
 CASES = {"noise": ("p", -10.0), "P+2s": ("p", 2.0), "S+5s": ("s", 5.0)}
 #: The case of a trace without picks: the context ends max(horizons) seconds before the trace's end.
 END_CASE = "end"
+#: Cases of a trace without picks when several are asked for: end points spread evenly over it.
+CONTINUOUS_CASE = "continuous"
 FORECAST_METRICS = ("relative_mse", "log_envelope_rmse", "log_psd_error", "crps", "coverage_90")
 #: Synthetic deconvolution: lag and operator from tau (see the module docstring).
 LAG_MARGIN_S = 0.25
@@ -190,21 +221,34 @@ def read_picks(path: Path) -> dict[str, dict]:
     return picks
 
 
-def forecast_cases(files: list[Path], picks: dict | None, context_s: float, horizon_s: float) -> list[dict]:
-    """Every case that fits in its trace: {"kind", "trace", "context" [C], "truth" [H]}, normalized by the context."""
+def usable_traces(path: Path):
+    """Yield (trace, its samples at 40 Hz) for every trace of a file the codec can read; the others are skipped with a warning."""
+    for trace in read_stream(path):
+        try:
+            yield trace, trace_to_codec_input(trace)
+        except InputError as err:
+            warnings.warn(f"skipping {err}")
+
+
+def forecast_cases(files: list[Path], picks: dict | None, context_s: float, horizon_s: float,
+                   cases_per_trace: int = 1) -> list[dict]:
+    """Every case that fits in its trace: {"kind", "trace", "context" [C], "truth" [H]}, normalized by the context.
+
+    Without picks: one case "end" per trace, or with cases_per_trace N > 1, N cases
+    "continuous" whose end points are spread evenly over the trace.
+    """
     context_n, horizon_n = int(round(context_s * SAMPLING_RATE)), int(round(horizon_s * SAMPLING_RATE))
     cases = []
     for path in files:
         if picks is not None and path.name not in picks:
             warnings.warn(f"skipping {path}: no picks for it")
             continue
-        for trace in read_stream(path):
-            try:
-                samples = trace_to_codec_input(trace)
-            except InputError as err:
-                warnings.warn(f"skipping {err}")
-                continue
-            if picks is None:
+        for trace, samples in usable_traces(path):
+            if picks is None and cases_per_trace > 1:
+                first, last = context_n, len(samples) - horizon_n
+                points = [] if last < first else np.linspace(first, last, cases_per_trace + 2)[1:-1]
+                ends = {f"{CONTINUOUS_CASE}:{i}": int(round(p)) for i, p in enumerate(points)}
+            elif picks is None:
                 ends = {END_CASE: len(samples) - horizon_n}
             else:
                 ends = {kind: int(round((picks[path.name][pick] - trace.stats.starttime + offset) * SAMPLING_RATE))
@@ -216,10 +260,17 @@ def forecast_cases(files: list[Path], picks: dict | None, context_s: float, hori
                 mean, std = context.mean(), context.std()
                 if not std > 0:
                     continue
-                cases.append({"kind": kind, "trace": f"{path.name}:{trace.id}",
+                cases.append({"kind": kind.split(":")[0], "trace": f"{path.name}:{trace.id}",
                               "context": (context - mean) / std,
                               "truth": (samples[end : end + horizon_n] - mean) / std})
     return cases
+
+
+def spread_subset(items: list, n: int) -> list:
+    """At most n items, evenly spaced over the list (all of them if it is not longer): every file and station keeps a share."""
+    if len(items) <= n:
+        return items
+    return [items[int(i)] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
 
 
 def lm_sample_forecasts(context: np.ndarray, horizon_samples: int, n_samples: int, rng: np.random.Generator,
@@ -312,10 +363,10 @@ def evaluate_forecast(settings: "ForecastEvaluation") -> int:
     files, picks_path = input_files(settings)
     lm, codec = load_lm_if_needed(settings)
     picks = read_picks(picks_path) if picks_path else None
-    cases = forecast_cases(files, picks, settings.context_seconds, max(settings.horizons))
+    cases = forecast_cases(files, picks, settings.context_seconds, max(settings.horizons), settings.cases_per_trace)
     if settings.max_cases:
         kinds = dict.fromkeys(c["kind"] for c in cases)
-        cases = [c for kind in kinds for c in [c for c in cases if c["kind"] == kind][: settings.max_cases]]
+        cases = [c for kind in kinds for c in spread_subset([c for c in cases if c["kind"] == kind], settings.max_cases)]
     if not cases:
         raise InputError(f"no forecast case fits: every trace is shorter than the {settings.context_seconds:g} s "
                          f"context plus the {max(settings.horizons):g} s horizon around its picks")
@@ -341,6 +392,15 @@ def evaluate_forecast(settings: "ForecastEvaluation") -> int:
 
 # ------------------------------------------------------------------ deconvolution
 
+#: Onset detection (--onsets): the classic STA/LTA's windows (s), the tolerance around a pick (s),
+#: the trailing frames whose median the surprisal excess subtracts, and the thresholds tried
+#: (quantiles of each characteristic function pooled over all traces).
+STA_S, LTA_S = 1.0, 10.0
+ONSET_TOLERANCE_S = 1.0
+SURPRISAL_BACKGROUND_FRAMES = 10
+THRESHOLD_QUANTILES = np.linspace(0.5, 0.9995, 120)
+
+
 def lag_and_operator(trace: synthetic.SyntheticTrace, how: str) -> tuple[int, int]:
     """Samples of lag and operator for one synthetic trace, from the true ("oracle") or picked tau."""
     rate = SAMPLING_RATE
@@ -354,41 +414,91 @@ def lag_and_operator(trace: synthetic.SyntheticTrace, how: str) -> tuple[int, in
     return lag, operator
 
 
-def score_synthetic(traces: list, label: str, predictor, how: str) -> dict:
-    """Median multiple suppression and primary correlation over traces (from SCORE_FROM_S), plus per-trace rows."""
+def snr_db(truth: np.ndarray, estimate: np.ndarray) -> float:
+    """10 log10( sum truth^2 / sum (truth - estimate)^2 ): 0 dB for an estimate of zero."""
+    truth, estimate = np.asarray(truth, dtype=np.float64), np.asarray(estimate, dtype=np.float64)
+    misfit = np.sum((truth - estimate) ** 2)
+    return float(10 * np.log10(np.sum(truth**2) / misfit)) if misfit > 0 else float("inf")
+
+
+def matching_of(settings) -> Matching:
+    """The adaptive subtraction's settings of an evaluation (--match-taps, --match-window-seconds)."""
+    return Matching(settings.match_taps, int(round(settings.match_window_seconds * SAMPLING_RATE)))
+
+
+def score_synthetic(traces: list, label: str, predictor_of, how: str,
+                    subtractions: dict[str, Matching | None]) -> list[dict]:
+    """One row per subtraction ("direct": None, "adaptive": Matching): medians over traces, scored from SCORE_FROM_S.
+
+    predictor_of(trace) -> the predictor for that trace; the prediction is
+    computed once per trace and subtracted each way. Scores: multiple
+    suppression and correlation with the true primaries (tasks.scores), and the
+    SNR against the true multiples (trace.reverberation) of the prediction
+    itself and of the prediction as subtracted (matched).
+    """
     start = int(SCORE_FROM_S * SAMPLING_RATE)
-    per_trace = []
+    per_trace: dict[str, list] = {name: [] for name in subtractions}
     for trace in traces:
         lag, operator = lag_and_operator(trace, how)
-        _, _, error = deconvolve_samples(trace.observed, lag, operator, predictor)
-        observed, primaries, error = trace.observed[start:], trace.primaries[start:], error[start:]
-        per_trace.append({
-            "index": trace.parameters["index"], "lag_s": lag / SAMPLING_RATE, "operator_s": operator / SAMPLING_RATE,
-            "tau_start_s": trace.parameters["tau_start_s"], "tau_end_s": trace.parameters["tau_end_s"],
-            "suppression_db": multiple_suppression_db(observed, error, primaries),
-            "correlation_before": primary_correlation(observed, primaries),
-            "correlation_after": primary_correlation(error, primaries),
-        })
-    values = lambda key: [t[key] for t in per_trace]  # noqa: E731
-    return {"label": label, "traces": len(per_trace), "suppression_db": float(np.median(values("suppression_db"))),
-            "suppression_db_p10": float(np.percentile(values("suppression_db"), 10)),
-            "correlation_before": float(np.median(values("correlation_before"))),
-            "correlation_after": float(np.median(values("correlation_after"))), "per_trace": per_trace}
+        centred = trace.observed - trace.observed.mean()
+        prediction = predictor_of(trace)(centred, lag, operator)
+        observed, primaries, multiples = trace.observed[start:], trace.primaries[start:], trace.reverberation[start:]
+        for name, matching in subtractions.items():
+            error = subtract(centred, prediction, lag, matching, f"synthetic trace {trace.parameters['index']}")
+            per_trace[name].append({
+                "index": trace.parameters["index"], "lag_s": lag / SAMPLING_RATE,
+                "operator_s": operator / SAMPLING_RATE,
+                "tau_start_s": trace.parameters["tau_start_s"], "tau_end_s": trace.parameters["tau_end_s"],
+                "suppression_db": multiple_suppression_db(observed, error[start:], primaries),
+                "correlation_before": primary_correlation(observed, primaries),
+                "correlation_after": primary_correlation(error[start:], primaries),
+                "prediction_snr_db": snr_db(multiples, prediction[start:]),
+                "matched_snr_db": snr_db(multiples, (centred - error)[start:]),
+            })
+    rows = []
+    for name, scored in per_trace.items():
+        values = lambda key: [t[key] for t in scored]  # noqa: E731
+        rows.append({"label": f"{label}, {name}", "subtraction": name, "traces": len(scored),
+                     "suppression_db": float(np.median(values("suppression_db"))),
+                     "suppression_db_p10": float(np.percentile(values("suppression_db"), 10)),
+                     "correlation_before": float(np.median(values("correlation_before"))),
+                     "correlation_after": float(np.median(values("correlation_after"))),
+                     "prediction_snr_db": float(np.median(values("prediction_snr_db"))),
+                     "matched_snr_db": float(np.median(values("matched_snr_db"))), "per_trace": scored})
+    return rows
+
+
+def training_recipe(settings, drifting: bool) -> dict:
+    """How a fine-tuning set is drawn: a stored set is reused only when it was drawn the same way."""
+    return {"n_traces": settings.train_traces, "seed": settings.seed + TRAIN_SEED_OFFSET + int(drifting),
+            "drifting": drifting, "duration_s": settings.train_duration, "wavelets": list(settings.train_wavelets)}
 
 
 def finetune_on_synthetic(settings, out: Path) -> Path:
-    """Write training traces, tokenize them and fine-tune the LM with train-lm; returns the fine-tuned LM folder."""
+    """Write training traces, tokenize them and fine-tune the LM with train-lm; returns the fine-tuned LM folder.
+
+    Both sets ("constant" and "drifting", --train-traces each, wavelets
+    --train-wavelets) are drawn and written one trace at a time
+    (synthetic.iter_set); sets, corpus and run are reused when the command
+    runs again with the same recipe (the corpus is rebuilt when a set changed).
+    """
+    import shutil
+
     from tokenized_data import tokenize
 
     from lm import train
     from lm.model import PRETRAINED_DIR
 
     train_dir, corpus, run = out / "synthetic-train", out / "synthetic-corpus", out / "synthetic-lm"
-    for offset, name in enumerate(("constant", "drifting")):
-        if not (train_dir / name / "manifest.json").is_file():
-            traces = synthetic.make_set(settings.train_traces, settings.seed + TRAIN_SEED_OFFSET + offset,
-                                        drifting=name == "drifting", duration_s=settings.train_duration)
-            synthetic.write_set(traces, train_dir / name, overwrite=True)
+    for name in ("constant", "drifting"):
+        recipe = training_recipe(settings, name == "drifting")
+        manifest = train_dir / name / "manifest.json"
+        if manifest.is_file() and json.loads(manifest.read_text()).get("recipe") == recipe:
+            continue
+        traces = synthetic.iter_set(recipe["n_traces"], recipe["seed"], drifting=recipe["drifting"],
+                                    duration_s=recipe["duration_s"], wavelets=tuple(recipe["wavelets"]))
+        synthetic.write_set(traces, train_dir / name, overwrite=True, recipe=recipe)
+        shutil.rmtree(corpus, ignore_errors=True)  # made from the old set
     if not corpus.is_dir():
         summary = tokenize([str(train_dir / "constant" / "waveforms"), str(train_dir / "drifting" / "waveforms")],
                            corpus, codec_path=settings.codec, progress=False)
@@ -400,6 +510,10 @@ def finetune_on_synthetic(settings, out: Path) -> Path:
         lr=FINETUNE_LR, warmup=max(1, settings.train_steps // 10), eval_every=max(1, settings.train_steps // 3),
         eval_batches=10, seed=settings.seed))
     return run / "final"
+
+
+SYNTHETIC_HEADER = ["| method | traces | suppression dB (median) | (10th pct.) | corr. with primaries before -> after "
+                    "| prediction SNR dB | matched SNR dB |", "|---|---:|---:|---:|---:|---:|---:|"]
 
 
 def evaluate_synthetic(settings, out: Path) -> tuple[dict, list[str], dict]:
@@ -419,52 +533,92 @@ def evaluate_synthetic(settings, out: Path) -> tuple[dict, list[str], dict]:
             lm_path = str(finetune_on_synthetic(settings, out))
             lm_label = f"lm fine-tuned {settings.train_steps} steps"
         lm, codec = load_lm_and_codec(lm_path, settings.codec)
+    window = int(DESIGN_WINDOW_S * SAMPLING_RATE)
+    direct, adaptive = {"direct": None}, {"adaptive": matching_of(settings)}
+    both = {**direct, **adaptive}
+    fixed = lambda predictor: lambda trace: predictor  # noqa: E731
+    wiener, wiener_tv = make_predictor("wiener"), make_predictor("wiener", design_window_samples=window)
+    delay, delay_tv = make_predictor("delay"), make_predictor("delay", design_window_samples=window)
+    oracle_delay = lambda trace: make_predictor("delay", period_samples=trace.tau_samples)  # noqa: E731
+    tv = f"time-varying ({DESIGN_WINDOW_S:g} s windows)"
     results, lines = {}, []
     for name, traces in sets.items():
         lines += [f"### Synthetic set '{name}' ({len(traces)} traces x {settings.duration:g} s, Backus water layer, "
-                  f"scored from {SCORE_FROM_S:g} s)", "",
-                  "| method | traces | suppression dB (median) | (10th pct.) | corr. with primaries before -> after |",
-                  "|---|---:|---:|---:|---:|"]
+                  f"scored from {SCORE_FROM_S:g} s; adaptive: {settings.match_taps} taps, "
+                  f"{settings.match_window_seconds:g}-s windows)", "", *SYNTHETIC_HEADER]
         rows = []
         if "wiener" in settings.methods:
-            fixed = make_predictor("wiener")
-            window = make_predictor("wiener", design_window_samples=int(DESIGN_WINDOW_S * SAMPLING_RATE))
-            rows += [score_synthetic(traces, "wiener, oracle tau", fixed, "oracle"),
-                     score_synthetic(traces, "wiener, picked tau", fixed, "picked"),
-                     score_synthetic(traces, f"wiener time-varying ({DESIGN_WINDOW_S:g} s windows), picked tau",
-                                     window, "picked")]
+            rows += score_synthetic(traces, "wiener, oracle tau", fixed(wiener), "oracle", direct)
+            rows += score_synthetic(traces, "wiener, picked tau", fixed(wiener), "picked", both)
+            rows += score_synthetic(traces, f"wiener {tv}, picked tau", fixed(wiener_tv), "picked", both)
+        if "delay" in settings.methods:
+            rows += score_synthetic(traces, "delay, oracle tau(t)", oracle_delay, "oracle", adaptive)
+            rows += score_synthetic(traces, "delay, picked tau", fixed(delay), "picked", adaptive)
+            rows += score_synthetic(traces, f"delay {tv}, picked tau", fixed(delay_tv), "picked", adaptive)
         if lm is not None:
             subset = traces[: settings.lm_traces]
             if "wiener" in settings.methods:
-                rows.append(score_synthetic(subset, "wiener, oracle tau (LM's traces)", make_predictor("wiener"),
-                                            "oracle"))
-            rows.append(score_synthetic(subset, f"{lm_label}, oracle tau",
-                                        make_predictor("lm", lm=lm, codec=codec), "oracle"))
+                rows += score_synthetic(subset, "wiener, oracle tau (LM's traces)", fixed(wiener), "oracle", direct)
+                rows += score_synthetic(subset, f"wiener {tv}, picked tau (LM's traces)", fixed(wiener_tv),
+                                        "picked", direct)
+            if "delay" in settings.methods:
+                rows += score_synthetic(subset, "delay, oracle tau(t) (LM's traces)", oracle_delay, "oracle", adaptive)
+            lm_predictor = make_predictor("lm", lm=lm, codec=codec, lm_samples=settings.lm_samples, seed=settings.seed)
+            rows += score_synthetic(subset, f"{lm_label}, oracle tau", fixed(lm_predictor), "oracle", both)
         for r in rows:
             lines.append(f"| {r['label']} | {r['traces']} | {r['suppression_db']:.1f} | {r['suppression_db_p10']:.1f} | "
-                         f"{r['correlation_before']:.2f} -> {r['correlation_after']:.2f} |")
+                         f"{r['correlation_before']:.2f} -> {r['correlation_after']:.2f} | "
+                         f"{r['prediction_snr_db']:.1f} | {r['matched_snr_db']:.1f} |")
         lines.append("")
         results[name] = rows
+    lines += ["Prediction SNR: the prediction against the true multiples (what the water layer adds), before "
+              "subtraction; matched SNR: the same for the prediction as subtracted (after the matching filters).", ""]
     return results, lines, sets
 
 
 def score_real(traces: list[tuple[str, np.ndarray]], method: str, predictor, lags_s: list[float],
-               operator_s: float) -> list[dict]:
-    """Per lag: median autocorrelation reduction at lags [lag, lag + L] and error / input energy over traces."""
+               operator_s: float, subtractions: dict[str, Matching | None], check_window: int) -> list[dict]:
+    """Per lag and subtraction: median autocorrelation reduction at lags [lag, lag + L], error / input energy,
+    and the energy check of every trace (deconvolve.energy_check over windows of check_window samples)."""
     operator = int(round(operator_s * SAMPLING_RATE))
     rows = []
     for lag_s in lags_s:
         lag = int(round(lag_s * SAMPLING_RATE))
-        reduction, energy = [], []
-        for _, samples in traces:
-            centred, _, error = deconvolve_samples(samples, lag, operator, predictor)
-            reduction.append(autocorrelation_reduction_db(centred, error, lag, operator))
-            energy.append(10 * np.log10(np.sum(error**2) / np.sum(centred**2)))
-        rows.append({"method": method, "lag_s": lag_s, "operator_s": operator_s, "traces": len(traces),
-                     "autocorrelation_reduction_db": float(np.median(reduction)),
-                     "autocorrelation_reduction_db_p10": float(np.percentile(reduction, 10)),
-                     "error_to_input_db": float(np.median(energy))})
+        scored: dict[str, list] = {name: [] for name in subtractions}
+        for label, samples in traces:
+            centred = samples - samples.mean()
+            prediction = predictor(centred, lag, operator)
+            for name, matching in subtractions.items():
+                error = subtract(centred, prediction, lag, matching, label)
+                scored[name].append({"trace": label,
+                                     "autocorrelation_reduction_db": autocorrelation_reduction_db(centred, error, lag,
+                                                                                                  operator),
+                                     **energy_check(centred, error, check_window)})
+        for name, per_trace in scored.items():
+            reduction = [t["autocorrelation_reduction_db"] for t in per_trace]
+            rows.append({"method": method, "subtraction": name, "lag_s": lag_s, "operator_s": operator_s,
+                         "traces": len(per_trace),
+                         "autocorrelation_reduction_db": float(np.median(reduction)),
+                         "autocorrelation_reduction_db_p10": float(np.percentile(reduction, 10)),
+                         "error_to_input_db": float(np.median([t["trace_db"] for t in per_trace])),
+                         "max_error_to_input_db": float(np.max([t["trace_db"] for t in per_trace])),
+                         "max_window_db": float(np.max([t["max_window_db"] for t in per_trace])),
+                         "traces_over": int(sum(t["trace_db"] > 0 for t in per_trace)),
+                         "traces_with_a_window_over": int(sum(t["windows_over"] > 0 for t in per_trace)),
+                         "per_trace": per_trace})
     return rows
+
+
+def _load_lm(settings):
+    """(lm, codec) of --lm / --codec, checked to belong together; one torch thread per --threads."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from .forecast import load_lm_and_codec
+
+    torch.set_num_threads(settings.threads)
+    hf_logging.disable_progress_bar()
+    return load_lm_and_codec(settings.lm, settings.codec)
 
 
 def evaluate_real(settings, files: list[Path]) -> tuple[list[dict], list[str]]:
@@ -476,46 +630,210 @@ def evaluate_real(settings, files: list[Path]) -> tuple[list[dict], list[str]]:
     traces = load_traces(files)
     if not traces:
         raise InputError("no usable trace in the waveform files")
+    matching = matching_of(settings)
     lag_max, operator = (int(round(s * SAMPLING_RATE)) for s in (max(settings.lags), settings.operator_seconds))
     for label, samples in traces:
-        check_lengths(label, len(samples), lag_max, operator)
-    lm, codec = load_lm_if_needed(settings)
-    runs = [("wiener", traces)] if "wiener" in settings.methods else []
-    if lm is not None:  # the LM is slow: a subset, with the Wiener filter on the same traces
+        check_lengths(label, len(samples), lag_max, operator, match_window=matching.window_samples)
+    direct, adaptive = {"direct": None}, {"adaptive": matching}
+    runs = []
+    if "wiener" in settings.methods:
+        runs.append(("wiener", traces, {**direct, **adaptive}))
+    if "delay" in settings.methods:
+        runs.append(("delay", traces, adaptive))
+    lm = codec = None
+    if "lm" in settings.methods:  # the LM is slow: a subset, with the other methods on the same traces
+        lm, codec = _load_lm(settings)
         subset = traces[: settings.lm_traces]
-        if "wiener" in settings.methods and len(subset) < len(traces):
-            runs.append(("wiener", subset))
-        runs.append(("lm", subset))
-    lines = [f"### Real recordings ({len(traces)} traces), operator {settings.operator_seconds:g} s", "",
-             "| method | traces | lag s | autocorr. reduction at lags [lag, lag+L] dB (median) | (10th pct.) "
-             "| error / input energy dB (median) |", "|---|---:|---:|---:|---:|---:|"]
+        if len(subset) < len(traces):
+            runs += [(method, subset, subs) for method, _, subs in runs]
+        runs.append(("lm", subset, {**direct, **adaptive}))
+    lines = [f"### Real recordings ({len(traces)} traces), operator {settings.operator_seconds:g} s; adaptive: "
+             f"{settings.match_taps} taps, {settings.match_window_seconds:g}-s windows", "",
+             "| method | subtraction | traces | lag s | autocorr. reduction at lags [lag, lag+L] dB (median) "
+             "| (10th pct.) | error / input energy dB (median) | (max) | worst window dB | traces louder than "
+             "the input (whole / any window) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     rows = []
-    for method, scored in runs:
-        predictor = make_predictor(method, lm=lm, codec=codec)
-        for r in score_real(scored, method, predictor, settings.lags, settings.operator_seconds):
+    for method, scored, subtractions in runs:
+        predictor = make_predictor(method, lm=lm, codec=codec, lm_samples=settings.lm_samples, seed=settings.seed)
+        for r in score_real(scored, method, predictor, settings.lags, settings.operator_seconds, subtractions,
+                            matching.window_samples):
             rows.append(r)
-            lines.append(f"| {method} | {r['traces']} | {r['lag_s']:g} | {r['autocorrelation_reduction_db']:.1f} | "
-                         f"{r['autocorrelation_reduction_db_p10']:.1f} | {r['error_to_input_db']:.1f} |")
-    lines.append("")
+            lines.append(f"| {method} | {r['subtraction']} | {r['traces']} | {r['lag_s']:g} | "
+                         f"{r['autocorrelation_reduction_db']:.1f} | {r['autocorrelation_reduction_db_p10']:.1f} | "
+                         f"{r['error_to_input_db']:.1f} | {r['max_error_to_input_db']:.1f} | "
+                         f"{r['max_window_db']:.1f} | {r['traces_over']} / {r['traces_with_a_window_over']} |")
+    lines += ["", f"Energy check: output against input energy over each whole trace and over every "
+              f"{settings.match_window_seconds:g}-s matching window (half overlapping); the adaptive "
+              "subtraction never exceeds the input by construction (tasks.adaptive).", ""]
     return rows, lines
 
 
-def plot_synthetic_examples(sets: dict, path: Path, seconds: float = 60.0) -> None:
-    """First trace of each set, first `seconds`: observed, true primaries and the Wiener errors (picked tau)."""
+# ------------------------------------------------------------------ onsets
+
+def onset_cases(files: list[Path], picks: dict) -> list[dict]:
+    """Every usable trace of a file with a P pick: {"trace", "samples" [N] at 40 Hz, "p_s", "s_s" (or None)},
+    the picks in seconds after the trace's start."""
+    cases = []
+    for path in files:
+        if path.name not in picks or picks[path.name]["p"] is None:
+            warnings.warn(f"skipping {path}: no P pick for it")
+            continue
+        for trace, samples in usable_traces(path):
+            start = trace.stats.starttime
+            s_pick = picks[path.name]["s"]
+            cases.append({"trace": f"{path.name}:{trace.id}", "samples": samples,
+                          "p_s": float(picks[path.name]["p"] - start),
+                          "s_s": float(s_pick - start) if s_pick is not None else None})
+    return cases
+
+
+def sta_lta(samples: np.ndarray) -> np.ndarray:
+    """[N] obspy's classic STA/LTA (STA_S / LTA_S) of the offset-free 40 Hz samples (0 for the first LTA_S)."""
+    from obspy.signal.trigger import classic_sta_lta
+
+    x = np.asarray(samples, dtype=np.float64)
+    return classic_sta_lta(x - x.mean(), int(STA_S * SAMPLING_RATE), int(LTA_S * SAMPLING_RATE))
+
+
+def surprisal_excess(surprisal: np.ndarray, frames: int = SURPRISAL_BACKGROUND_FRAMES) -> np.ndarray:
+    """[T] surprisal minus the median of the `frames` frames before (0 for the first ones): causal, background ~0."""
+    excess = np.zeros(len(surprisal))
+    for t in range(frames, len(surprisal)):
+        excess[t] = surprisal[t] - np.median(surprisal[t - frames : t])
+    return excess
+
+
+def trigger_times(function: np.ndarray, rate: float, on: float, off: float) -> np.ndarray:
+    """Onset times (s) where `function` (sampled at `rate`) rises above `on`, each trigger ending below `off`."""
+    from obspy.signal.trigger import trigger_onset
+
+    spans = trigger_onset(np.nan_to_num(function, nan=-np.inf), on, off)
+    return np.array([span[0] / rate for span in spans], dtype=np.float64)
+
+
+def detection_curve(cases: list[dict], functions: list[np.ndarray], rate: float, baseline: float,
+                    thresholds: np.ndarray) -> list[dict]:
+    """Per threshold: detection rate (a trigger within ONSET_TOLERANCE_S of P), false triggers per hour, CSI.
+
+    A trigger within the tolerance of P or S is not false; every other is.
+    The trigger ends when the function falls half-way back from the
+    threshold to `baseline` (its background level). CSI (critical success
+    index) = detections / (traces + false triggers).
+    """
+    hours = sum(len(c["samples"]) for c in cases) / SAMPLING_RATE / 3600
+    curve = []
+    for on in thresholds:
+        detected = false = 0
+        for case, function in zip(cases, functions):
+            times = trigger_times(function, rate, on, baseline + (on - baseline) / 2)
+            near = lambda pick: np.abs(times - pick) <= ONSET_TOLERANCE_S if pick is not None else False  # noqa: E731
+            at_p = near(case["p_s"])
+            detected += bool(np.any(at_p))
+            false += int(np.sum(~(at_p | near(case["s_s"]))))
+        curve.append({"threshold": float(on), "detection_rate": detected / len(cases),
+                      "false_per_hour": false / hours, "csi": detected / (len(cases) + false)})
+    return curve
+
+
+def best_of(curve: list[dict]) -> dict:
+    """The threshold of highest CSI."""
+    return max(curve, key=lambda point: (point["csi"], point["detection_rate"]))
+
+
+def at_false_rate(curve: list[dict], false_per_hour: float) -> dict | None:
+    """The point of highest detection rate whose false-trigger rate is at most `false_per_hour` (None if none is)."""
+    allowed = [p for p in curve if p["false_per_hour"] <= false_per_hour + 1e-9]
+    return max(allowed, key=lambda p: (p["detection_rate"], -p["false_per_hour"])) if allowed else None
+
+
+def evaluate_onsets(settings, files: list[Path], picks_path: Path | None) -> tuple[dict, list[str], dict]:
+    """Onset part: (report, markdown lines, curves for the plot); STA/LTA and the LM's surprisal on the same traces."""
+    from .surprisal import frame_surprisal
+
+    if picks_path is None:
+        raise UsageError("--onsets needs analyst picks: --picks CSV (columns file, p_arrival, s_arrival), "
+                         "or --nc-events DIR (its picks.csv)")
+    cases = onset_cases(files, read_picks(picks_path))
+    if not cases:
+        raise InputError(f"no trace of the waveform files has a P pick in {picks_path}")
+    lm, codec = _load_lm(settings)
+    detectors = {"STA/LTA": ([sta_lta(c["samples"]) for c in cases], SAMPLING_RATE, 1.0)}
+    streams = [frame_surprisal(c["samples"], lm, codec, per_stream=True, label=c["trace"]) for c in cases]
+    surprisal, gain = [s.sum(axis=0) for s in streams], [s[0] for s in streams]
+    detectors["surprisal"] = (surprisal, 1.0, float(np.median(np.concatenate(surprisal))))
+    detectors[f"surprisal excess (over the median of the {SURPRISAL_BACKGROUND_FRAMES} frames before)"] = (
+        [surprisal_excess(s) for s in surprisal], 1.0, 0.0)
+    detectors["surprisal of the gain stream alone (diagnostic)"] = (gain, 1.0, float(np.median(np.concatenate(gain))))
+    curves, report = {}, {"traces": len(cases), "hours": sum(len(c["samples"]) for c in cases) / SAMPLING_RATE / 3600,
+                          "tolerance_s": ONSET_TOLERANCE_S, "sta_s": STA_S, "lta_s": LTA_S,
+                          "lm_codec_id": lm.config.codec_id, "detectors": {}}
+    for name, (functions, rate, baseline) in detectors.items():
+        pooled = np.concatenate(functions)
+        thresholds = np.unique(np.quantile(pooled[np.isfinite(pooled)], THRESHOLD_QUANTILES))
+        thresholds = thresholds[thresholds > baseline]
+        curves[name] = detection_curve(cases, functions, rate, baseline, thresholds)
+    reference = best_of(curves["STA/LTA"])
+    lines = [f"### Onsets: {len(cases)} traces ({report['hours']:.2f} h), a detection = a trigger within "
+             f"+-{ONSET_TOLERANCE_S:g} s of the analyst P pick; false = any other trigger not within "
+             f"+-{ONSET_TOLERANCE_S:g} s of P or S", "",
+             "| detector | threshold | chosen | detection rate | false triggers / h | CSI |",
+             "|---|---:|---|---:|---:|---:|"]
+    for name, curve in curves.items():
+        best = best_of(curve)
+        equal = at_false_rate(curve, reference["false_per_hour"])
+        report["detectors"][name] = {"best": best, "at_sta_lta_false_rate": equal, "curve": curve}
+        chosen = [("best CSI", best)] + ([] if name == "STA/LTA" else [("at STA/LTA's false rate", equal)])
+        for how, point in chosen:
+            if point is None:
+                lines.append(f"| {name} | - | {how} | - | - | - |")
+                continue
+            lines.append(f"| {name} | {point['threshold']:.2f} | {how} | {point['detection_rate']:.2f} | "
+                         f"{point['false_per_hour']:.1f} | {point['csi']:.2f} |")
+    lines += ["", f"STA/LTA: obspy classic_sta_lta ({STA_S:g} s / {LTA_S:g} s) on the 40 Hz trace; surprisal: the "
+              "LM's nats per 1-s frame (tasks.surprisal), an onset at a frame's start. Thresholds: quantiles of "
+              "each function over all traces, above its background level; a trigger ends half-way back to that level.", ""]
+    return report, lines, curves
+
+
+def plot_onset_curves(curves: dict, path: Path) -> None:
+    """Detection rate against false triggers per hour for each detector, its best-CSI threshold marked."""
     plt = _pyplot()
-    predictors = {"fixed": make_predictor("wiener"),
-                  "time-varying": make_predictor("wiener", design_window_samples=int(DESIGN_WINDOW_S * SAMPLING_RATE))}
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for name, curve in curves.items():
+        points = sorted(curve, key=lambda p: p["false_per_hour"])
+        line, = ax.plot([p["false_per_hour"] for p in points], [p["detection_rate"] for p in points], lw=1,
+                        marker=".", ms=3, label=name)
+        best = best_of(curve)
+        ax.plot(best["false_per_hour"], best["detection_rate"], "o", color=line.get_color(), ms=7, mfc="none")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel("false triggers per hour")
+    ax.set_ylabel(f"detection rate (+-{ONSET_TOLERANCE_S:g} s of P)")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Onset detection on the same traces (circles: best CSI)", fontsize=9)
+    save_figure(fig, path)
+
+
+def plot_synthetic_examples(sets: dict, path: Path, settings=None, seconds: float = 60.0) -> None:
+    """First trace of each set, first `seconds`: observed, true primaries, the Wiener errors and the
+    delay prediction adaptively subtracted (picked tau)."""
+    plt = _pyplot()
+    window = int(DESIGN_WINDOW_S * SAMPLING_RATE)
+    matching = matching_of(settings) if settings is not None else Matching()
+    predictors = {"Wiener fixed": (make_predictor("wiener"), None),
+                  "Wiener time-varying": (make_predictor("wiener", design_window_samples=window), None),
+                  "delay, adaptive": (make_predictor("delay"), matching)}
     n = int(seconds * SAMPLING_RATE)
-    fig, axes = plt.subplots(2 + len(predictors), len(sets), figsize=(6 * len(sets), 7), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(2 + len(predictors), len(sets), figsize=(6 * len(sets), 8), sharex=True, squeeze=False)
     for column, (name, traces) in enumerate(sets.items()):
         trace = traces[0]
         rows = [("observed", trace.observed - trace.observed.mean(), "black"),
                 ("true primaries", trace.primaries - trace.primaries.mean(), "tab:green")]
         lag, operator = lag_and_operator(trace, "picked")
-        for short, predictor in predictors.items():
-            _, _, error = deconvolve_samples(trace.observed, lag, operator, predictor)
+        for short, (predictor, matched) in predictors.items():
+            _, _, error = deconvolve_samples(trace.observed, lag, operator, predictor, matched)
             suppression = multiple_suppression_db(trace.observed, error, trace.primaries)
-            rows.append((f"Wiener {short}\n{suppression:.1f} dB", error, "tab:blue"))
+            rows.append((f"{short}\n{suppression:.1f} dB", error, "tab:blue"))
         t = np.arange(min(n, len(trace.observed))) / SAMPLING_RATE
         limit = 1.05 * np.abs(rows[0][1][: len(t)]).max()
         for ax, (label, data, color) in zip(axes[:, column], rows):
@@ -529,28 +847,42 @@ def plot_synthetic_examples(sets: dict, path: Path, seconds: float = 60.0) -> No
     save_figure(fig, path)
 
 
+DECONVOLUTION_METHODS = ("wiener", "delay", "lm")
+
+
 def evaluate_deconvolution(settings: "DeconvolutionEvaluation") -> int:
-    unknown = set(settings.methods) - {"wiener", "lm"}
+    unknown = set(settings.methods) - set(DECONVOLUTION_METHODS)
     if unknown:
-        raise UsageError(f"unknown --methods {', '.join(sorted(unknown))}; choose from wiener, lm")
+        raise UsageError(f"unknown --methods {', '.join(sorted(unknown))}; choose from "
+                         f"{', '.join(DECONVOLUTION_METHODS)} (or none, with --onsets)")
     if not (settings.synthetic or settings.inputs or settings.nc_events):
         raise UsageError("nothing to evaluate: give waveform INPUTS, --nc-events DIR or --synthetic")
+    if settings.onsets and not (settings.inputs or settings.nc_events):
+        raise UsageError("--onsets scores recordings: give waveform INPUTS with --picks CSV, or --nc-events DIR")
+    if not settings.methods and not settings.onsets:
+        raise UsageError("--methods none leaves nothing to evaluate without --onsets")
     if settings.train_steps and not settings.synthetic:
         raise UsageError("--train-steps fine-tunes on the synthetic set: it needs --synthetic")
     if settings.synthetic and settings.duration < 2 * SCORE_FROM_S:
         raise UsageError(f"--duration must be at least {2 * SCORE_FROM_S:g} s (scores start at {SCORE_FROM_S:g} s)")
-    files = input_files(settings)[0] if (settings.inputs or settings.nc_events) else None
+    if settings.match_taps % 2 == 0:
+        raise UsageError(f"--match-taps must be odd (a filter centred on zero lag), got {settings.match_taps}")
+    files, picks = input_files(settings) if (settings.inputs or settings.nc_events) else (None, None)
     out = Path(settings.out)
     started = time.monotonic()
     report = {"settings": {k: v for k, v in vars(settings).items() if k != "func"}, "score_from_s": SCORE_FROM_S}
     lines, figures = [], []
-    if settings.synthetic:
+    if settings.synthetic and settings.methods:
         report["synthetic"], synthetic_lines, sets = evaluate_synthetic(settings, out)
         lines += synthetic_lines
-        figures.append((plot_synthetic_examples, sets, out / "deconvolution_synthetic.png"))
-    if files is not None:
+        figures.append((partial(plot_synthetic_examples, settings=settings), sets, out / "deconvolution_synthetic.png"))
+    if files is not None and settings.methods:
         report["real"], real_lines = evaluate_real(settings, files)
         lines += real_lines
+    if settings.onsets:
+        report["onsets"], onset_lines, curves = evaluate_onsets(settings, files, picks)
+        lines += onset_lines
+        figures.append((plot_onset_curves, curves, out / "deconvolution_onsets.png"))
     report["seconds"] = round(time.monotonic() - started, 1)
     tables = "\n".join(lines)
     print(tables)
@@ -579,6 +911,7 @@ class ForecastEvaluation:
     context_seconds: float = 20.0
     horizons: list[float] = field(default_factory=lambda: [1.0, 5.0, 10.0, 30.0])
     max_cases: int | None = None
+    cases_per_trace: int = 1
     samples: int = 100
     lm_samples: int = 16
 
@@ -590,7 +923,8 @@ class DeconvolutionEvaluation:
     out: str
     inputs: list[str] = field(default_factory=list)
     nc_events: str | None = None
-    methods: list[str] = field(default_factory=lambda: ["wiener", "lm"])
+    picks: str | None = None
+    methods: list[str] = field(default_factory=lambda: list(DECONVOLUTION_METHODS))
     seed: int = 0
     lm: str | None = None
     codec: str | None = None
@@ -598,13 +932,23 @@ class DeconvolutionEvaluation:
     lags: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0])
     operator_seconds: float = 1.0
     lm_traces: int = 10
+    lm_samples: int = LM_SAMPLES
+    match_taps: int = DEFAULT_TAPS
+    match_window_seconds: float = DEFAULT_WINDOW_SECONDS
+    onsets: bool = False
     synthetic: bool = False
     traces: int = 50
     duration: float = 180.0
     train_steps: int = 0
-    train_traces: int = 60
+    train_traces: int = 5000
     train_duration: float = 120.0
+    train_wavelets: list[str] = field(default_factory=lambda: list(synthetic.WAVELETS))
 
     def __post_init__(self):
         if self.train_steps < 0:
             raise InputError(f"--train-steps must not be negative, got {self.train_steps}")
+        self.methods = [m for m in self.methods if m != "none"]
+        unknown = set(self.train_wavelets) - set(synthetic.WAVELETS)
+        if unknown:
+            raise UsageError(f"unknown --train-wavelets {', '.join(sorted(unknown))}; choose from "
+                             f"{', '.join(synthetic.WAVELETS)}")

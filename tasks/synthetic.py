@@ -6,7 +6,11 @@ from (seed, index) alone:
 
 1. Primaries: a sparse reflectivity series (Bernoulli-Gaussian: on average
    `EVENTS_PER_SECOND` spikes per second, Gaussian amplitudes) convolved with
-   a zero-phase Ricker wavelet of peak frequency 2-5 Hz.
+   a wavelet of peak frequency 2-5 Hz, by default a zero-phase Ricker; with
+   `wavelets=WAVELETS` each trace draws one of (see `wavelet`)
+       ricker         zero phase
+       minimum-phase  the minimum-phase wavelet of the Ricker's amplitude spectrum
+       berlage        t^2 exp(-pi f t) sin(2 pi f t), causal (Aldridge 1990), a source-like onset
 2. Reverberation: the primaries pass through a water-layer operator with
    two-way time tau (2-8 s) and sea-floor reflection coefficient r (0.3-0.7):
        simple: 1 / (1 + r z^tau)        (one reverberating leg)
@@ -19,9 +23,12 @@ from (seed, index) alone:
    reverberated signal's RMS.
 
 The parts are returned separately: observed = primaries + reverberation + noise.
-`write_set` stores a set as miniSEED (observed traces in `waveforms/`, which
-`eqcodec tokenize` reads; the truth in `truth/`) with a JSON manifest of every
-trace's parameters; `load_set` reads it back.
+`iter_set` draws a set lazily (make_set: as a list); `write_set` stores one,
+from a list or from `iter_set`, as miniSEED (observed traces in `waveforms/`,
+which `eqcodec tokenize` reads; the truth in `truth/`) with a JSON manifest
+of every trace's parameters; `load_set` reads it back. Sets of 10^4 traces
+and more (fine-tuning corpora: one 120-s trace is one tokenized window) are
+written one trace at a time, in memory bounded by one trace.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from collections.abc import Iterable, Iterator
 
 from codec.files import replace_folder
 from codec.preprocess import SAMPLING_RATE
@@ -50,6 +59,8 @@ MAX_DRIFT = 0.1
 AMPLITUDE = 1000.0
 #: Every stored trace starts at T0 + index hours (distinct "events" for event-wise splits).
 T0 = "2001-01-01T00:00:00"
+#: Wavelet families a trace can draw (make_trace(wavelets=...)); the benchmark's test sets use Ricker only.
+WAVELETS = ("ricker", "minimum-phase", "berlage")
 NETWORK, CHANNEL = "SY", "BHZ"
 
 
@@ -76,6 +87,31 @@ def ricker(peak_frequency_hz: float, sampling_rate: float = SAMPLING_RATE) -> np
     t = np.arange(-half, half + 1) / sampling_rate
     arg = (np.pi * peak_frequency_hz * t) ** 2
     return (1 - 2 * arg) * np.exp(-arg)
+
+
+def berlage(peak_frequency_hz: float, sampling_rate: float = SAMPLING_RATE) -> np.ndarray:
+    """Causal Berlage wavelet t^2 exp(-pi f t) sin(2 pi f t), unit peak, 3 / peak frequency long: [M]."""
+    t = np.arange(int(np.ceil(3.0 / peak_frequency_hz * sampling_rate))) / sampling_rate
+    w = t**2 * np.exp(-np.pi * peak_frequency_hz * t) * np.sin(2 * np.pi * peak_frequency_hz * t)
+    return w / np.abs(w).max()
+
+
+def wavelet(name: str, peak_frequency_hz: float, sampling_rate: float = SAMPLING_RATE) -> np.ndarray:
+    """The wavelet of a family in WAVELETS at a peak frequency, unit peak.
+
+    minimum-phase: scipy.signal.minimum_phase (homomorphic, full length) of
+    the Ricker, i.e. the same amplitude spectrum with its energy up front.
+    """
+    if name == "ricker":
+        return ricker(peak_frequency_hz, sampling_rate)
+    if name == "minimum-phase":
+        from scipy.signal import minimum_phase
+
+        w = minimum_phase(ricker(peak_frequency_hz, sampling_rate), method="homomorphic", half=False)
+        return w / np.abs(w).max()
+    if name == "berlage":
+        return berlage(peak_frequency_hz, sampling_rate)
+    raise ValueError(f"unknown wavelet {name!r}: choose from {', '.join(WAVELETS)}")
 
 
 def sparse_reflectivity(n_samples: int, rng: np.random.Generator,
@@ -114,13 +150,22 @@ def water_layer(x: np.ndarray, tau_samples, reflection: float, kind: str = "back
 
 
 def make_trace(rng: np.random.Generator, duration_s: float = 180.0, drifting: bool = False,
-               kind: str = "backus", sampling_rate: float = SAMPLING_RATE) -> SyntheticTrace:
-    """Draw one trace's parameters from `rng` and build it (see the module docstring)."""
+               kind: str = "backus", sampling_rate: float = SAMPLING_RATE,
+               wavelets: tuple[str, ...] = ("ricker",)) -> SyntheticTrace:
+    """Draw one trace's parameters from `rng` and build it (see the module docstring).
+
+    wavelets: the families drawn from (uniformly); with one family no draw is
+    made, so Ricker-only traces are those of earlier versions, draw for draw.
+    """
+    for name in wavelets:
+        if name not in WAVELETS:
+            raise ValueError(f"unknown wavelet {name!r}: choose from {', '.join(WAVELETS)}")
     n = int(round(duration_s * sampling_rate))
     tau_start = rng.uniform(*TAU_RANGE_S)
     reflection = rng.uniform(*REFLECTION_RANGE)
     peak_frequency = rng.uniform(*PEAK_FREQUENCY_RANGE_HZ)
     snr_db = rng.uniform(*SNR_RANGE_DB)
+    family = wavelets[0] if len(wavelets) == 1 else wavelets[int(rng.integers(len(wavelets)))]
     if drifting:
         tau_end = float(np.clip(tau_start * (1 + rng.uniform(-MAX_DRIFT, MAX_DRIFT)), *TAU_RANGE_S))
         tau = np.linspace(tau_start, tau_end, n) * sampling_rate
@@ -129,16 +174,16 @@ def make_trace(rng: np.random.Generator, duration_s: float = 180.0, drifting: bo
         tau_end = tau_start
         tau = np.full(n, tau_start * sampling_rate)
 
-    wavelet = ricker(peak_frequency, sampling_rate)
+    shape = wavelet(family, peak_frequency, sampling_rate)
     reflectivity = sparse_reflectivity(n, rng, sampling_rate=sampling_rate)
-    primaries = AMPLITUDE * np.convolve(reflectivity, wavelet, mode="same")
+    primaries = AMPLITUDE * np.convolve(reflectivity, shape, mode="same")
     reverberated = water_layer(primaries, tau, reflection, kind)
     signal_rms = np.sqrt(np.mean(reverberated**2))
     noise = rng.normal(0.0, signal_rms * 10 ** (-snr_db / 20), n)
     parameters = {
         "kind": kind, "drifting": drifting, "duration_s": duration_s, "sampling_rate": sampling_rate,
         "tau_start_s": float(tau_start), "tau_end_s": float(tau_end), "reflection": float(reflection),
-        "peak_frequency_hz": float(peak_frequency), "snr_db": float(snr_db),
+        "peak_frequency_hz": float(peak_frequency), "wavelet": family, "snr_db": float(snr_db),
         "events_per_second": EVENTS_PER_SECOND,
     }
     return SyntheticTrace(observed=reverberated + noise, primaries=primaries,
@@ -146,30 +191,36 @@ def make_trace(rng: np.random.Generator, duration_s: float = 180.0, drifting: bo
                           tau_samples=tau, parameters=parameters)
 
 
-def make_set(n_traces: int, seed: int = 0, drifting: bool = False, duration_s: float = 180.0,
-             kind: str = "backus") -> list[SyntheticTrace]:
-    """n_traces traces; trace i is drawn from default_rng([seed, i]) and records seed and index."""
-    traces = []
+def iter_set(n_traces: int, seed: int = 0, drifting: bool = False, duration_s: float = 180.0,
+             kind: str = "backus", wavelets: tuple[str, ...] = ("ricker",)) -> Iterator[SyntheticTrace]:
+    """Trace i = 0 .. n_traces - 1, drawn from default_rng([seed, i]), one at a time; each records seed and index."""
     for index in range(n_traces):
-        trace = make_trace(np.random.default_rng([seed, index]), duration_s, drifting, kind)
+        trace = make_trace(np.random.default_rng([seed, index]), duration_s, drifting, kind, wavelets=wavelets)
         trace.parameters.update(seed=seed, index=index)
-        traces.append(trace)
-    return traces
+        yield trace
+
+
+def make_set(n_traces: int, seed: int = 0, drifting: bool = False, duration_s: float = 180.0,
+             kind: str = "backus", wavelets: tuple[str, ...] = ("ricker",)) -> list[SyntheticTrace]:
+    """iter_set as a list."""
+    return list(iter_set(n_traces, seed, drifting, duration_s, kind, wavelets))
 
 
 def _station(index: int) -> str:
     return f"R{index:04d}"
 
 
-def write_set(traces: list[SyntheticTrace], out_dir, overwrite: bool = False) -> Path:
-    """Store a set as miniSEED plus manifest.json; returns the manifest's path.
+def write_set(traces: Iterable[SyntheticTrace], out_dir, overwrite: bool = False, recipe: dict | None = None) -> Path:
+    """Store a set (a list, or iter_set's traces one at a time) as miniSEED plus manifest.json; returns the manifest's path.
 
     out_dir/waveforms/SY_R0000_2001010100000000.mseed  observed trace (SY.R0000..BHZ)
     out_dir/truth/SY_R0000_2001010100000000.mseed      primaries (location PR),
                                                        reverberation (RV), noise (NS)
     out_dir/manifest.json                              per-trace parameters and files
     The set is written to a temporary folder next to out_dir and renamed at the
-    end, so a failure leaves nothing half-written.
+    end, so a failure leaves nothing half-written. `recipe` (e.g. the
+    arguments of iter_set) is stored in the manifest, for callers that reuse a
+    set only when it was made the same way.
     """
     import obspy
 
@@ -199,7 +250,7 @@ def write_set(traces: list[SyntheticTrace], out_dir, overwrite: bool = False) ->
                             "trace_id": f"{NETWORK}.{_station(index)}..{CHANNEL}",
                             "starttime": str(start), "parameters": trace.parameters})
         manifest = {"generator": "tasks.synthetic", "description": __doc__.split("\n\n")[0],
-                    "observed": "primaries + reverberation + noise", "traces": entries}
+                    "observed": "primaries + reverberation + noise", "recipe": recipe, "traces": entries}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
         replace_folder(staging, out_dir)
     except BaseException:

@@ -1,4 +1,4 @@
-"""`eqcodec evaluate forecast|deconvolution` end to end, `--lm` of forecast/deconvolve, and the help convention.
+"""`eqcodec evaluate forecast` end to end, `--lm` of forecast/deconvolve, and the help convention.
 
 Small settings on obspy's bundled recording (BW.RJOB, 3 x 30 s at 100 Hz) and
 on short synthetic reverberation traces; the LM is a tiny random one tied to
@@ -73,6 +73,32 @@ def test_evaluate_forecast_without_picks_uses_the_end_of_each_trace(example_file
     assert report["median_over_cases"]["end"]["ar"]["2.0"]["relative_mse"] < 1.0  # AR beats zero just ahead
 
 
+def test_evaluate_forecast_spreads_cases_over_continuous_traces(tmp_path):
+    """--cases-per-trace N: N contexts per trace whose end points are spread evenly over it."""
+    import obspy
+
+    from codec.preprocess import trace_to_codec_input
+    from tasks.evaluate import forecast_cases
+
+    rng = np.random.default_rng(0)
+    trace = obspy.Trace(np.cumsum(rng.normal(size=40 * 300)), header={"sampling_rate": 40.0, "station": "CONT"})
+    path = tmp_path / "cont.mseed"
+    obspy.Stream([trace]).write(str(path), format="MSEED")
+    cases = forecast_cases([path], None, 20.0, 10.0, cases_per_trace=5)
+    assert [c["kind"] for c in cases] == ["continuous"] * 5
+    x = trace_to_codec_input(trace)  # the samples the cases are cut from
+    ends = []
+    for case in cases:  # each context ends where its truth starts, inside the trace
+        context = case["context"]
+        assert len(context) == 800 and len(case["truth"]) == 400
+        ends.append(next(i for i in range(800, len(x) - 399)
+                         if np.allclose((x[i - 800:i] - x[i - 800:i].mean()) / x[i - 800:i].std(), context)))
+    gaps = np.diff(ends)
+    assert (gaps > 0).all() and gaps.max() - gaps.min() <= 1  # evenly spread
+    assert ends[0] > 800 and ends[-1] < len(x) - 400
+    assert len(forecast_cases([path], None, 20.0, 10.0)) == 1  # the default: one "end" case
+
+
 @pytest.mark.parametrize("arguments, code, message", [
     (["--picks", "{dir}/missing.csv"], 1, "picks file not found"),
     (["--picks", "{dir}/bad.csv"], 1, "needs the columns file, p_arrival, s_arrival"),
@@ -94,46 +120,7 @@ def test_evaluate_forecast_refuses_bad_input(example_file, tmp_path, capsys, arg
     assert not out.exists()
 
 
-def test_evaluate_deconvolution_synthetic_finetunes_and_scores_lm_and_wiener(example_file, tiny_lm, codec,
-                                                                             tmp_path, capsys):
-    out = tmp_path / "eval"
-    assert cli(["evaluate", "deconvolution", "--synthetic", str(example_file), "--out", str(out),
-                "--traces", "2", "--duration", "50", "--train-traces", "2", "--train-duration", "40",
-                "--train-steps", "2", "--lm-traces", "1", "--lm", str(tiny_lm),
-                "--lags", "0.5,1", "--operator-seconds", "1"]) == 0
-    report = json.loads((out / "deconvolution.json").read_text())
-    # Fine-tuning ran with the normal tokenize and train-lm code, on traces other than the test traces.
-    finetuned = load_lm(out / "synthetic-lm" / "final")
-    assert finetuned.config.codec_id == codec.identity()
-    manifest = json.loads((out / "synthetic-train" / "constant" / "manifest.json").read_text())
-    assert {t["parameters"]["seed"] for t in manifest["traces"]} == {100}
-    assert len(list((out / "synthetic-train" / "drifting" / "waveforms").iterdir())) == 2
-    for name in ("constant", "drifting"):
-        rows = {r["label"]: r for r in report["synthetic"][name]}
-        assert rows["wiener, oracle tau"]["traces"] == 2
-        lm_row = rows["lm fine-tuned 2 steps, oracle tau"]
-        same_traces = rows["wiener, oracle tau (LM's traces)"]
-        assert lm_row["traces"] == same_traces["traces"] == 1
-        assert [t["lag_s"] for t in lm_row["per_trace"]] == [t["lag_s"] for t in same_traces["per_trace"]]
-        assert np.isfinite(lm_row["suppression_db"]) and -1 <= lm_row["correlation_after"] <= 1
-    # A constant water layer is what the Wiener filter removes well, even on 30 scored seconds.
-    assert {r["label"]: r for r in report["synthetic"]["constant"]}["wiener, oracle tau"]["suppression_db"] > 3
-    # Real part: the Wiener filter on all 3 traces, then on the LM's first trace beside the LM.
-    real = {(r["method"], r["traces"], r["lag_s"]): r for r in report["real"]}
-    assert list(real) == [("wiener", 3, 0.5), ("wiener", 3, 1.0), ("wiener", 1, 0.5), ("wiener", 1, 1.0),
-                          ("lm", 1, 0.5), ("lm", 1, 1.0)]
-    assert real[("wiener", 3, 0.5)]["autocorrelation_reduction_db"] > 0
-    tables = (out / "DECONVOLUTION.md").read_text()
-    assert "Synthetic set 'drifting'" in tables and "Real recordings (3 traces)" in tables
-    assert (out / "deconvolution_synthetic.png").stat().st_size > 10_000
-    assert "wrote" in capsys.readouterr().out
-
-
-def test_evaluate_deconvolution_needs_something_to_evaluate(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli(["evaluate", "deconvolution", "--out", str(tmp_path / "eval")])
-    assert exit_info.value.code == 2
-    assert "nothing to evaluate" in capsys.readouterr().err
+# `eqcodec evaluate deconvolution`: tests/test_evaluate_deconvolution.py
 
 
 # ----------------------------------------------------------------- --lm of deconvolve and forecast

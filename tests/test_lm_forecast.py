@@ -119,6 +119,7 @@ def test_forecast_cli_refuses_nan(example_stream, tmp_path, capsys):
 def test_deconvolve_cli_lm_method_writes_a_valid_miniseed(example_file, example_stream, tmp_path, capsys):
     out, prediction_out = tmp_path / "decon.mseed", tmp_path / "prediction.mseed"
     assert cli(["deconvolve", str(example_file), "--lag", "1", "--operator-seconds", "1", "--method", "lm",
+                "--subtraction", "direct",  # error + prediction = input (the default, adaptive, matches it first)
                 "--out", str(out), "--prediction-out", str(prediction_out)]) == 0
     error, prediction = obspy.read(str(out)), obspy.read(str(prediction_out))
     assert [tr.id for tr in error] == [tr.id for tr in example_stream]
