@@ -49,7 +49,8 @@ def main(argv=None) -> int:
 
     lm, codec = load_lm_and_codec(args.lm, args.codec)
     days = [ROOT.parent / "shared/data/public-recordings/ispaq" / name for name in VALIDATION_DAYS]
-    cases = spread_subset(forecast_cases(days, None, CONTEXT_SECONDS, max(HORIZONS), cases_per_trace=4), args.cases)
+    cases = spread_subset(forecast_cases(days, None, CONTEXT_SECONDS, max(HORIZONS), cases_per_trace=args.cases),
+                          args.cases)
     horizon_n = int(max(HORIZONS) * 40)
     results = []
     for temperature, top_k in itertools.product([float(t) for t in args.temperatures.split(",")],

@@ -250,5 +250,12 @@ def test_sampling_defaults_are_saved_with_the_lm_and_used_by_generation(tmp_path
     assert (tmp_path / "generation_config.json").is_file()
     assert loaded.sampling_settings() == {"temperature": 0.8, "top_k": 1, "top_p": None, "samples": 3}
     assert loaded.sampling_settings(top_k=7)["top_k"] == 7  # an explicit value wins
+    import json
+
+    from lm.model import PRETRAINED_DIR
+
     shipped = load_lm()
-    assert shipped.sampling_settings()["top_k"] == 50  # lm/pretrained/generation_config.json
+    stored = json.loads((PRETRAINED_DIR / "generation_config.json").read_text())
+    settings = shipped.sampling_settings()
+    assert (settings["temperature"], settings["top_k"]) == (stored["temperature"], stored["top_k"])
+    assert settings["samples"] == stored["num_return_sequences"]
