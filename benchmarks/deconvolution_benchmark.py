@@ -12,7 +12,8 @@ and copies the JSON to benchmarks/results/:
 
     python benchmarks/deconvolution_benchmark.py                    # results/deconvolution_benchmark.json
     python benchmarks/deconvolution_benchmark.py --train-steps 50   # any `evaluate deconvolution` option
-    python benchmarks/deconvolution_benchmark.py --methods wiener,delay --train-steps 0   # no LM (seconds)
+    python benchmarks/deconvolution_benchmark.py --methods wiener,delay --train-steps 0   # no LM deconvolution
+                                                    # (the --onsets default still runs the LM for the surprisal)
 
 equals `eqcodec evaluate deconvolution --synthetic --train-steps 150 --traces 50 --lm-traces 6
 --onsets --nc-events ../shared/data/nc-events --out runs/benchmarks/deconvolution ...`. Without

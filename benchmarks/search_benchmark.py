@@ -13,6 +13,18 @@ An injection is recalled when a match lies within 50 ms (2 samples) of it.
 Prints markdown and writes JSON.
 
     python benchmarks/search_benchmark.py --out benchmarks/results/search_benchmark.json
+
+--all-pairs measures the template-free mode instead (issue 15, item 4): the first --pairs-seconds (3 h)
+of the day's longest piece, each template injected --injections times at --pairs-snr (10 dB), is
+tokenized and indexed (flat); tasks.search.all_pairs runs beside all-pairs cross-correlation of the
+ORIGINAL band-passed samples (every 4-s window at 1-s hops against the rest of the channel, obspy's
+correlate_template). The reference pairs (cc >= --pairs-threshold, 0.8; lags of 4 s or more) are grouped
+into repeats as all_pairs groups its own; a repeat (or an injected pair) is recalled when a token pair has
+its lag within 50 ms and its window a within 4 s of the repeat's windows. Reports recall and the time of
+both (index build and tokenizing apart). (The Rutford hour at 40 Hz, 1-8 Hz or 5-16 Hz, 4-s windows, holds
+almost no pairs above cc 0.7 but a ~300-s periodic signal: not used.)
+
+    python benchmarks/search_benchmark.py --all-pairs --pairs-seconds 3600 --out benchmarks/results/search_all_pairs.json
 """
 
 from __future__ import annotations
@@ -90,6 +102,168 @@ def matched_filter(day, template: np.ndarray, n: int):
     return sorted(hits, key=lambda h: -h[1])[:n]
 
 
+# ---------------------------------------------------------------------------- all pairs (--all-pairs)
+
+
+def all_pairs_cc(samples: np.ndarray, window: int, hop: int, threshold: float, separation: int):
+    """Reference: all-pairs cross-correlation of one band-passed 40 Hz trace (obspy's correlate_template, FFT).
+
+    Every window (`window` samples, hopped by `hop`) is correlated with the whole trace; each run of lags
+    with cc >= threshold at least `separation` samples later than the window gives its peak.
+    Returns [(window start sample, lag in samples, cc)].
+    """
+    from obspy.signal.cross_correlation import correlate_template
+
+    pairs = []
+    for a in range(0, len(samples) - window + 1, hop):
+        tpl = samples[a:a + window]
+        if not np.any(tpl) or len(samples) - a - separation < window:
+            continue
+        cc = np.nan_to_num(np.asarray(correlate_template(samples[a + separation:], tpl, mode="valid",
+                                                         normalize="full", demean=True)))
+        above = np.flatnonzero(cc >= threshold)
+        if not len(above):
+            continue
+        runs = np.split(above, np.flatnonzero(np.diff(above) > 1) + 1)
+        for run in runs:
+            best = int(run[np.argmax(cc[run])])
+            pairs.append((a, separation + best, float(cc[best])))
+    return pairs
+
+
+def reference_repeats(pairs, window_s: float):
+    """Reference pairs (window start, lag, cc) grouped into repeats like tasks.search.all_pairs groups its
+    pairs (same lag to 0.1 s, windows within two windows of each other, chained) -> [(t_a0, t_a1, lag, cc)]."""
+    from tasks.search import PAIR_SAME_LAG, _cluster_pairs
+
+    if not pairs:
+        return []
+    ta = np.array([p[0] / 40.0 for p in pairs])
+    lag = np.array([p[1] / 40.0 for p in pairs])
+    cc = np.array([p[2] for p in pairs])
+    zeros = np.zeros(len(pairs), np.int64)
+    labels = _cluster_pairs(zeros, zeros, ta, lag, 2 * window_s, PAIR_SAME_LAG)
+    repeats = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        best = members[np.argmax(cc[members])]
+        repeats.append((float(ta[members].min()), float(ta[members].max()), float(lag[best]), float(cc[best])))
+    return repeats
+
+
+def run_all_pairs(args) -> dict:
+    """--all-pairs: tasks.search.all_pairs on a token index of a few hours of the day, with templates injected
+    several times each, beside all-pairs cross-correlation of the original samples; recall of the
+    cross-correlation's repeats (pairs above --pairs-threshold) and of the injected pairs, and the time of both."""
+    import obspy
+
+    from codec.preprocess import trace_to_codec_input
+    from tasks.search import all_pairs as token_all_pairs
+    from tasks.search import bandpass, build_index
+    from tokenized_data import tokenize
+
+    rng = np.random.default_rng(1)
+    work = Path(args.work or tempfile.mkdtemp(prefix="all-pairs-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    window_s, separation_s, tau = 4.0, 4.0, args.pairs_threshold
+    band = (1.0, 8.0)
+    day = obspy.read(args.day)
+    day.merge(method=-1)
+    trace = max(day, key=lambda tr: tr.stats.npts).copy()
+    trace.data = trace.data.astype(np.float64)
+    trace.trim(trace.stats.starttime, trace.stats.starttime + args.pairs_seconds - 1 / 40)
+    tpls = templates(args.events, args.templates)
+    n = trace.stats.npts
+    slots = len(tpls) * args.injections
+    spacing = (n - 2 * 40 * 60) // slots
+    background = bandpass(trace.data, band)
+    injected = []  # (template, start sample)
+    for slot in range(slots):
+        which = slot % len(tpls)
+        tpl = tpls[which][1]
+        i0 = 40 * 60 + slot * spacing + int(rng.integers(0, spacing - len(tpl) - 40))
+        noise_power = float(np.mean(background[i0:i0 + len(tpl)] ** 2))
+        gain = np.sqrt(noise_power / float(np.mean(tpl ** 2)) * 10 ** (args.pairs_snr / 10))
+        trace.data[i0:i0 + len(tpl)] += gain * tpl
+        injected.append((which, i0))
+    truth = [(b - a) / 40.0 for k, (w, a) in enumerate(injected) for (v, b) in injected[k + 1:] if v == w]
+    truth_at = [a / 40.0 for k, (w, a) in enumerate(injected) for (v, b) in injected[k + 1:] if v == w]
+    folder = work / "all-pairs"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    trace.data = trace.data.astype(np.float32)
+    trace.write(str(folder / "cut.mseed"), format="MSEED", encoding="FLOAT32")
+    t = time.time()
+    tokenize([str(folder / "cut.mseed")], folder / "corpus", num_proc=1, progress=False)
+    tokenize_s = time.time() - t
+    t = time.time()
+    build_index([folder / "corpus"], folder / "index", index_type="flat", band=band, progress=False)
+    build_s = time.time() - t
+    samples = bandpass(trace_to_codec_input(obspy.read(str(folder / "cut.mseed"))[0]), band)
+    t = time.time()
+    reference = all_pairs_cc(samples, int(window_s * 40), 40, tau, int(separation_s * 40))
+    cc_s = time.time() - t
+    repeats = reference_repeats(reference, window_s)
+    t = time.time()
+    pairs = token_all_pairs(folder / "index", min_separation=separation_s, candidates=args.pairs_candidates,
+                            neighbours=args.pairs_neighbours)
+    token_s = time.time() - t
+    t0 = trace.stats.starttime
+    ta = np.array([obspy.UTCDateTime(s) - t0 for s in pairs.starttime_a])
+    lag, score = pairs.lag_seconds.to_numpy(), pairs.score.to_numpy()
+
+    def found(ta_found, lag_found, a0, a1, want_lag):
+        ok = (np.abs(lag_found - want_lag) <= 0.05 + 1e-6) & (ta_found >= a0 - window_s) & (ta_found <= a1 + window_s)
+        return bool(ok.any())
+
+    ref_ta = np.array([r[0] for r in repeats]), np.array([r[1] for r in repeats])
+    ref_lag = np.array([r[2] for r in repeats])
+    tpl_s = len(tpls[0][1]) / 40.0
+    result = {"day": args.day, "channel": trace.id, "channel_hours": round(n / 40 / 3600, 3), "band_hz": band,
+              "templates": [name for name, _ in tpls], "injections_per_template": args.injections,
+              "snr_db": args.pairs_snr, "threshold": tau, "neighbours": args.pairs_neighbours,
+              "candidates": args.pairs_candidates, "window_s": window_s, "min_separation_s": separation_s,
+              "reference": "all-pairs cross-correlation (obspy correlate_template, FFT) of every 4-s window "
+                           "(1-s hop) of the band-passed original 40 Hz samples with the rest of the channel",
+              "recalled_when": "a pair with |lag - true lag| <= 50 ms and its window a within 4 s of the repeat's",
+              "reference_pairs": len(reference), "reference_repeats": len(repeats),
+              "injected_pairs": len(truth), "token_pairs": int(len(pairs)),
+              "token_pairs_above_threshold": int((score >= tau).sum()),
+              "tokenize_s": round(tokenize_s, 1), "index_s": round(build_s, 1),
+              "all_pairs_cc_s": round(cc_s, 1), "token_all_pairs_s": round(token_s, 1),
+              "reference_recall_of_injected": round(np.mean([found(ref_ta[0], ref_lag, a - 0, a + tpl_s, L)
+                                                              for a, L in zip(truth_at, truth)]), 3) if truth else None,
+              "recall_of_reference_repeats": {}, "recall_of_injected_pairs": {}}
+    for label, floor in (("any score", -1.0), (f"score >= {tau - 0.1:.2f}", tau - 0.1), (f"score >= {tau:.2f}", tau)):
+        keep = score >= floor
+        result["recall_of_reference_repeats"][label] = round(np.mean(
+            [found(ta[keep], lag[keep], a0, a1, L) for a0, a1, L, _ in repeats]), 3) if repeats else None
+        result["recall_of_injected_pairs"][label] = round(np.mean(
+            [found(ta[keep], lag[keep], a, a + tpl_s, L) for a, L in zip(truth_at, truth)]), 3) if truth else None
+    above = np.flatnonzero(score >= tau)
+    result["token_pairs_above_threshold_in_reference"] = int(sum(
+        any(abs(lag[i] - r[2]) <= 0.05 + 1e-6 and r[0] - window_s <= ta[i] <= r[1] + window_s for r in repeats)
+        for i in above))
+    print(json.dumps(result, indent=1), flush=True)
+    print(f"\nall pairs on {result['channel_hours']:g} channel-hours of {trace.id} ({Path(args.day).name}), "
+          f"{len(tpls)} templates x {args.injections} injections at {args.pairs_snr:+g} dB, band "
+          f"{band[0]:g}-{band[1]:g} Hz, reference cc >= {tau}\n")
+    print("| | reference (all-pairs CC) | token all-pairs: any score | score >= tau - 0.1 | score >= tau |")
+    print("|---|---|---|---|---|")
+    rr, ri = list(result["recall_of_reference_repeats"].values()), list(result["recall_of_injected_pairs"].values())
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    print(f"| recall of the reference's {len(repeats)} repeats ({len(reference)} pairs) | 1 | "
+          f"{' | '.join(map(fmt, rr))} |")
+    print(f"| recall of the {len(truth)} injected pairs | {fmt(result['reference_recall_of_injected'])} | "
+          f"{' | '.join(map(fmt, ri))} |")
+    print(f"| time (s) | {cc_s:.1f} | {token_s:.1f} (index build {build_s:.1f}, tokenize {tokenize_s:.1f}) | | |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
 def main() -> int:
     import faiss
     import obspy
@@ -106,9 +280,23 @@ def main() -> int:
     parser.add_argument("--snr", default="-5,0,5,10,20")
     parser.add_argument("--out", default="benchmarks/results/search_benchmark.json")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--all-pairs", action="store_true",
+                        help="run the all-pairs measurement instead (tasks.search.all_pairs vs all-pairs CC)")
+    parser.add_argument("--pairs-seconds", type=float, default=3 * 3600.0,
+                        help="--all-pairs: seconds of the day's longest piece used")
+    parser.add_argument("--pairs-snr", type=float, default=10.0, help="--all-pairs: SNR (dB) of the injections")
+    parser.add_argument("--pairs-threshold", type=float, default=0.8,
+                        help="--all-pairs: cross-correlation threshold of the reference pairs")
+    parser.add_argument("--pairs-neighbours", type=int, default=10,
+                        help="--all-pairs: neighbours per window of all_pairs")
+    parser.add_argument("--pairs-candidates", type=int, default=None,
+                        help="--all-pairs: clusters re-ranked by all_pairs (default: its own)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
+    if args.all_pairs:
+        run_all_pairs(args)
+        return 0
     rng = np.random.default_rng(0)
 
     day = obspy.read(args.day)

@@ -36,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deconvolve": ("cli.deconvolve", "predictive deconvolution (LM or Wiener prediction-error filter)"),
     "evaluate": ("cli.evaluate", "forecasting and deconvolution benchmarks against baselines"),
     "index": ("cli.index", "build or extend a similarity-search index over token corpora (FAISS)"),
-    "search": ("cli.search", "find waveforms like a template in an index: ranked CSV + figure"),
+    "search": ("cli.search", "find waveforms like a template in an index (ranked CSV + figure), or --all-pairs: repeats within it"),
 }
 
 DESCRIPTION = "EQcodec: neural codec tokens for seismic waveforms, and a token language model on them."

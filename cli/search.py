@@ -1,4 +1,5 @@
-"""`eqcodec search`: find where a template waveform recurs in an indexed token archive.
+"""`eqcodec search`: find where a template waveform recurs in an indexed token archive,
+or (--all-pairs) list the pairs of similar windows within the archive.
 
 The template (one channel of any obspy-readable file, cut with --start/--end;
 resampled to 40 Hz when needed, with a note) is band-passed like the index; its
@@ -10,22 +11,35 @@ template's first sample aligns), endtime, score (that correlation),
 coarse_score and corpus, best first; --plot draws the best matches aligned on
 the template. Templates shorter than 2 s or longer than the index's longest
 gap-free piece, with gaps or NaN, an index of another codec or a damaged index
-are refused, and nothing is written. Details: tasks/search.py.
+are refused, and nothing is written.
+
+--all-pairs takes no template (FAST's use case): every indexed 4-s window
+(also shifted by 0-0.5 s) is looked up among its nearest FAISS neighbours,
+those on the same trace closer than --min-separation seconds (self-matches and
+their shifts) dropped, its --neighbours best partners kept, (a, b) and (b, a)
+merged, and the runs of pairs of one repeat grouped and ranked by their summed
+similarity; the best groups are re-ranked by the normalized cross-correlation
+of window a with the archive decoded from all codebooks around window b, at
+every sample within +-1 s, and the best pair of each repeat is listed. The CSV lists rank, trace_id_a, starttime_a, endtime_a, trace_id_b,
+starttime_b (where window a's first sample aligns), lag_seconds, score,
+coarse_score, corpus_a and corpus_b, best first. Details: tasks/search.py.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from tasks.search import search_files
+from codec.errors import UsageError
+from tasks.search import PAIR_NEIGHBOURS, all_pairs_files, search_files
 
-from .types import positive_int
+from .types import positive_float, positive_int
 
 EXAMPLES = """examples:
   eqcodec search event.mseed --index corpus-index --out matches.csv
   eqcodec search day.mseed --start 2010-05-27T16:24:30 --end 2010-05-27T16:24:40 --index idx --out m.csv
   eqcodec search event.mseed --index corpus-index --out matches.csv --top 50 --min-score 0.6 --plot matches.png
   eqcodec search event.mseed --seed-id 'BW.RJOB..EHZ' --start 2 --end 12 --index corpus-index --out m.csv
+  eqcodec search --all-pairs --index corpus-index --out pairs.csv --min-score 0.7 --min-separation 10
 """
 
 
@@ -42,9 +56,10 @@ def score(text: str) -> float:
 
 def build_parser(parser) -> None:
     files = parser.add_argument_group("input/output")
-    files.add_argument("template", metavar="TEMPLATE", help="waveform file holding the template (any obspy format)")
+    files.add_argument("template", metavar="TEMPLATE", nargs="?", default=None,
+                       help="waveform file holding the template (any obspy format); none with --all-pairs")
     files.add_argument("--index", required=True, metavar="INDEX", help="index folder made by `eqcodec index`")
-    files.add_argument("--out", required=True, metavar="MATCHES.csv", help="ranked matches (CSV)")
+    files.add_argument("--out", required=True, metavar="MATCHES.csv", help="ranked matches or pairs (CSV)")
     files.add_argument("--plot", default=None, metavar="FIG.png", help="figure of the best matches on the template")
     tpl = parser.add_argument_group("template")
     tpl.add_argument("--start", default=None, metavar="T",
@@ -53,16 +68,42 @@ def build_parser(parser) -> None:
     tpl.add_argument("--seed-id", default="*", metavar="ID",
                      help="the template's channel when the file holds several, e.g. BW.RJOB..EHZ (default: %(default)s)")
     search = parser.add_argument_group("search")
-    search.add_argument("--top", type=positive_int, default=10, metavar="N", help="matches listed (default: %(default)s)")
+    search.add_argument("--all-pairs", action="store_true",
+                        help="no template: list pairs of similar windows within the index (FAST's use case)")
+    search.add_argument("--top", type=positive_int, default=None, metavar="N",
+                        help="matches listed (default: 10; with --all-pairs: every pair re-ranked)")
     search.add_argument("--min-score", type=score, default=None, metavar="S",
                         help="list only matches with a correlation >= S (default: no threshold)")
     search.add_argument("--candidates", type=positive_int, default=None, metavar="C",
-                        help="proposals of the FAISS stage re-ranked (default: max(300, 20 x top))")
+                        help="proposals of the FAISS stage re-ranked (default: max(300, 20 x top); with "
+                             "--all-pairs, clusters of pairs: max(2000, 4 x indexed windows, 20 x top))")
+    search.add_argument("--min-separation", type=positive_float, default=None, metavar="SECONDS",
+                        help="--all-pairs: windows of one trace closer than this are not a pair (default: the "
+                             "index's window, 4 s)")
+    search.add_argument("--neighbours", type=positive_int, default=None, metavar="K",
+                        help="--all-pairs: best partners kept of each window, its own overlaps apart "
+                             f"(default: {PAIR_NEIGHBOURS})")
     search.add_argument("--codec", default=None, metavar="PATH",
                         help="codec checkpoint folder (default: the shipped EQcodec); must be the index's codec")
 
 
 def main(args) -> int:
-    search_files(args.template, args.index, args.out, top=args.top, min_score=args.min_score, start=args.start,
-                 end=args.end, seed_id=args.seed_id, codec=args.codec, plot=args.plot, candidates=args.candidates)
+    if args.all_pairs:
+        if args.template is not None:
+            raise UsageError(f"--all-pairs takes no template (got {args.template!r})")
+        given = [flag for flag, value in (("--plot", args.plot), ("--start", args.start), ("--end", args.end),
+                                          ("--seed-id", None if args.seed_id == "*" else args.seed_id)) if value]
+        if given:
+            raise UsageError(f"{', '.join(given)}: template options, not used by --all-pairs")
+        all_pairs_files(args.index, args.out, top=args.top, min_score=args.min_score,
+                        min_separation=args.min_separation, neighbours=args.neighbours or PAIR_NEIGHBOURS,
+                        candidates=args.candidates, codec=args.codec)
+        return 0
+    if args.template is None:
+        raise UsageError("give a TEMPLATE file, or --all-pairs")
+    if args.min_separation is not None or args.neighbours is not None:
+        raise UsageError("--min-separation and --neighbours apply to --all-pairs only")
+    search_files(args.template, args.index, args.out, top=args.top or 10, min_score=args.min_score,
+                 start=args.start, end=args.end, seed_id=args.seed_id, codec=args.codec, plot=args.plot,
+                 candidates=args.candidates)
     return 0

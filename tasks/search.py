@@ -3,10 +3,12 @@
     eqcodec index corpus-2024 corpus-2025 --out archive-index
     eqcodec index corpus-2026 --out archive-index --add          # extend it (same codec only)
     eqcodec search event.mseed --index archive-index --out matches.csv --top 20 --plot matches.png
+    eqcodec search --all-pairs --index archive-index --out pairs.csv --min-score 0.7   # no template
 
-    from tasks.search import build_index, search
+    from tasks.search import all_pairs, build_index, search
     build_index(["corpus"], "archive-index")
     matches = search("event.mseed", "archive-index", top=10, min_score=0.5)   # pandas.DataFrame
+    pairs = all_pairs("archive-index", min_score=0.7, min_separation=10)     # pandas.DataFrame
 
 How it works, in two stages, from the tokens alone (no original samples needed):
 
@@ -41,6 +43,25 @@ How it works, in two stages, from the tokens alone (no original samples needed):
    sample). Matches closer than half the template length on one channel keep the
    best one; then `min_score` and `top` apply.
 
+All pairs (`all_pairs`, `eqcodec search --all-pairs`; FAST's use case, no template):
+
+1. Coarse, from the index alone. Every indexed window vector, also shifted by 0 to 0.5 s in 50-ms
+   steps (its values moved, zeros after, standardized again: a pair off the 1-s grid meets within
+   25 ms), is searched for its nearest vectors, PAIR_BATCH windows at a time (memory bounded by a
+   batch and a pool of pairs). Partners on the same trace closer than `min_separation` (default: the
+   window, 4 s: self-matches and their shifts) are dropped; each window keeps its `neighbours` (10)
+   best partners; (a, b) and (b, a) are one pair (a: the earlier window on one trace, else the smaller
+   trace id). Pairs of one repeat (runs of neighbouring windows: the same two traces, first windows
+   within 1 s and time offsets within 1 s of each other, chained) form a cluster, ranked by the sum of
+   its pairs' coarse scores (a repeat is a run of similar window pairs, a chance likeness mostly one).
+2. Re-rank. The best clusters (default max(2000, 4 x windows)), up to 3 pairs of each: window a,
+   decoded from all codebooks and band-passed (pieces are decoded and filtered an hour at a time and
+   cached), is correlated with the decoded archive around window b at every sample within +-1 s
+   (obspy's correlate_template, as the template search): the maximum is the pair's `score`, its lag
+   gives `starttime_b` (where window a's first sample aligns) and `lag_seconds`, to the sample. Of the
+   pairs of one repeat (same traces, lags within 0.1 s and first windows within two windows, chained;
+   then lags within a window) the best is kept; then `min_score` and `top` apply.
+
 An index refers to its corpora by their absolute paths (the tokens are read
 again at query time to re-rank): moving or changing a corpus after indexing is
 refused at search time with a message (index it again). An index holds the
@@ -53,6 +74,7 @@ the index is created; extending reuses them (and the trained quantizer).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -63,7 +85,7 @@ import numpy as np
 
 from codec.checkpoints import retokenize_hint
 from codec.errors import CheckpointError, InputError
-from codec.files import replace_folder, write_all_or_nothing
+from codec.files import replace_folder, write_all_or_nothing, write_atomically
 from codec.preprocess import (FRAME_LENGTH, SAMPLING_RATE, check_numeric_samples, contiguous_traces, read_stream,
                               trace_label, trace_to_codec_input)
 
@@ -104,16 +126,21 @@ def _faiss():
 
 
 # ---------------------------------------------------------------------------- signal helpers
+@functools.lru_cache(maxsize=16)
+def _bandpass_sos(low: float, high: float) -> np.ndarray:
+    from scipy.signal import butter
+
+    return butter(4, [low, min(high, 0.45 * SAMPLING_RATE)], btype="bandpass", fs=SAMPLING_RATE, output="sos")
+
+
 def bandpass(x: np.ndarray, band) -> np.ndarray:
     """Zero-phase Butterworth band-pass (4 poles, sosfiltfilt) at 40 Hz; band None: the mean removed only."""
-    from scipy.signal import butter, sosfiltfilt
+    from scipy.signal import sosfiltfilt
 
     x = np.asarray(x, dtype=np.float64)
     if band is None:
         return x - x.mean()
-    low, high = band
-    high = min(high, 0.45 * SAMPLING_RATE)
-    sos = butter(4, [low, high], btype="bandpass", fs=SAMPLING_RATE, output="sos")
+    sos = _bandpass_sos(float(band[0]), float(band[1]))
     padlen = min(len(x) - 1, 3 * (2 * len(sos) + 1))
     return sosfiltfilt(sos, x - x.mean(), padlen=max(padlen, 0))
 
@@ -582,25 +609,49 @@ def _ncc_best(data: np.ndarray, template: np.ndarray) -> tuple[int, float]:
     return best, float(cc[best])
 
 
+def _index_codec(index: SearchIndex, codec: str | None):
+    """The codec checkpoint `codec` (None: the shipped one), refused unless it made the index's tokens."""
+    from codec import load_codec
+
+    codec_model = load_codec(codec)
+    if codec_model.identity() != index.codec_id:
+        raise CheckpointError(f"{index.path}: the index holds tokens of codec {index.codec_id}, but the codec "
+                              f"given is {codec_model.identity()} ({codec or 'the shipped EQcodec'}): "
+                              f"{retokenize_hint(index.codec_id)}")
+    return codec_model
+
+
+def _index_decoder(index: SearchIndex, codec_model) -> _Decoder:
+    """A full-rate decoder of the index's corpora (each checked unchanged since it was indexed)."""
+    corpora = [_load_corpus(c["path"], c) if Path(c["path"]).exists() else None for c in index.metadata["corpora"]]
+    missing = [c["path"] for c, loaded in zip(index.metadata["corpora"], corpora) if loaded is None]
+    if missing:
+        raise InputError(f"{index.path}: the indexed corpus {missing[0]} is gone (moved or deleted); index the "
+                         "corpora again where they are now")
+    return _Decoder(codec_model, dict(enumerate(corpora)), None)
+
+
+def _filtered_span(decoder: _Decoder, piece, lo: int, hi: int, band) -> np.ndarray:
+    """Samples lo..hi of a piece decoded from all codebooks and band-passed (with FILTER_MARGIN to settle)."""
+    from tokenized_data.writer import one_torch_thread
+
+    a, b = max(0, lo - FILTER_MARGIN), min(int(piece.num_samples), hi + FILTER_MARGIN)
+    with one_torch_thread():
+        return bandpass(decoder.span(piece, a, b), band)[lo - a: hi - a]
+
+
 def run_search(template, index_path, *, top: int = 10, min_score: float | None = None, start=None, end=None,
                seed_id: str = "*", codec: str | None = None, candidates: int | None = None,
                keep_waveforms: int = 0) -> SearchResult:
     """The search, with what the figure needs; `search` returns its table only."""
     import pandas as pd
 
-    from codec import load_codec
-    from tokenized_data.writer import one_torch_thread
-
     if not isinstance(top, (int, np.integer)) or top < 1:
         raise InputError(f"top must be a whole number >= 1, got {top!r}")
     if min_score is not None and not -1 <= min_score <= 1:
         raise InputError(f"min_score must lie in [-1, 1] (a correlation), got {min_score}")
     index = load_index(index_path)
-    codec_model = load_codec(codec)
-    if codec_model.identity() != index.codec_id:
-        raise CheckpointError(f"{index.path}: the index holds tokens of codec {index.codec_id}, but the codec "
-                              f"given is {codec_model.identity()} ({codec or 'the shipped EQcodec'}): "
-                              f"{retokenize_hint(index.codec_id)}")
+    codec_model = _index_codec(index, codec)
     tpl = prepare_template(template, start=start, end=end, seed_id=seed_id)
     params = index.params
     longest = index.metadata["longest_piece_seconds"]
@@ -643,22 +694,14 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
                 entry["best"], entry["p0"] = float(score), p0
     ranked = sorted(((key, (sum(e["anchors"].values()) / number_of_anchors, e["p0"])) for key, e in proposals.items()),
                     key=lambda item: -item[1][0])[:wanted]
-    corpora = [_load_corpus(c["path"], c) if Path(c["path"]).exists() else None for c in index.metadata["corpora"]]
-    missing = [c["path"] for c, loaded in zip(index.metadata["corpora"], corpora) if loaded is None]
-    if missing:
-        raise InputError(f"{index.path}: the indexed corpus {missing[0]} is gone (moved or deleted); index the "
-                         "corpora again where they are now")
-    decoder = _Decoder(codec_model, dict(enumerate(corpora)), None)
+    decoder = _index_decoder(index, codec_model)
     found = []
     for (piece_id, _), (coarse, p0) in ranked:
         piece = index.pieces.iloc[piece_id]
         lo, hi = max(0, p0 - NEIGHBOURHOOD), min(int(piece.num_samples), p0 + L + NEIGHBOURHOOD)
         if hi - lo < L:
             continue
-        a, b = max(0, lo - FILTER_MARGIN), min(int(piece.num_samples), hi + FILTER_MARGIN)
-        with one_torch_thread():
-            data = bandpass(decoder.span(piece, a, b), band)[lo - a: hi - a]
-        lag, score = _ncc_best(data, filtered)
+        lag, score = _ncc_best(_filtered_span(decoder, piece, lo, hi, band), filtered)
         found.append((score, piece_id, lo + lag, coarse))
     found.sort(key=lambda item: -item[0])
     separation = max(FRAME_LENGTH, L // 2)
@@ -684,9 +727,7 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
                      "score": round(score, 6), "coarse_score": round(coarse, 6),
                      "corpus": index.metadata["corpora"][int(piece.corpus)]["path"]})
         if rank <= keep_waveforms:
-            a, b = max(0, sample - FILTER_MARGIN), min(int(piece.num_samples), sample + L + FILTER_MARGIN)
-            data = bandpass(decoder.span(piece, a, b), band)[sample - a: sample - a + L]
-            waveforms.append(data)
+            waveforms.append(_filtered_span(decoder, piece, sample, sample + L, band))
     columns = ["rank", "trace_id", "starttime", "endtime", "score", "coarse_score", "corpus"]
     matches = pd.DataFrame(rows, columns=columns)
     matches.attrs["notes"] = notes
@@ -753,6 +794,299 @@ def search_files(template, index, out, *, top: int = 10, min_score: float | None
             f"(score {result.matches.score.iloc[0]:.3f})") if len(result.matches) else "no match"
     print(f"wrote {len(result.matches)} matches to {out}{' and ' + str(plot) if plot else ''}: {best}")
     return result.matches
+
+
+# ---------------------------------------------------------------------------- all pairs (no template)
+#: All-pairs: neighbours of each window kept beyond its own overlaps, windows queried together,
+#: candidate clusters re-ranked by default, pairs pooled per cluster candidate before clustering.
+PAIR_NEIGHBOURS = 10
+PAIR_BATCH = 2048
+#: Clusters re-ranked by default: max(DEFAULT_PAIR_CANDIDATES, PAIR_CANDIDATES_PER_WINDOW x windows, 20 x top);
+#: pairs pooled before clustering: PAIR_POOL_FACTOR x that, at most PAIR_POOL_LIMIT (20 bytes a pair).
+DEFAULT_PAIR_CANDIDATES = 2000
+PAIR_CANDIDATES_PER_WINDOW = 4
+PAIR_POOL_FACTOR = 50
+PAIR_POOL_LIMIT = 10_000_000
+#: All-pairs queries: each window vector also shifted by up to half a frame (in steps of one vector
+#: sample, 50 ms), so that a pair off the 1-s grid meets its partner within 25 ms.
+PAIR_SHIFT_SECONDS = 0.5
+#: Best pairs of each cluster re-ranked (the coarse score orders the windows of one repeat only roughly).
+PAIR_RERANK_PER_CLUSTER = 3
+#: Re-ranked pairs of one repeat agree on their lag to within this many seconds (4 samples).
+PAIR_SAME_LAG = 0.1
+#: Decoded corpus rows kept in memory while re-ranking pairs; band-passed chunks of pieces (1 h each,
+#: 1.2 MB) kept, least recently used dropped.
+PAIR_CACHE_ROWS = 256
+PAIR_CACHE_CHUNKS = 32
+PAIR_COLUMNS = ["rank", "trace_id_a", "starttime_a", "endtime_a", "trace_id_b", "starttime_b", "lag_seconds",
+                "score", "coarse_score", "corpus_a", "corpus_b"]
+
+
+def _check_pair_options(top, min_score, min_separation, neighbours, candidates) -> None:
+    def whole(name, value, allow_none):
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
+
+    whole("top", top, True)
+    whole("neighbours", neighbours, False)
+    whole("candidates", candidates, True)
+    if min_score is not None and not (isinstance(min_score, (int, float, np.floating)) and -1 <= min_score <= 1):
+        raise InputError(f"min_score must lie in [-1, 1] (a correlation), got {min_score!r}")
+    if min_separation is not None and not (isinstance(min_separation, (int, float, np.floating))
+                                           and math.isfinite(min_separation) and min_separation > 0):
+        raise InputError(f"min_separation must be a number of seconds > 0, got {min_separation!r}")
+
+
+def _cluster_pairs(ca, cb, ta, dt, width: float, offset_width: float | None = None) -> np.ndarray:
+    """Cluster label of each pair: single linkage of pairs of the same two traces (codes ca, cb) whose first
+    windows (ta) lie within `width` s of each other and whose time offsets (dt = t_b - t_a) differ by at
+    most `offset_width` s (default: `width`). With both one hop, a run of neighbouring windows of one repeat
+    is one cluster, while chance pairs, a few neighbours per window, stay far too sparse to chain."""
+    offset_width = width if offset_width is None else offset_width
+    parent = np.arange(len(ta))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    buckets: dict = {}
+    keys_a, keys_d = np.floor(ta / width).astype(np.int64), np.floor(dt / offset_width).astype(np.int64)
+    for i in np.argsort(ta, kind="stable"):
+        key = (int(ca[i]), int(cb[i]), int(keys_a[i]), int(keys_d[i]))
+        for da in (-1, 0, 1):
+            for dd in (-1, 0, 1):
+                for j in buckets.get((key[0], key[1], key[2] + da, key[3] + dd), ()):
+                    if abs(ta[i] - ta[j]) <= width + 1e-6 and abs(dt[i] - dt[j]) <= offset_width + 1e-6:
+                        ri, rj = root(i), root(j)
+                        if ri != rj:
+                            parent[max(ri, rj)] = min(ri, rj)
+        buckets.setdefault(key, []).append(i)
+    return np.array([root(i) for i in range(len(ta))], dtype=np.int64)
+
+
+class _FilteredChunks:
+    """Band-passed decoded samples of pieces, computed an hour (CHUNK_FRAMES) at a time and cached (LRU):
+    a re-rank slices them instead of decoding and filtering each span again."""
+
+    def __init__(self, decoder: _Decoder, pieces, band, reach: int):
+        """reach: longest span asked for (samples); a span that does not fit one chunk is made directly."""
+        from collections import OrderedDict
+
+        self.decoder, self.pieces, self.band, self.reach = decoder, pieces, band, reach
+        self.size = CHUNK_FRAMES * FRAME_LENGTH
+        self.chunks: OrderedDict = OrderedDict()
+
+    def span(self, piece_id: int, lo: int, hi: int) -> np.ndarray:
+        piece = self.pieces.iloc[piece_id]
+        c = lo // self.size
+        c0, c1 = c * self.size, min(int(piece.num_samples), (c + 1) * self.size + self.reach)
+        if hi > c1:
+            return _filtered_span(self.decoder, piece, lo, hi, self.band)
+        key = (piece_id, c)
+        if key not in self.chunks:
+            if len(self.decoder.cache) > PAIR_CACHE_ROWS:
+                self.decoder.cache.clear()
+            self.chunks[key] = _filtered_span(self.decoder, piece, c0, c1, self.band)
+            while len(self.chunks) > PAIR_CACHE_CHUNKS:
+                self.chunks.popitem(last=False)
+        self.chunks.move_to_end(key)
+        return self.chunks[key][lo - c0: hi - c0]
+
+
+def all_pairs(index_path, *, top: int | None = None, min_score: float | None = None,
+              min_separation: float | None = None, neighbours: int = PAIR_NEIGHBOURS,
+              candidates: int | None = None, codec: str | None = None, progress: bool = False):
+    """Pairs of similar windows within the indexed archive, with no template -> pandas.DataFrame.
+
+    Coarse stage (the index alone): every indexed window vector is searched for its nearest neighbours
+    in the FAISS index (in batches of PAIR_BATCH windows), neighbours on the same trace closer than
+    `min_separation` seconds (default: the index's window, 4 s; self-matches and their shifts) dropped;
+    each window is also queried shifted by 0-0.5 s (50-ms steps) so that a pair off the 1-s grid meets;
+    each window keeps its `neighbours` best partners; (a, b) and (b, a) are one pair, and the pairs of one
+    repeat (runs of neighbouring windows: pairs of the same two traces whose first windows lie within one
+    hop, 1 s, of each other and whose time offsets differ by at most one hop, chained) form a cluster,
+    ranked by the sum of its pairs' coarse scores. The best `candidates` clusters (default
+    max(2000, 4 x windows, 20 x top)), up to 3 pairs of each, are re-ranked: window a (decoded from all
+    codebooks, band-passed) is correlated (normalized cross-correlation) with the archive around window b
+    at every sample within +-1 s, which gives the `score` and `starttime_b`, where window a's first
+    sample aligns to the sample; `lag_seconds` = starttime_b - starttime_a. Of the re-ranked pairs of one
+    repeat (the same two traces, lags within a window, first windows within two) the best is listed.
+
+    Columns: rank, trace_id_a, starttime_a, endtime_a (window a), trace_id_b, starttime_b, lag_seconds,
+    score, coarse_score (the FAISS stage's), corpus_a, corpus_b; best first, `min_score` and `top` applied.
+    Window a is the earlier one of a pair on one trace, else the one of the smaller trace id.
+    `.attrs["notes"]`: what the stages saw.
+    """
+    import obspy
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    _check_pair_options(top, min_score, min_separation, neighbours, candidates)
+    index = load_index(index_path)
+    codec_model = _index_codec(index, codec)
+    params = index.params
+    band = tuple(params["band"]) if params["band"] else None
+    width_s = float(params["window_seconds"])
+    width = params["window_seconds"] * FRAME_LENGTH
+    hop = float(params.get("hop_seconds", 1))
+    separation = float(min_separation) if min_separation is not None else width_s
+    n = len(index)
+    if n < 2:
+        raise InputError(f"{index.path}: {n} window(s) indexed; all-pairs needs at least 2")
+    wanted = candidates or max(DEFAULT_PAIR_CANDIDATES, PAIR_CANDIDATES_PER_WINDOW * n, 20 * (top or 0))
+    pool_limit = min(PAIR_POOL_FACTOR * wanted, PAIR_POOL_LIMIT)
+    faiss = _faiss()
+    ivf = faiss.try_extract_index_ivf(index.index) if hasattr(faiss, "try_extract_index_ivf") else None
+    if ivf is not None:
+        ivf.make_direct_map()  # reconstruct() by id
+    if "nprobe" in index.metadata:
+        faiss.ParameterSpace().set_index_parameter(index.index, "nprobe", int(index.metadata["nprobe"]))
+    _, trace_codes = np.unique(np.asarray(index.pieces.trace_id, dtype=str), return_inverse=True)
+    trace_of = np.asarray(trace_codes, np.int64).ravel()[index.vector_piece]
+    time_of = np.asarray(index.pieces.t0, np.float64)[index.vector_piece] + index.vector_frame * hop
+    k = int(min(n, neighbours + 2 * math.ceil(separation / hop) + 1))
+    step = params["decimation"] / SAMPLING_RATE
+    shifts = range(0, int(round(PAIR_SHIFT_SECONDS / step)) + 1)  # window a later by s vector samples
+
+    pool_a, pool_b, pool_s = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    seen = 0
+
+    def shrink(a, b, s, limit):
+        """Symmetric duplicates merged (best score kept), then the `limit` best pairs."""
+        order = np.argsort(-s, kind="stable")
+        a, b, s = a[order], b[order], s[order]
+        _, first = np.unique(a * n + b, return_index=True)
+        first.sort()
+        a, b, s = a[first], b[first], s[first]
+        return a[:limit], b[:limit], s[:limit]
+
+    for lo in tqdm(range(0, n, PAIR_BATCH), desc="all pairs", unit="batch", disable=not progress):
+        hi = min(n, lo + PAIR_BATCH)
+        base = np.asarray(index.index.reconstruct_n(lo, hi - lo), dtype=np.float32)
+        queries = np.ascontiguousarray(np.concatenate([_standardize(np.pad(base[:, s:], ((0, 0), (0, s))))
+                                                       for s in shifts]))
+        scores, ids = index.index.search(queries, k)
+        a = np.repeat(np.tile(np.arange(lo, hi, dtype=np.int64), len(shifts)), k)
+        b, s = ids.ravel().astype(np.int64), scores.ravel()
+        ok = b >= 0
+        a, b, s = a[ok], b[ok], s[ok]
+        ok = ~((trace_of[a] == trace_of[b]) & (np.abs(time_of[a] - time_of[b]) < separation - 1e-6))
+        a, b, s = a[ok], b[ok], s[ok]
+        # each window's `neighbours` best partners (over all its shifts)
+        order = np.argsort(-s, kind="stable")
+        _, first = np.unique(a[order] * n + b[order], return_index=True)
+        a, b, s = a[order][first], b[order][first], s[order][first]
+        order = np.lexsort((-s, a))
+        a, b, s = a[order], b[order], s[order]
+        group_start = np.searchsorted(a, a, side="left")
+        ok = np.arange(len(a)) - group_start < neighbours
+        a, b, s = a[ok], b[ok], s[ok]
+        swap = (trace_of[b] < trace_of[a]) | ((trace_of[b] == trace_of[a]) & (time_of[b] < time_of[a]))
+        a, b = np.where(swap, b, a), np.where(swap, a, b)
+        seen += len(a)
+        pool_a, pool_b, pool_s = (np.concatenate([pool_a, a]), np.concatenate([pool_b, b]),
+                                  np.concatenate([pool_s, s.astype(np.float32)]))
+        if len(pool_a) > 2 * pool_limit:
+            pool_a, pool_b, pool_s = shrink(pool_a, pool_b, pool_s, pool_limit)
+    pool_a, pool_b, pool_s = shrink(pool_a, pool_b, pool_s, pool_limit)
+    notes = [f"{n} windows, each at {len(shifts)} shifts of {step * 1000:g} ms, searched for {k} neighbours: "
+             f"{seen} pairs (each window's {neighbours} best partners, none within {separation:g} s on its own "
+             f"trace), {len(pool_a)} distinct pairs pooled"]
+    ta, tb = time_of[pool_a], time_of[pool_b]
+    labels = _cluster_pairs(trace_of[pool_a], trace_of[pool_b], ta, tb - ta, hop)
+    best: dict = {}
+    for i in np.argsort(-pool_s, kind="stable"):  # the best pairs of each cluster
+        members = best.setdefault(int(labels[i]), [])
+        if len(members) < PAIR_RERANK_PER_CLUSTER:
+            members.append(int(i))
+    # a cluster's evidence: the sum of its pairs' coarse scores (a repeat is a run of window pairs, a chance
+    # likeness mostly one pair), as FAST counts the fingerprints two windows share
+    evidence = np.bincount(labels, weights=np.clip(pool_s, 0, None).astype(np.float64))
+    clusters = sorted(best.items(), key=lambda item: -evidence[item[0]])[:wanted]
+    clusters = [members for _, members in clusters]
+    chosen = [i for members in clusters for i in members]
+    notes.append(f"{len(best)} clusters of pairs (repeats); the best {len(clusters)} re-ranked "
+                 f"({len(chosen)} pairs, up to {PAIR_RERANK_PER_CLUSTER} per cluster)")
+
+    chunks = _FilteredChunks(_index_decoder(index, codec_model), index.pieces, band, width + 2 * NEIGHBOURHOOD)
+    piece_trace = list(index.pieces.trace_id)
+    piece_t0 = np.asarray(index.pieces.t0, np.float64)
+    reranked = []  # (score, coarse, piece a, piece b, t_a, t_b)
+    for i in sorted(chosen, key=lambda i: (int(index.vector_piece[pool_a[i]]), int(index.vector_frame[pool_a[i]]))):
+        va, vb = int(pool_a[i]), int(pool_b[i])
+        pa, pb = int(index.vector_piece[va]), int(index.vector_piece[vb])
+        a0 = int(index.vector_frame[va]) * FRAME_LENGTH
+        window = chunks.span(pa, a0, a0 + width)
+        b0 = int(index.vector_frame[vb]) * FRAME_LENGTH
+        lo, hi = max(0, b0 - NEIGHBOURHOOD), min(int(index.pieces.num_samples.iloc[pb]), b0 + width + NEIGHBOURHOOD)
+        if hi - lo < width or not np.any(window):
+            continue
+        lag, score = _ncc_best(chunks.span(pb, lo, hi), window)
+        t_a = float(piece_t0[pa]) + a0 / SAMPLING_RATE
+        t_b = float(piece_t0[pb]) + (lo + lag) / SAMPLING_RATE
+        if piece_trace[pa] == piece_trace[pb] and abs(t_b - t_a) < separation - 1e-6:
+            continue  # the re-rank slid b onto a's own window
+        reranked.append((score, float(pool_s[i]), pa, pb, t_a, t_b))
+    kept = []
+    if reranked:
+        # pairs of one repeat left in several clusters: refined lags equal (to PAIR_SAME_LAG), first windows
+        # within two windows of each other, linked; the best of each, then any pair of the same two traces
+        # within two windows and with a lag within a window of a better one dropped
+        codes = {name: c for c, name in enumerate(sorted(set(piece_trace)))}
+        ra = np.array([codes[piece_trace[item[2]]] for item in reranked])
+        rb = np.array([codes[piece_trace[item[3]]] for item in reranked])
+        t_a = np.array([item[4] for item in reranked])
+        lags = np.array([item[5] - item[4] for item in reranked])
+        labels = _cluster_pairs(ra, rb, t_a, lags, 2 * width_s, PAIR_SAME_LAG)
+        best_of: dict = {}
+        for j in sorted(range(len(reranked)), key=lambda j: -reranked[j][0]):
+            best_of.setdefault(int(labels[j]), j)
+        taken: list = []
+        near: dict = {}  # (traces, 2-window bin of t_a, 1-window bin of the lag) -> pairs taken
+        for j in sorted(best_of.values(), key=lambda j: -reranked[j][0]):
+            if min_score is not None and reranked[j][0] < min_score:
+                break
+            bins = (int(ra[j]), int(rb[j]), int(t_a[j] // (2 * width_s)), int(lags[j] // width_s))
+            if any(abs(t_a[o] - t_a[j]) < 2 * width_s and abs(lags[o] - lags[j]) < width_s
+                   for da in (-1, 0, 1) for dl in (-1, 0, 1)
+                   for o in near.get((bins[0], bins[1], bins[2] + da, bins[3] + dl), ())):
+                continue
+            taken.append(j)
+            near.setdefault(bins, []).append(j)
+            if top is not None and len(taken) >= top:
+                break
+        kept = [reranked[j] for j in taken]
+    corpora = index.metadata["corpora"]
+    corpus_of = list(index.pieces.corpus)
+    rows = []
+    for rank, (score, coarse, pa, pb, t_a, t_b) in enumerate(kept, start=1):
+        rows.append({"rank": rank, "trace_id_a": piece_trace[pa], "starttime_a": _iso(obspy.UTCDateTime(t_a)),
+                     "endtime_a": _iso(obspy.UTCDateTime(t_a + (width - 1) / SAMPLING_RATE)),
+                     "trace_id_b": piece_trace[pb], "starttime_b": _iso(obspy.UTCDateTime(t_b)),
+                     "lag_seconds": round(t_b - t_a, 6), "score": round(score, 6), "coarse_score": round(coarse, 6),
+                     "corpus_a": corpora[int(corpus_of[pa])]["path"], "corpus_b": corpora[int(corpus_of[pb])]["path"]})
+    pairs = pd.DataFrame(rows, columns=PAIR_COLUMNS)
+    pairs.attrs["notes"] = notes
+    return pairs
+
+
+def all_pairs_files(index, out, *, top: int | None = None, min_score: float | None = None,
+                    min_separation: float | None = None, neighbours: int = PAIR_NEIGHBOURS,
+                    candidates: int | None = None, codec: str | None = None, progress: bool = True):
+    """`eqcodec search --all-pairs`: the pairs CSV at `out`, written whole or not at all."""
+    pairs = all_pairs(index, top=top, min_score=min_score, min_separation=min_separation, neighbours=neighbours,
+                      candidates=candidates, codec=codec, progress=progress)
+    write_atomically(lambda tmp: pairs.to_csv(tmp, index=False), Path(out))
+    for note in pairs.attrs["notes"]:
+        print(f"note: {note}")
+    best = (f"best {pairs.trace_id_a.iloc[0]} {pairs.starttime_a.iloc[0]} ~ {pairs.trace_id_b.iloc[0]} "
+            f"{pairs.starttime_b.iloc[0]} (score {pairs.score.iloc[0]:.3f})") if len(pairs) else "no pair"
+    print(f"wrote {len(pairs)} pairs to {out}: {best}")
+    return pairs
 
 
 def index_corpora(corpora, out, *, add: bool = False, codec: str | None = None, index_type: str = "auto",

@@ -1,0 +1,161 @@
+"""All-pairs mode of the similarity search (tasks.search.all_pairs, `eqcodec search --all-pairs`):
+one waveform repeated at known times off the 1-s grid in the noise of two stations, found as pairs with
+their lag to the sample."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from test_search import FS, T0, event_snippet, one_thread, run  # noqa: F401  (one_thread: autouse fixture)
+
+from codec.errors import CheckpointError, InputError
+
+SECONDS = 240
+#: injection times (s after T0) per station, off the 1-s grid, on 25-ms samples
+REPEATS = {"REP": (40.35, 110.6, 185.1), "REQ": (60.85,)}
+SAMPLE = 1 / 40
+
+
+def noise_with_repeats(path, times, *, station, seconds=SECONDS, seed=1):
+    """Coloured noise at 100 Hz with the 8-s event snippet added at each of `times`; written to miniSEED."""
+    import obspy
+
+    snippet = event_snippet()
+    rng = np.random.default_rng(seed)
+    data = np.convolve(rng.standard_normal(int(seconds * FS)), np.ones(5) / 5, "same")
+    data *= 0.02 * np.abs(snippet.data).max()
+    for t in times:
+        i = int(round(t * FS))
+        data[i:i + snippet.stats.npts] += snippet.data
+    trace = obspy.Trace(data.astype(np.float32), header={
+        "network": "XX", "station": station, "channel": "HHZ", "sampling_rate": FS,
+        "starttime": obspy.UTCDateTime(T0)})
+    trace.write(str(path), format="MSEED")
+    return path
+
+
+@pytest.fixture(scope="module")
+def repeats(tmp_path_factory):
+    from tasks.search import build_index
+    from tokenized_data import tokenize
+
+    root = tmp_path_factory.mktemp("all-pairs")
+    waveforms = [str(noise_with_repeats(root / f"{station}.mseed", times, station=station, seed=seed))
+                 for seed, (station, times) in enumerate(REPEATS.items(), start=1)]
+    tokenize(waveforms, root / "corpus", num_proc=1, progress=False)
+    build_index([root / "corpus"], root / "index", progress=False)
+    return root / "index"
+
+
+def expected_pairs(min_separation=4.0):
+    """{((station a, time a), (station b, time b)): lag}: a the earlier on one trace, else the smaller station."""
+    events = sorted((station, t) for station, times in REPEATS.items() for t in times)
+    return {(a, b): b[1] - a[1] for i, a in enumerate(events) for b in events[i + 1:]
+            if a[0] != b[0] or b[1] - a[1] >= min_separation}
+
+
+def test_every_repeat_pair_is_found_once_with_its_lag_to_the_sample(repeats):
+    import obspy
+
+    from tasks.search import all_pairs
+
+    pairs = all_pairs(repeats)
+    assert list(pairs.columns[:7]) == ["rank", "trace_id_a", "starttime_a", "endtime_a", "trace_id_b",
+                                       "starttime_b", "lag_seconds"]
+    assert list(pairs.score) == sorted(pairs.score, reverse=True)
+    strong = pairs[pairs.score > 0.8]
+    assert len(strong) == len(expected_pairs()) == 6  # one row per repeat pair: runs and (b, a) merged
+    t0 = obspy.UTCDateTime(T0)
+    ta = np.array([obspy.UTCDateTime(t) - t0 for t in strong.starttime_a])
+    tb = np.array([obspy.UTCDateTime(t) - t0 for t in strong.starttime_b])
+    for ((sa, a), (sb, b)), lag in expected_pairs().items():
+        # window a lies within the snippet (8 s) at a; b is where a's first sample aligns near b
+        hit = ((strong.trace_id_a == f"XX.{sa}..HHZ") & (strong.trace_id_b == f"XX.{sb}..HHZ")
+               & (ta > a - 4) & (ta < a + 8) & (tb > b - 4) & (tb < b + 8)).to_numpy()
+        assert hit.sum() == 1, (sa, a, sb, b, strong)
+        row = strong[hit].iloc[0]
+        assert abs(row.lag_seconds - lag) < SAMPLE / 2 + 1e-6, (row.lag_seconds, lag)  # the exact sample
+        assert abs((tb[hit][0] - ta[hit][0]) - lag) < SAMPLE / 2 + 1e-6
+        assert row.score > 0.9
+
+
+def test_self_overlaps_are_excluded_and_options_apply(repeats):
+    import obspy
+
+    from tasks.search import all_pairs
+
+    for separation in (None, 12.0):
+        pairs = all_pairs(repeats, min_separation=separation)
+        one_trace = pairs[pairs.trace_id_a == pairs.trace_id_b]
+        lags = np.array([obspy.UTCDateTime(b) - obspy.UTCDateTime(a)
+                         for a, b in zip(one_trace.starttime_a, one_trace.starttime_b)])
+        assert len(lags) > 10 and (lags >= (separation or 4.0) - 1e-6).all()  # no self-match, no shift of one
+        assert (pairs.trace_id_a <= pairs.trace_id_b).all()
+    top = all_pairs(repeats, top=2, min_score=0.5)
+    assert len(top) == 2 and (top.score >= 0.5).all()
+    assert len(all_pairs(repeats, min_score=0.8)) == len(expected_pairs())
+    # a separation longer than the repeats' lags on one trace: the pair 145 s apart and those across stations
+    far = all_pairs(repeats, min_separation=100, min_score=0.8)
+    assert len(far) == len(expected_pairs(100)) == 4
+    one_trace = far[far.trace_id_a == far.trace_id_b]
+    assert len(one_trace) == 1
+    assert abs(one_trace.lag_seconds.iloc[0] - (185.1 - 40.35)) < SAMPLE / 2 + 1e-6
+
+
+def test_cli_writes_the_pairs_csv(repeats, tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "out" / "pairs.csv"
+    assert run("cli.search", ["--all-pairs", "--index", repeats, "--out", out, "--min-score", "0.8",
+                              "--min-separation", "4"]) == 0
+    table = pd.read_csv(out)
+    assert {"trace_id_a", "starttime_a", "trace_id_b", "starttime_b", "score"} <= set(table.columns)
+    assert len(table) == len(expected_pairs())
+    assert table.starttime_a.str.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$").all()
+
+
+def test_bad_input_is_refused_and_nothing_is_written(repeats, tmp_path, monkeypatch, capsys):
+    import cli
+
+    from tasks.search import all_pairs
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="empty, not a search index"):
+        all_pairs(empty)
+    broken = tmp_path / "broken"
+    shutil.copytree(repeats, broken)
+    (broken / "vectors.faiss").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="vectors.faiss: corrupt FAISS index"):
+        all_pairs(broken)
+    other = tmp_path / "other-codec"
+    shutil.copytree(repeats, other)
+    meta = json.loads((other / "index.json").read_text())
+    meta["codec_id"] = "0123456789abcdef"
+    (other / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"other-codec.*codec 0123456789abcdef"):
+        all_pairs(other)
+    for bad in ({"min_separation": 0}, {"min_separation": float("nan")}, {"min_separation": -3},
+                {"top": 0}, {"min_score": 1.5}, {"neighbours": 0}, {"candidates": 2.5}):
+        with pytest.raises(InputError, match=next(iter(bad))):
+            all_pairs(repeats, **bad)
+    monkeypatch.setitem(cli.COMMANDS, "search", ("cli.search", "similarity search"))
+    out = tmp_path / "pairs.csv"
+    for argv, named in ((["--index", str(other)], "other-codec"), (["--index", str(empty)], "empty"),
+                        (["--index", str(broken)], "vectors.faiss")):
+        assert cli.main(["search", "--all-pairs", *argv, "--out", str(out)]) == 1
+        assert named in capsys.readouterr().err
+    # bad option values, a template together with --all-pairs or neither, template options with --all-pairs
+    for argv in (["--all-pairs", "--min-separation", "0"], ["--all-pairs", "--min-separation", "x"],
+                 ["--all-pairs", "--top", "0"], ["--all-pairs", "--min-score", "2"],
+                 [str(tmp_path / "t.mseed"), "--all-pairs"], [],
+                 ["--all-pairs", "--plot", str(tmp_path / "p.png")], ["--all-pairs", "--start", "2"],
+                 [str(tmp_path / "t.mseed"), "--min-separation", "5"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["search", *argv, "--index", str(repeats), "--out", str(out)])
+        assert exit_info.value.code == 2, argv
+        assert "error:" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".pairs*")) and not (tmp_path / "p.png").exists()
