@@ -54,7 +54,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +67,7 @@ from . import rvq
 from .baselines import kmeans, load_codebooks, save_codebooks
 from .errors import CheckpointError
 from .files import write_all_or_nothing
-from .model import TRACE_SIDE_BITS, EncodedWaveform
+from .model import TRACE_SIDE_BITS, EncodedWaveform, config_from_dict
 from .preprocess import SAMPLING_RATE
 
 FORMAT_NAME = "lapped-gain-shape-rvq"
@@ -165,11 +165,7 @@ class LappedCodecConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "LappedCodecConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown LappedCodecConfig fields: {sorted(unknown)}")
-        return cls(**values)
+        return config_from_dict(cls, values)
 
 
 # ---------------------------------------------------------------------- framing

@@ -45,6 +45,14 @@ WEIGHTS_NAME = "model.safetensors"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained_v1"  # EQcodec v1; the default codec: codec.checkpoints
 
 
+def config_from_dict(cls, values: dict):
+    """The config dataclass `cls` from a dict (config.json), ValueError naming unknown fields."""
+    unknown = set(values) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return cls(**values)
+
+
 @dataclass
 class EQCodecConfig:
     """Sizes of the codec. Saved as config.json beside the weights."""
@@ -89,11 +97,7 @@ class EQCodecConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "EQCodecConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown EQCodecConfig fields: {sorted(unknown)}")
-        return cls(**values)
+        return config_from_dict(cls, values)
 
 
 @dataclass
