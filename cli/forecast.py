@@ -36,6 +36,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                           help="sample among the k likeliest tokens (default: the LM's generation_config)")
     sampling.add_argument("--temperature", type=_positive_float,
                           help="softmax temperature (default: the LM's generation_config)")
+    sampling.add_argument("--gain-temperature", type=_positive_float,
+                          help="temperature of the gain stream alone (default: the LM's generation_config; "
+                               "without one there, --temperature)")
     model = parser.add_argument_group("model")
     model.add_argument("--lm", metavar="DIR", help="LM folder, e.g. a fine-tuned RUN/final (default: the shipped lm/pretrained)")
     model.add_argument("--codec", metavar="DIR", help="codec folder (default: the shipped codec/pretrained)")

@@ -133,22 +133,24 @@ def check_generation(lm: SeismicLM, codec: Codec, context_seconds: int, seconds:
 
 def continue_codes(lm: SeismicLM, encoded: EncodedWaveform, num_frames: int, *, samples: int = 1,
                    temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                   seed: int | None = None) -> EncodedWaveform:
+                   seed: int | None = None, gain_temperature: float | None = None) -> EncodedWaveform:
     """Sample continuations of token arrays: codes [B, K, C] + gain [B, C] -> context + N new frames.
 
     Returns an EncodedWaveform of [B * samples, K, C + N] codes (row b * samples + j:
     sample j of row b), scale and offset repeated, ready for codec.decode.
-    temperature, top_k, top_p: None takes the LM's own (lm.generation_config).
+    temperature, top_k, top_p, gain_temperature: None takes the LM's own (lm.generation_config).
     """
     from tokenized_data import from_streams, to_streams
 
-    settings = lm.sampling_settings(temperature, top_k, top_p)
-    if not settings["temperature"] > 0:
-        raise InputError(f"temperature must be > 0, got {settings['temperature']!r}")
+    settings = lm.sampling_settings(temperature, top_k, top_p, gain_temperature=gain_temperature)
+    for name in ("temperature", "gain_temperature"):
+        if not settings[name] > 0:
+            raise InputError(f"{name.replace('_', '-')} must be > 0, got {settings[name]!r}")
     tokens = to_streams(encoded.codes, encoded.gain).repeat_interleave(samples, dim=0)  # [B * samples, S, C]
     generator = torch.Generator(device=lm.device).manual_seed(seed) if seed is not None else None
     new = lm.generate_frames(tokens.to(lm.device), num_frames, temperature=settings["temperature"],
-                             top_k=settings["top_k"], top_p=settings["top_p"], generator=generator)
+                             gain_temperature=settings["gain_temperature"], top_k=settings["top_k"],
+                             top_p=settings["top_p"], generator=generator)
     codes, gain = from_streams(torch.cat([tokens, new.cpu()], dim=-1))
     frames = codes.shape[-1]
     return EncodedWaveform(codes, gain, encoded.scale.repeat_interleave(samples),
@@ -168,7 +170,8 @@ def _continue_prepared(contexts: np.ndarray, levels, lm: SeismicLM, codec: Codec
 
 def continue_array(samples_40hz: np.ndarray, lm: SeismicLM, codec: Codec, context_seconds: int, seconds: int, *,
                    samples: int = 1, temperature: float | None = None, top_k: int | None = None,
-                   top_p: float | None = None, seed: int | None = None, allow_clipped: bool = False) -> np.ndarray:
+                   top_p: float | None = None, seed: int | None = None, allow_clipped: bool = False,
+                   gain_temperature: float | None = None) -> np.ndarray:
     """Continue 40 Hz arrays: [N] or [B, N] samples -> [samples, H * 40] or [B, samples, H * 40].
 
     The last context_seconds of each row are the context (prepared as token corpora
@@ -184,21 +187,22 @@ def continue_array(samples_40hz: np.ndarray, lm: SeismicLM, codec: Codec, contex
                 for i, row in enumerate(rows)]
     contexts, levels = zip(*prepared)
     out = _continue_prepared(np.stack(contexts), levels, lm, codec, seconds, samples=samples,
-                             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+                             temperature=temperature, gain_temperature=gain_temperature, top_k=top_k,
+                             top_p=top_p, seed=seed)
     return out[0] if x.ndim == 1 else out
 
 
 def generate_continuations(stream, lm: SeismicLM, codec: Codec, context_seconds: int, seconds: int, *,
                            samples: int = 1, temperature: float | None = None, top_k: int | None = None,
                            top_p: float | None = None, seed: int | None = None,
-                           allow_clipped: bool = False) -> list:
+                           allow_clipped: bool = False, gain_temperature: float | None = None) -> list:
     """Continue every trace of an obspy Stream: returns `samples` obspy Streams.
 
     Stream j holds the j-th sampled continuation of every input channel (same
     ids), `seconds` long at 40 Hz, starting one 40 Hz sample after the input's
     end, in the input's physical units. The context is the last
     `context_seconds` of each channel (MIN_CONTEXT_SECONDS .. lm.config.max_frames).
-    temperature, top_k, top_p: None takes the LM's own (lm.generation_config).
+    temperature, top_k, top_p, gain_temperature: None takes the LM's own (lm.generation_config).
     """
     import obspy
 
@@ -209,7 +213,8 @@ def generate_continuations(stream, lm: SeismicLM, codec: Codec, context_seconds:
     contexts, starts, levels = zip(*(context_samples(tr, context_seconds, allow_clipped=allow_clipped)
                                      for tr in traces))
     waveforms = _continue_prepared(np.stack(contexts), levels, lm, codec, seconds, samples=samples,
-                                   temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+                                   temperature=temperature, gain_temperature=gain_temperature, top_k=top_k,
+                                   top_p=top_p, seed=seed)
     outputs = []
     for j in range(samples):
         out = obspy.Stream()
@@ -269,7 +274,7 @@ def generate_file(input: str, out: str, *, context_seconds: int, seconds: int, p
                   allow_clipped: bool = False, samples: int = 1, temperature: float | None = None,
                   top_k: int | None = None,
                   top_p: float | None = None, seed: int | None = None, lm: str | None = None,
-                  codec: str | None = None) -> list[Path]:
+                  codec: str | None = None, gain_temperature: float | None = None) -> list[Path]:
     """`eqcodec generate`: continue every trace of a file; write the continuations (miniSEED) and a plot.
 
     lm / codec are checkpoint folders (None: the shipped ones); sampling settings left None
@@ -287,7 +292,7 @@ def generate_file(input: str, out: str, *, context_seconds: int, seconds: int, p
     coder = load_codec(codec)
     continuations = generate_continuations(
         stream, model, coder, context_seconds, seconds, samples=samples, temperature=temperature,
-        top_k=top_k, top_p=top_p, seed=seed, allow_clipped=allow_clipped)
+        gain_temperature=gain_temperature, top_k=top_k, top_p=top_p, seed=seed, allow_clipped=allow_clipped)
 
     # Everything under temporary names first, then renamed: no half-written output.
     writers = {path: (lambda tmp, c=continuation: c.write(str(tmp), format="MSEED"))

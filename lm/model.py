@@ -40,11 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import (DynamicCache, GenerationConfig, GPTBigCodeConfig, GPTBigCodeModel, PreTrainedConfig,
                           PreTrainedModel)
-from transformers.generation.logits_process import (
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
+from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 from transformers.utils import ModelOutput
 
 from codec.errors import CheckpointError
@@ -191,10 +187,18 @@ class SeismicLM(PreTrainedModel):
         self.generation_config.save_pretrained(save_directory)
 
     def sampling_settings(self, temperature: float | None = None, top_k: int | None = None,
-                          top_p: float | None = None, samples: int | None = None) -> dict:
-        """The given settings, each None replaced by the LM's generation_config value."""
+                          top_p: float | None = None, samples: int | None = None,
+                          gain_temperature: float | None = None) -> dict:
+        """The given settings, each None replaced by the LM's generation_config value.
+
+        gain_temperature: the temperature of the gain stream alone (generation_config's own
+        `gain_temperature` field; when it has none, the gain stream takes `temperature`).
+        """
         config = self.generation_config
-        return {"temperature": temperature if temperature is not None else (config.temperature or 1.0),
+        temperature = temperature if temperature is not None else (config.temperature or 1.0)
+        if gain_temperature is None:
+            gain_temperature = getattr(config, "gain_temperature", None) or temperature
+        return {"temperature": temperature, "gain_temperature": gain_temperature,
                 "top_k": top_k if top_k is not None else config.top_k,
                 "top_p": top_p if top_p is not None else config.top_p,
                 "samples": samples if samples is not None else (config.num_return_sequences or 1)}
@@ -271,7 +275,8 @@ class SeismicLM(PreTrainedModel):
     @torch.inference_mode()
     def generate_frames(self, context: torch.Tensor, num_frames: int, *, temperature: float = 1.0,
                         top_k: int | None = None, top_p: float | None = None,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+                        generator: torch.Generator | None = None,
+                        gain_temperature: float | None = None) -> torch.Tensor:
         """Sample `num_frames` frames that continue `context`.
 
         context: [B, S, C] frame-aligned tokens (C >= 1). Returns [B, S, num_frames].
@@ -280,8 +285,8 @@ class SeismicLM(PreTrainedModel):
         (empty where not yet known). Step j of the loop predicts delayed step j
         from the steps before it (KV cache), then writes the sampled tokens of
         the streams that hold a new frame there; the others (context, or past
-        the last frame) keep theirs. Sampling: temperature, then top-k, then
-        top-p. When the sequence outgrows the trained window
+        the last frame) keep theirs. Sampling: temperature (gain_temperature for
+        the gain stream; None: the same), then top-k, then top-p. When the sequence outgrows the trained window
         (config.max_positions) the cache is rebuilt from the last max_frames / 2 frames.
         """
         B, S, C = context.shape
@@ -294,7 +299,8 @@ class SeismicLM(PreTrainedModel):
         delayed = self.delay.build(frames)  # [B, S, L]
         frame_at = torch.arange(delayed.shape[-1], device=self.device) - torch.arange(S, device=self.device)[:, None]
         to_sample = (frame_at >= C) & (frame_at < total)  # [S, L]: stream s holds a new frame at step j
-        sample = _Sampler(self.config.vocab_sizes, temperature, top_k, top_p, generator)
+        temperatures = [gain_temperature or temperature] + [temperature] * (S - 1)  # stream 0 is the gain
+        sample = _Sampler(self.config.vocab_sizes, temperatures, top_k, top_p, generator)
         was_training = self.training
         self.eval()
         lay_out_for_generation(self)
@@ -341,12 +347,12 @@ class _Sampler:
     Each step's logits are copied into rows as wide as the largest vocabulary,
     one row per stream, in a buffer whose columns past a stream's vocabulary
     stay -inf (probability 0); consecutive streams of one vocabulary size (the
-    K codebooks) take one copy. Then transformers' warpers (temperature, then
-    top-k, then top-p) and inverse-CDF sampling (on a CPU far faster than
+    K codebooks) take one copy. Then each stream's temperature, transformers'
+    warpers (top-k, then top-p) and inverse-CDF sampling (on a CPU far faster than
     torch.multinomial, with the same distribution).
     """
 
-    def __init__(self, vocab_sizes: list[int], temperature: float, top_k: int | None, top_p: float | None,
+    def __init__(self, vocab_sizes: list[int], temperatures: list[float], top_k: int | None, top_p: float | None,
                  generator: torch.Generator | None):
         self.vocab_sizes = vocab_sizes
         # (first stream, number of streams, vocabulary size, first column in the logits) of each run of streams
@@ -355,7 +361,10 @@ class _Sampler:
             count = len(list(run))
             self.groups.append((stream, count, vocab_size, column))
             stream, column = stream + count, column + count * vocab_size
-        self.warpers = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
+        # One temperature per stream (transformers' temperature warper takes one for all rows): [1, S, 1].
+        self.inverse_temperature = (None if all(t == 1.0 for t in temperatures) else
+                                    torch.tensor([1.0 / t for t in temperatures]).view(1, -1, 1))
+        self.warpers = []
         if top_k:
             self.warpers.append(TopKLogitsWarper(top_k))
         if top_p is not None and top_p < 1.0:
@@ -372,7 +381,9 @@ class _Sampler:
         for first, count, vocab_size, column in self.groups:
             self.scores[:, first : first + count, :vocab_size] = logits[:, column : column + count * vocab_size].view(
                 B, count, vocab_size)
-        scores = self.scores.view(B * S, -1)
+        scores = self.scores if self.inverse_temperature is None else self.scores * self.inverse_temperature.to(
+            self.scores.device)  # a new tensor: the buffer's -inf columns stay as they are
+        scores = scores.reshape(B * S, -1)
         for warp in self.warpers:  # each returns a new tensor: the buffer's -inf columns stay as they are
             scores = warp(None, scores)
         cdf = scores.softmax(-1).cumsum(-1)

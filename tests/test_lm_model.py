@@ -135,18 +135,23 @@ def test_sampler_draws_from_the_softmax_of_each_stream():
     logits = torch.tensor([[2.0, 0.0, 1.0, -1.0, 0.0, 1.0, 0.5, 3.0, 0.0, 0.0]])  # streams of 4, 3 and 3 tokens
     n = 40000
     batch = logits.expand(n, -1)
-    tokens = _Sampler([4, 3, 3], 1.0, None, None, torch.Generator().manual_seed(0))(batch)
+    tokens = _Sampler([4, 3, 3], [1.0] * 3, None, None, torch.Generator().manual_seed(0))(batch)
     assert tokens.shape == (n, 3)
     for s, stream_logits in enumerate(logits[0].split([4, 3, 3])):
         expected = stream_logits.softmax(-1)
         observed = torch.bincount(tokens[:, s], minlength=len(expected)).float() / n
         assert len(observed) == len(expected)  # never a padding column of a narrower stream
         torch.testing.assert_close(observed, expected, rtol=0, atol=0.01)
-    top2 = _Sampler([4, 3, 3], 1.0, 2, None, torch.Generator().manual_seed(0))(batch)
+    top2 = _Sampler([4, 3, 3], [1.0] * 3, 2, None, torch.Generator().manual_seed(0))(batch)
     assert set(top2[:, 0].tolist()) == {0, 2} and set(top2[:, 1].tolist()) == {1, 2}
     assert set(top2[:, 2].tolist()) <= {0, 1, 2}
-    top_p = _Sampler([4, 3, 3], 1.0, None, 0.5, torch.Generator().manual_seed(0))(batch)
+    top_p = _Sampler([4, 3, 3], [1.0] * 3, None, 0.5, torch.Generator().manual_seed(0))(batch)
     assert set(top_p[:, 0].tolist()) == {0} and set(top_p[:, 2].tolist()) == {0}
+    # one temperature per stream: the first stream sharpened, the others as they were
+    tempered = _Sampler([4, 3, 3], [0.5, 1.0, 1.0], None, None, torch.Generator().manual_seed(0))(batch)
+    for s, (stream_logits, t) in enumerate(zip(logits[0].split([4, 3, 3]), [0.5, 1.0, 1.0])):
+        observed = torch.bincount(tempered[:, s], minlength=len(stream_logits)).float() / n
+        torch.testing.assert_close(observed, (stream_logits / t).softmax(-1), rtol=0, atol=0.01)
 
 
 def test_generation_fast_path_gives_the_logits_of_the_plain_forward(codec):
@@ -248,8 +253,14 @@ def test_sampling_defaults_are_saved_with_the_lm_and_used_by_generation(tmp_path
     lm.save_pretrained(tmp_path)
     loaded = load_lm(tmp_path)
     assert (tmp_path / "generation_config.json").is_file()
-    assert loaded.sampling_settings() == {"temperature": 0.8, "top_k": 1, "top_p": None, "samples": 3}
+    # no gain temperature stored: the gain stream takes the temperature
+    assert loaded.sampling_settings() == {"temperature": 0.8, "gain_temperature": 0.8, "top_k": 1, "top_p": None,
+                                          "samples": 3}
     assert loaded.sampling_settings(top_k=7)["top_k"] == 7  # an explicit value wins
+    lm.generation_config.gain_temperature = 0.6
+    lm.save_pretrained(tmp_path)
+    assert load_lm(tmp_path).sampling_settings()["gain_temperature"] == 0.6
+    assert load_lm(tmp_path).sampling_settings(gain_temperature=1.0)["gain_temperature"] == 1.0
     import json
 
     from lm.model import PRETRAINED_DIR
@@ -258,4 +269,5 @@ def test_sampling_defaults_are_saved_with_the_lm_and_used_by_generation(tmp_path
     stored = json.loads((PRETRAINED_DIR / "generation_config.json").read_text())
     settings = shipped.sampling_settings()
     assert (settings["temperature"], settings["top_k"]) == (stored["temperature"], stored["top_k"])
+    assert settings["gain_temperature"] == stored.get("gain_temperature", stored["temperature"])
     assert settings["samples"] == stored["num_return_sequences"]
