@@ -13,7 +13,9 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 NOT_WAVEFORM_SUFFIXES = {".csv", ".txt", ".md", ".rst", ".json", ".xml", ".yaml", ".yml", ".py",
@@ -92,3 +94,22 @@ def replace_folder(tmp: Path, directory: Path) -> None:
         directory.rename(old)
     tmp.rename(directory)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_folder(directory, overwrite: bool = False) -> Iterator[Path]:
+    """`with staged_folder(out) as tmp:` fill tmp; on success it replaces `out`, on any error it is removed.
+
+    An existing `out` is refused (FileExistsError) unless overwrite; tmp is a hidden sibling of `out`.
+    """
+    directory = Path(directory)
+    if directory.exists() and not overwrite:
+        raise FileExistsError(f"{directory} already exists (pass overwrite=True to replace it)")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        yield tmp
+        replace_folder(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -6,7 +6,8 @@ subtraction of a prediction: matching filters, never louder than the input),
 surprisal (the LM's per-frame negative log-likelihood), classical (zero, persistence,
 AR/Burg forecasters and Wiener prediction-error filters: the baselines),
 scores (forecast and deconvolution scores), synthetic (seeded reverberation
-traces with known primaries), evaluate (`eqcodec evaluate`: every method on
+traces with known primaries), synthetic_seismograms (seeded seismogram-like
+signals for LM pretraining), evaluate (`eqcodec evaluate`: every method on
 one set of cases), demo (`eqcodec demo`: the whole pipeline), search (similarity
 search over token corpora: `eqcodec index`, `eqcodec search`).
 

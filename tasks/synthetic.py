@@ -34,8 +34,6 @@ written one trace at a time, in memory bounded by one trace.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +41,7 @@ import numpy as np
 
 from collections.abc import Iterable, Iterator
 
-from codec.files import replace_folder
+from codec.files import staged_folder
 from codec.preprocess import SAMPLING_RATE
 
 #: Parameter ranges of the benchmark (uniform draws).
@@ -225,11 +223,7 @@ def write_set(traces: Iterable[SyntheticTrace], out_dir, overwrite: bool = False
     import obspy
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists (pass overwrite=True to replace it)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir, overwrite) as staging:
         (staging / "waveforms").mkdir()
         (staging / "truth").mkdir()
         entries = []
@@ -252,10 +246,6 @@ def write_set(traces: Iterable[SyntheticTrace], out_dir, overwrite: bool = False
         manifest = {"generator": "tasks.synthetic", "description": __doc__.split("\n\n")[0],
                     "observed": "primaries + reverberation + noise", "recipe": recipe, "traces": entries}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        replace_folder(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir / "manifest.json"
 
 
