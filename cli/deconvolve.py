@@ -19,6 +19,7 @@ EXAMPLES = """examples:
   eqcodec deconvolve event.mseed --lag 3.5 --method delay --match-window-seconds 24 --out decon-delay.mseed
   eqcodec deconvolve event.mseed --lag 2 --method lm --lm my-lm/final --out decon-lm.mseed
   eqcodec deconvolve event.mseed --output surprisal --out surprisal.mseed --plot surprisal.png
+  eqcodec deconvolve event.mseed --output onset --out onset.mseed --plot onset.png
 """
 
 
@@ -29,7 +30,9 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                     help="miniSEED file for the prediction-error (or surprisal) traces")
     io.add_argument("--output", choices=OUTPUTS, default="error",
                     help="error: prediction-error traces at 40 Hz; surprisal: the LM's nats per 1-s frame "
-                         "as 1-Hz traces (default: %(default)s)")
+                         "as 1-Hz traces; onset: dB of each frame's gain above the LM's 99th-percentile "
+                         "forecast, as 4-Hz traces (an onset detector; about 4.5 dB is the threshold chosen on "
+                         "nc-events) (default: %(default)s)")
     io.add_argument("--prediction-out", default=None, metavar="FILE",
                     help="also write the prediction as miniSEED (default: %(default)s)")
     io.add_argument("--plot", default=None, metavar="FIG.png",

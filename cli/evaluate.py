@@ -85,8 +85,9 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                             "recordings) instead of one at its end (default: %(default)s)")
     compared.add_argument("--samples", type=positive_int, default=100,
                           help="members of the classical ensembles (default: %(default)s)")
-    compared.add_argument("--lm-samples", type=positive_int, default=16,
-                          help="sampled LM continuations per case (default: %(default)s)")
+    compared.add_argument("--lm-samples", type=positive_int, default=None,
+                          help="sampled LM continuations per case (default: the LM's num_return_sequences, "
+                               "generation_config.json)")
     fc.set_defaults(func=lambda args: evaluate_forecast(ForecastEvaluation(**settings(args))))
 
     dc = commands.add_parser("deconvolution", help="predictive deconvolution and onsets: LM against Wiener, "

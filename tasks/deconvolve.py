@@ -40,7 +40,12 @@ subtraction (--subtraction; default adaptive for delay and lm, direct for wiener
 --output surprisal writes instead the LM's per-frame negative log-likelihood
 (nats per 1-s frame, gain and codebook streams summed; tasks.surprisal) as a
 1-Hz trace per input trace: sample t is frame t, starting at the frame's start.
---lag is not used then.
+--output onset writes the LM's onset function (tasks.surprisal.onset_function):
+the dB by which each frame's gain exceeds the LM's 99th-percentile forecast of
+it, read on 4 frame grids a quarter-second apart, as a 4-Hz trace whose sample
+i stands for the frame centred at its time; a rise of a few dB marks an onset
+the past did not announce (`eqcodec evaluate deconvolution --onsets` chooses
+the threshold on labelled data). --lag is not used by either.
 
 Choose --lag at or slightly before the first multiple (e.g. the water-layer
 two-way time, seen as a strong peak of the trace's autocorrelation), and an
@@ -209,7 +214,10 @@ def lm_prediction(samples: np.ndarray, lag_samples: int, context_samples: int, *
 
 METHODS = ("wiener", "delay", "lm")
 SUBTRACTIONS = ("adaptive", "direct")
-OUTPUTS = ("error", "surprisal")
+OUTPUTS = ("error", "surprisal", "onset")
+#: What the LM-only outputs hold: (plot's y label, plot title).
+LM_TRACE_OUTPUTS = {"surprisal": ("nats / frame", "LM surprisal per 1-s frame"),
+                    "onset": ("dB above forecast", "LM onset function (gain above its 99th-percentile forecast)")}
 
 
 def default_subtraction(method: str) -> str:
@@ -430,8 +438,8 @@ def plot_deconvolution(results: list[DeconvolvedTrace], path: Path, title: str) 
     plt.close(fig)
 
 
-def plot_surprisal(stream, surprisal, path: Path, title: str) -> None:
-    """Each input trace (up to MAX_PLOTTED_TRACES) above its surprisal trace."""
+def plot_surprisal(stream, surprisal, path: Path, title: str, ylabel: str = "nats / frame") -> None:
+    """Each input trace (up to MAX_PLOTTED_TRACES) above its surprisal (or onset function) trace."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -444,7 +452,7 @@ def plot_surprisal(stream, surprisal, path: Path, title: str) -> None:
         axes[2 * i].plot(trace.times(), trace.data, color="black", lw=0.5)
         axes[2 * i].set_title(trace.id, fontsize=9, loc="left")
         axes[2 * i + 1].step(s.times(), s.data, where="post", color="tab:purple", lw=0.8)
-        axes[2 * i + 1].set_ylabel("nats / frame", fontsize=8)
+        axes[2 * i + 1].set_ylabel(ylabel, fontsize=8)
     axes[-1].set_xlabel(f"seconds after {shown[0][0].stats.starttime}")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -452,19 +460,30 @@ def plot_surprisal(stream, surprisal, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def surprisal_stream(stream, lm, codec, *, allow_clipped: bool = False):
-    """obspy Stream of frame_surprisal traces (1 Hz, nats per frame, start = the first frame's start), one per trace."""
+def surprisal_stream(stream, lm, codec, *, allow_clipped: bool = False, output: str = "surprisal"):
+    """obspy Stream of one LM trace per input trace.
+
+    output "surprisal": frame_surprisal (1 Hz, nats per frame, start = the first frame's start);
+    "onset": onset_function (ONSET_GRIDS Hz, dB, sample i = the frame centred at its time, so the
+    trace starts half a frame after the input; the NaN end of the later grids trimmed).
+    """
     import obspy
 
-    from .surprisal import frame_surprisal
+    from .surprisal import ONSET_GRIDS, frame_surprisal, onset_function
 
     prepared = [(trace, trace_to_codec_input(trace, allow_clipped=allow_clipped)) for trace in stream]
     out = []
     for trace, samples in prepared:
-        values = frame_surprisal(samples, lm, codec, label=trace_label(trace))
+        if output == "onset":
+            values = onset_function(samples, lm, codec, label=trace_label(trace))
+            values = values[: len(values) - np.argmax(np.isfinite(values[::-1]))]  # trailing NaN trimmed
+            rate, start = float(ONSET_GRIDS), trace.stats.starttime + 0.5
+        else:
+            values = frame_surprisal(samples, lm, codec, label=trace_label(trace))
+            rate, start = 1.0, trace.stats.starttime
         header = {k: trace.stats[k] for k in ("network", "station", "location", "channel")}
         out.append(obspy.Trace(values.astype(np.float64),
-                               header={**header, "starttime": trace.stats.starttime, "sampling_rate": 1.0}))
+                               header={**header, "starttime": start, "sampling_rate": rate}))
     return obspy.Stream(out)
 
 
@@ -492,18 +511,19 @@ def deconvolve_file(input: str, out: str, *, lag: float | None = None, operator_
         raise UsageError(f"unknown --method {method!r}: choose from {', '.join(METHODS)}")
     if plot and Path(plot).suffix.lower() != ".png":
         raise InputError(f"--plot {plot}: expected a .png file name")
-    if output == "surprisal":
-        return _surprisal_file(input, out, plot=plot, prediction_out=prediction_out, allow_clipped=allow_clipped,
-                               lm=lm, codec=codec)
+    if output in LM_TRACE_OUTPUTS:
+        return _lm_trace_file(input, out, output, plot=plot, prediction_out=prediction_out,
+                              allow_clipped=allow_clipped, lm=lm, codec=codec)
     subtraction = subtraction or default_subtraction(method)
     if subtraction not in SUBTRACTIONS:
         raise UsageError(f"unknown --subtraction {subtraction!r}: choose from {', '.join(SUBTRACTIONS)}")
     if lag is None:
-        raise UsageError("--lag is required (the prediction distance, seconds), except with --output surprisal")
+        raise UsageError("--lag is required (the prediction distance, seconds), except with --output surprisal "
+                         "or onset")
     if prewhitening < 0:
         raise InputError(f"--prewhitening must not be negative, got {prewhitening:g} %")
     if method != "lm" and (lm or codec):
-        raise UsageError("--lm and --codec are used by --output surprisal or --method lm only")
+        raise UsageError("--lm and --codec are used by --output surprisal / onset or --method lm only")
     if period is not None and method != "delay":
         raise UsageError("--period is used by --method delay only")
     if period is not None and period < lag:
@@ -557,26 +577,27 @@ def deconvolve_file(input: str, out: str, *, lag: float | None = None, operator_
     return results
 
 
-def _surprisal_file(input: str, out: str, *, plot: str | None, prediction_out: str | None, allow_clipped: bool,
-                    lm: str | None, codec: str | None) -> list:
-    """--output surprisal: one 1-Hz trace of the LM's nats per frame per input trace."""
+def _lm_trace_file(input: str, out: str, output: str, *, plot: str | None, prediction_out: str | None,
+                   allow_clipped: bool, lm: str | None, codec: str | None) -> list:
+    """--output surprisal / onset: one LM trace per input trace (surprisal_stream)."""
     from .forecast import load_lm_and_codec
 
     if prediction_out:
-        raise UsageError("--prediction-out goes with --output error: the surprisal predicts nothing to write")
+        raise UsageError(f"--prediction-out goes with --output error: the {output} predicts nothing to write")
     stream = read_stream(input)
     check_miniseed_ids(stream, input)
     model, coder = load_lm_and_codec(lm, codec)  # refuses a missing LM or one of another codec
-    surprisal = surprisal_stream(stream, model, coder, allow_clipped=allow_clipped)
-    writers = {Path(out): _write_mseed(surprisal)}
+    traces = surprisal_stream(stream, model, coder, allow_clipped=allow_clipped, output=output)
+    ylabel, title = LM_TRACE_OUTPUTS[output]
+    writers = {Path(out): _write_mseed(traces)}
     if plot:
-        writers[Path(plot)] = lambda tmp: plot_surprisal(stream, surprisal, tmp,
-                                                         f"{Path(input).name}: LM surprisal per 1-s frame")
+        writers[Path(plot)] = lambda tmp: plot_surprisal(stream, traces, tmp, f"{Path(input).name}: {title}", ylabel)
     written = write_all_or_nothing(writers)
-    print("| trace | frames | median nats/frame | max nats/frame | at s |")
+    print(f"| trace | samples | median {ylabel} | max | at s after the trace's start |")
     print("|---|---:|---:|---:|---:|")
-    for trace in surprisal:
+    for trace in traces:
         peak = int(np.nanargmax(trace.data))
-        print(f"| {trace.id} | {trace.stats.npts} | {np.nanmedian(trace.data):.1f} | {trace.data[peak]:.1f} | {peak} |")
+        print(f"| {trace.id} | {trace.stats.npts} | {np.nanmedian(trace.data):.1f} | {trace.data[peak]:.1f} | "
+              f"{peak / trace.stats.sampling_rate + (0.5 if output == 'onset' else 0.0):.2f} |")  # after the input's start
     print(f"\nwrote {', '.join(str(p) for p in written)}")
-    return list(surprisal)
+    return list(traces)

@@ -43,17 +43,22 @@ eqcodec evaluate deconvolution
     window), checked on every trace. The LM is slow (it continues every
     frame --lm-samples times, for each lag): it runs on the first
     --lm-traces traces, beside the other methods on the same traces.
-    --onsets (with --nc-events, or INPUTS and --picks CSV): the LM's surprisal
-    (tasks.surprisal, nats per 1-s frame) as an onset detector against the
-    analyst P picks, beside obspy's classic STA/LTA (1 s / 10 s) on the same
-    traces: a detection is a trigger within +-1 s of P, a false trigger any
-    other trigger not within +-1 s of P or S; thresholds swept over each
-    function's quantiles; each detector at its best critical success index
-    (detections / (traces + false triggers)) and the surprisal's detection
-    rate at STA/LTA's false-trigger rate. The surprisal is also scored as
-    its excess over the median of the 10 frames before, and (a diagnostic)
-    the gain stream's share alone. Uses --lm as given
-    (not the synthetic fine-tuning). `--methods none --onsets` runs only this.
+    --onsets (with --nc-events, or INPUTS and --picks CSV): the LM as an onset
+    detector against the analyst P picks, beside obspy's classic STA/LTA
+    (1 s / 10 s) on the same traces: a detection is a trigger within +-1 s
+    of P, a false trigger any other trigger not within +-1 s of P or S; no
+    detector triggers in the first 10 s. The LM's detectors (tasks.surprisal):
+    the summed surprisal (--output surprisal), the gain stream's surprisal,
+    its one-sided exceedance -log P(gain >= observed | past), and the gain
+    rise (dB above the LM's predicted quantile of the frame's gain) on one
+    frame grid and on n grids a frame / n apart. Thresholds are swept over
+    each function's quantiles; every detector's detection rate is read off
+    its curve (interpolated) at 1, 3 and 10 false triggers per hour and at
+    STA/LTA's rate. With --nc-events the training split chooses the gain
+    rise's quantile and n and every threshold (STA/LTA's at its best CSI,
+    the others' at no more false triggers), and the held-out split reports,
+    at those thresholds too. Uses --lm as given (not the synthetic
+    fine-tuning). `--methods none --onsets` runs only this.
     --synthetic: the seeded reverberation sets of tasks.synthetic (truth known),
     "constant" (tau fixed per trace, seed --seed) and "drifting" (tau drifts
     by up to +-10 %, seed --seed + 1), --traces traces of --duration s each.
@@ -372,7 +377,8 @@ def evaluate_forecast(settings: "ForecastEvaluation") -> int:
                          f"context plus the {max(settings.horizons):g} s horizon around its picks")
     available = forecast_methods(lm, codec)
     methods = {name: available[name] for name in settings.methods}
-    samples = {name: settings.lm_samples if name == "lm" else settings.samples for name in methods}
+    lm_samples = settings.lm_samples or (lm.sampling_settings()["samples"] if lm is not None else None)
+    samples = {name: lm_samples if name == "lm" else settings.samples for name in methods}
 
     started = time.monotonic()
     summary = score_forecasts(cases, methods, settings.horizons, samples, settings.seed)
@@ -380,7 +386,7 @@ def evaluate_forecast(settings: "ForecastEvaluation") -> int:
     tables = forecast_tables(summary, counts, settings.context_seconds)
     print(tables)
     report = {"settings": {k: v for k, v in vars(settings).items() if k != "func"},
-              "lm_codec_id": lm.config.codec_id if lm is not None else None,
+              "lm_codec_id": lm.config.codec_id if lm is not None else None, "lm_samples": lm_samples,
               "horizons_s": settings.horizons, "context_s": settings.context_seconds, "cases": counts,
               "seconds": round(time.monotonic() - started, 1), "median_over_cases": summary}
     out = Path(settings.out)
@@ -391,15 +397,6 @@ def evaluate_forecast(settings: "ForecastEvaluation") -> int:
 
 
 # ------------------------------------------------------------------ deconvolution
-
-#: Onset detection (--onsets): the classic STA/LTA's windows (s), the tolerance around a pick (s),
-#: the trailing frames whose median the surprisal excess subtracts, and the thresholds tried
-#: (quantiles of each characteristic function pooled over all traces).
-STA_S, LTA_S = 1.0, 10.0
-ONSET_TOLERANCE_S = 1.0
-SURPRISAL_BACKGROUND_FRAMES = 10
-THRESHOLD_QUANTILES = np.linspace(0.5, 0.9995, 120)
-
 
 def lag_and_operator(trace: synthetic.SyntheticTrace, how: str) -> tuple[int, int]:
     """Samples of lag and operator for one synthetic trace, from the true ("oracle") or picked tau."""
@@ -670,6 +667,34 @@ def evaluate_real(settings, files: list[Path]) -> tuple[list[dict], list[str]]:
 
 # ------------------------------------------------------------------ onsets
 
+#: The classic STA/LTA's windows (s); no detector triggers in a trace's first LTA_S (STA/LTA has no
+#: LTA yet there, the LM fewer frames of context than its shortest training crop).
+STA_S, LTA_S = 1.0, 10.0
+#: A detection is a trigger within this many seconds of the P pick.
+ONSET_TOLERANCE_S = 1.0
+#: False-trigger rates (per hour) at which every detector's detection rate is read off its curve.
+FALSE_RATES_PER_HOUR = (1.0, 3.0, 10.0)
+#: Predicted-gain quantiles a gain-rise detector may compare with, and the numbers of frame grids
+#: (tasks.surprisal.grid_scores) it may read; the training split picks one of each.
+RISE_QUANTILES = (0.5, 0.84, 0.95, 0.99, 0.995, 0.999)
+GRID_CHOICES = (2, 4, 8)
+#: Thresholds tried: quantiles of each function pooled over its traces, denser towards the top,
+#: where the low false-trigger rates are.
+THRESHOLD_QUANTILES = 1 - np.geomspace(0.5, 2e-5, 160)
+
+
+@dataclass
+class Detector:
+    """One characteristic function per trace, sampled at `rate` Hz; sample i stands for the time
+    first_s + i / rate (s after the trace's start); `baseline` is its level without an onset."""
+
+    functions: list[np.ndarray]
+    rate: float
+    first_s: float
+    baseline: float
+    parameters: dict = field(default_factory=dict)  # free parameters, as chosen on the training split
+
+
 def onset_cases(files: list[Path], picks: dict) -> list[dict]:
     """Every usable trace of a file with a P pick: {"trace", "samples" [N] at 40 Hz, "p_s", "s_s" (or None)},
     the picks in seconds after the trace's start."""
@@ -695,14 +720,6 @@ def sta_lta(samples: np.ndarray) -> np.ndarray:
     return classic_sta_lta(x - x.mean(), int(STA_S * SAMPLING_RATE), int(LTA_S * SAMPLING_RATE))
 
 
-def surprisal_excess(surprisal: np.ndarray, frames: int = SURPRISAL_BACKGROUND_FRAMES) -> np.ndarray:
-    """[T] surprisal minus the median of the `frames` frames before (0 for the first ones): causal, background ~0."""
-    excess = np.zeros(len(surprisal))
-    for t in range(frames, len(surprisal)):
-        excess[t] = surprisal[t] - np.median(surprisal[t - frames : t])
-    return excess
-
-
 def trigger_times(function: np.ndarray, rate: float, on: float, off: float) -> np.ndarray:
     """Onset times (s) where `function` (sampled at `rate`) rises above `on`, each trigger ending below `off`."""
     from obspy.signal.trigger import trigger_onset
@@ -711,21 +728,25 @@ def trigger_times(function: np.ndarray, rate: float, on: float, off: float) -> n
     return np.array([span[0] / rate for span in spans], dtype=np.float64)
 
 
-def detection_curve(cases: list[dict], functions: list[np.ndarray], rate: float, baseline: float,
-                    thresholds: np.ndarray) -> list[dict]:
+def detection_curve(cases: list[dict], detector: Detector, thresholds: np.ndarray) -> list[dict]:
     """Per threshold: detection rate (a trigger within ONSET_TOLERANCE_S of P), false triggers per hour, CSI.
 
     A trigger within the tolerance of P or S is not false; every other is.
     The trigger ends when the function falls half-way back from the
-    threshold to `baseline` (its background level). CSI (critical success
-    index) = detections / (traces + false triggers).
+    threshold to the detector's baseline. CSI (critical success index) =
+    detections / (traces + false triggers).
     """
     hours = sum(len(c["samples"]) for c in cases) / SAMPLING_RATE / 3600
+    functions = []
+    for function in detector.functions:
+        times = detector.first_s + np.arange(len(function)) / detector.rate
+        functions.append(np.where(times < LTA_S, -np.inf, function))
     curve = []
     for on in thresholds:
         detected = false = 0
+        off = detector.baseline + (on - detector.baseline) / 2
         for case, function in zip(cases, functions):
-            times = trigger_times(function, rate, on, baseline + (on - baseline) / 2)
+            times = detector.first_s + trigger_times(function, detector.rate, on, off)
             near = lambda pick: np.abs(times - pick) <= ONSET_TOLERANCE_S if pick is not None else False  # noqa: E731
             at_p = near(case["p_s"])
             detected += bool(np.any(at_p))
@@ -733,6 +754,13 @@ def detection_curve(cases: list[dict], functions: list[np.ndarray], rate: float,
         curve.append({"threshold": float(on), "detection_rate": detected / len(cases),
                       "false_per_hour": false / hours, "csi": detected / (len(cases) + false)})
     return curve
+
+
+def sweep(cases: list[dict], detector: Detector) -> list[dict]:
+    """detection_curve over THRESHOLD_QUANTILES of the detector's functions, above its baseline."""
+    pooled = np.concatenate(detector.functions)
+    thresholds = np.unique(np.quantile(pooled[np.isfinite(pooled)], THRESHOLD_QUANTILES))
+    return detection_curve(cases, detector, thresholds[thresholds > detector.baseline])
 
 
 def best_of(curve: list[dict]) -> dict:
@@ -746,71 +774,203 @@ def at_false_rate(curve: list[dict], false_per_hour: float) -> dict | None:
     return max(allowed, key=lambda p: (p["detection_rate"], -p["false_per_hour"])) if allowed else None
 
 
+def detection_at(curve: list[dict], false_per_hour: float) -> float | None:
+    """Detection rate at exactly `false_per_hour`, interpolated linearly on the curve's upper envelope.
+
+    Between two thresholds a detector can reach any point of the segment
+    joining them (using either at random), and "never trigger" reaches
+    (0, 0), so the envelope starts there. None beyond the curve's highest
+    false-trigger rate: that rate was never reached.
+    """
+    points = sorted([(0.0, 0.0)] + [(p["false_per_hour"], p["detection_rate"]) for p in curve])
+    rates = np.array([f for f, _ in points])
+    if false_per_hour > rates.max():
+        return None
+    return float(np.interp(false_per_hour, rates, np.maximum.accumulate([d for _, d in points])))
+
+
+def lm_detectors(scores: list[list]) -> dict[str, Detector]:
+    """The LM's detectors without a free parameter, from each trace's grid_scores (its first grid): the summed
+    surprisal (--output surprisal), the gain stream's surprisal and its one-sided exceedance.
+
+    A frame stands for its centre, half a second after its start: the
+    codec's frame window is centred there (codec.lapped), and the start
+    would put every onset up to a frame early.
+    """
+    first = [s[0] for s in scores]
+    functions = {"surprisal (all streams summed)": [s.surprisal for s in first],
+                 "surprisal of the gain stream": [s.nll[0] for s in first],
+                 "gain exceedance -log P(gain >= observed)": [s.gain_exceedance for s in first]}
+    return {name: Detector(f, 1.0, 0.5, background(f)) for name, f in functions.items()}
+
+
+def background(functions: list[np.ndarray]) -> float:
+    """The level of a function without an onset: its median over all traces (most frames hold none)."""
+    return float(np.nanmedian(np.concatenate(functions)))
+
+
+def rise_detector(scores: list[list], quantile: float, grids: int) -> Detector:
+    """The gain rise over the predicted `quantile` on `grids` of each trace's grid_scores (every
+    len / grids-th, so a frame / grids apart), interleaved: `grids` samples per second."""
+    from .surprisal import interleave_grids
+
+    functions = [interleave_grids([s.gain_rise_db(quantile) for s in trace[:: len(trace) // grids]])
+                 for trace in scores]
+    return Detector(functions, float(grids), 0.5, background(functions), {"quantile": quantile, "grids": grids})
+
+
+#: The gain-rise detectors and the grid counts each may choose from (the quantile: RISE_QUANTILES).
+RISE_DETECTORS = {"gain rise over the predicted quantile (1 grid)": (1,),
+                  "gain rise over the predicted quantile, several grids": GRID_CHOICES}
+
+
+def onset_split(cases: list[dict], lm, codec) -> dict:
+    """{"cases", "hours", "scores" (each trace's grid_scores on max(GRID_CHOICES) grids), "sta_lta" Detector}."""
+    from .surprisal import grid_scores
+
+    return {"cases": cases, "hours": sum(len(c["samples"]) for c in cases) / SAMPLING_RATE / 3600,
+            "scores": [grid_scores(c["samples"], lm, codec, grids=max(GRID_CHOICES), label=c["trace"])
+                       for c in cases],
+            "sta_lta": Detector([sta_lta(c["samples"]) for c in cases], SAMPLING_RATE, 0.0, 1.0)}
+
+
+def choose_rise_parameters(split: dict) -> dict[str, dict]:
+    """Per gain-rise detector, the (quantile, grids) of highest detection rate on `split` at STA/LTA's
+    false-trigger rate there (the rate the target compares at), ties broken by the mean at FALSE_RATES_PER_HOUR."""
+    reference = best_of(sweep(split["cases"], split["sta_lta"]))["false_per_hour"]
+    chosen = {}
+    for name, grid_choices in RISE_DETECTORS.items():
+        score = {}
+        for quantile in RISE_QUANTILES:
+            for grids in grid_choices:
+                curve = sweep(split["cases"], rise_detector(split["scores"], quantile, grids))
+                score[quantile, grids] = (detection_at(curve, reference) or 0.0,
+                                          np.mean([detection_at(curve, r) or 0.0 for r in FALSE_RATES_PER_HOUR]))
+        quantile, grids = max(score, key=score.get)
+        chosen[name] = {"quantile": quantile, "grids": grids}
+    return chosen
+
+
 def evaluate_onsets(settings, files: list[Path], picks_path: Path | None) -> tuple[dict, list[str], dict]:
-    """Onset part: (report, markdown lines, curves for the plot); STA/LTA and the LM's surprisal on the same traces."""
-    from .surprisal import frame_surprisal
+    """Onset part: (report, markdown lines, the plot's data); STA/LTA and the LM's detectors on the same traces.
+
+    With --nc-events, the training split of nc-events chooses every free
+    parameter (each gain-rise detector's quantile and number of frame grids,
+    each detector's threshold) and the held-out split reports; with INPUTS
+    and --picks there is no training split: tasks.surprisal's ONSET_QUANTILE
+    and ONSET_GRIDS are used and only the threshold-free table is reported.
+    """
+    from .surprisal import ONSET_GRIDS, ONSET_QUANTILE
 
     if picks_path is None:
         raise UsageError("--onsets needs analyst picks: --picks CSV (columns file, p_arrival, s_arrival), "
                          "or --nc-events DIR (its picks.csv)")
-    cases = onset_cases(files, read_picks(picks_path))
+    picks = read_picks(picks_path)
+    cases = onset_cases(files, picks)
     if not cases:
         raise InputError(f"no trace of the waveform files has a P pick in {picks_path}")
     lm, codec = _load_lm(settings)
-    detectors = {"STA/LTA": ([sta_lta(c["samples"]) for c in cases], SAMPLING_RATE, 1.0)}
-    streams = [frame_surprisal(c["samples"], lm, codec, per_stream=True, label=c["trace"]) for c in cases]
-    surprisal, gain = [s.sum(axis=0) for s in streams], [s[0] for s in streams]
-    detectors["surprisal"] = (surprisal, 1.0, float(np.median(np.concatenate(surprisal))))
-    detectors[f"surprisal excess (over the median of the {SURPRISAL_BACKGROUND_FRAMES} frames before)"] = (
-        [surprisal_excess(s) for s in surprisal], 1.0, 0.0)
-    detectors["surprisal of the gain stream alone (diagnostic)"] = (gain, 1.0, float(np.median(np.concatenate(gain))))
-    curves, report = {}, {"traces": len(cases), "hours": sum(len(c["samples"]) for c in cases) / SAMPLING_RATE / 3600,
-                          "tolerance_s": ONSET_TOLERANCE_S, "sta_s": STA_S, "lta_s": LTA_S,
-                          "lm_codec_id": lm.config.codec_id, "detectors": {}}
-    for name, (functions, rate, baseline) in detectors.items():
-        pooled = np.concatenate(functions)
-        thresholds = np.unique(np.quantile(pooled[np.isfinite(pooled)], THRESHOLD_QUANTILES))
-        thresholds = thresholds[thresholds > baseline]
-        curves[name] = detection_curve(cases, functions, rate, baseline, thresholds)
-    reference = best_of(curves["STA/LTA"])
-    lines = [f"### Onsets: {len(cases)} traces ({report['hours']:.2f} h), a detection = a trigger within "
-             f"+-{ONSET_TOLERANCE_S:g} s of the analyst P pick; false = any other trigger not within "
-             f"+-{ONSET_TOLERANCE_S:g} s of P or S", "",
-             "| detector | threshold | chosen | detection rate | false triggers / h | CSI |",
-             "|---|---:|---|---:|---:|---:|"]
+    test = onset_split(cases, lm, codec)
+    training = None
+    if settings.nc_events:
+        from codec.data import nc_events_split
+
+        training_cases = onset_cases(nc_events_split(settings.nc_events)[0], picks)
+        if not training_cases:
+            raise InputError(f"no trace of the training split of {settings.nc_events} has a P pick in {picks_path}")
+        training = onset_split(training_cases, lm, codec)
+        parameters = choose_rise_parameters(training)
+    else:
+        parameters = {name: {"quantile": ONSET_QUANTILE, "grids": 1 if grid_choices == (1,) else ONSET_GRIDS}
+                      for name, grid_choices in RISE_DETECTORS.items()}
+
+    def detectors_of(split):
+        """STA/LTA and the LM's detectors on a split, each gain rise with its chosen parameters."""
+        return {"STA/LTA": split["sta_lta"], **lm_detectors(split["scores"]),
+                **{name: rise_detector(split["scores"], **chosen) for name, chosen in parameters.items()}}
+
+    detectors = detectors_of(test)
+    curves = {name: sweep(cases, detector) for name, detector in detectors.items()}
+    report = {"traces": len(cases), "hours": test["hours"], "tolerance_s": ONSET_TOLERANCE_S, "sta_s": STA_S,
+              "lta_s": LTA_S, "lm_codec_id": lm.config.codec_id, "rise_parameters": parameters, "detectors": {}}
+    # The STA/LTA rate all detectors are read at: its held-out rate at its training threshold when there is a
+    # training split, else its rate at its best CSI on these traces.
+    thresholds = {}
+    if training is not None:
+        training_detectors = detectors_of(training)
+        training_curves = {name: sweep(training["cases"], d) for name, d in training_detectors.items()}
+        sta_lta_choice = best_of(training_curves["STA/LTA"])
+        (sta_lta_held,) = detection_curve(cases, detectors["STA/LTA"], np.array([sta_lta_choice["threshold"]]))
+        reference = sta_lta_held["false_per_hour"]
+        for name, curve in training_curves.items():
+            choice = sta_lta_choice if name == "STA/LTA" else at_false_rate(curve, sta_lta_choice["false_per_hour"])
+            if choice is not None:
+                (held,) = detection_curve(cases, detectors[name], np.array([choice["threshold"]]))
+                thresholds[name] = {"training": choice, "held_out": held}
+        report["training"] = {"traces": len(training["cases"]), "hours": training["hours"],
+                              "sta_lta_false_per_hour": sta_lta_choice["false_per_hour"]}
+    else:
+        reference = best_of(curves["STA/LTA"])["false_per_hour"]
+    report["reference_false_per_hour"] = reference
     for name, curve in curves.items():
-        best = best_of(curve)
-        equal = at_false_rate(curve, reference["false_per_hour"])
-        report["detectors"][name] = {"best": best, "at_sta_lta_false_rate": equal, "curve": curve}
-        chosen = [("best CSI", best)] + ([] if name == "STA/LTA" else [("at STA/LTA's false rate", equal)])
-        for how, point in chosen:
-            if point is None:
-                lines.append(f"| {name} | - | {how} | - | - | - |")
+        report["detectors"][name] = {"parameters": detectors[name].parameters,
+                                     "detection_at": {f"{r:g}": detection_at(curve, r) for r in FALSE_RATES_PER_HOUR},
+                                     "detection_at_reference": detection_at(curve, reference),
+                                     "training_threshold": thresholds.get(name), "curve": curve}
+    split_name = "held-out split of nc-events" if training is not None else "the given traces"
+    lines = [f"### Onsets: {len(cases)} traces ({test['hours']:.2f} h, {split_name}); a detection = a trigger "
+             f"within +-{ONSET_TOLERANCE_S:g} s of the analyst P pick, false = any other trigger not within "
+             f"+-{ONSET_TOLERANCE_S:g} s of P or S", "",
+             "Detection rate at equal false-trigger rates (each detector's curve, interpolated):", "",
+             "| detector | quantile | grids | " + " | ".join(f"at {r:g} false/h" for r in FALSE_RATES_PER_HOUR)
+             + f" | at STA/LTA's {reference:.1f} false/h |",
+             "|---|---:|---:|" + "---:|" * (len(FALSE_RATES_PER_HOUR) + 1)]
+    for name, result in report["detectors"].items():
+        values = " | ".join("-" if v is None else f"{v:.2f}"
+                            for v in [*result["detection_at"].values(), result["detection_at_reference"]])
+        chosen = result["parameters"]
+        lines.append(f"| {name} | {chosen.get('quantile', '-')} | {chosen.get('grids', '-')} | {values} |")
+    if training is not None:
+        lines += ["", f"Thresholds fixed on the training split ({report['training']['traces']} traces, "
+                  f"{training['hours']:.2f} h) at STA/LTA's best CSI there "
+                  f"({report['training']['sta_lta_false_per_hour']:.1f} false/h; each other detector: its highest "
+                  "detection rate at no more false triggers), applied to the held-out traces:", "",
+                  "| detector | threshold | training: detection rate | false/h | held-out: detection rate "
+                  "| false/h | CSI |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for name in curves:
+            if name not in thresholds:
+                lines.append(f"| {name} | - | - | - | - | - | - |")
                 continue
-            lines.append(f"| {name} | {point['threshold']:.2f} | {how} | {point['detection_rate']:.2f} | "
-                         f"{point['false_per_hour']:.1f} | {point['csi']:.2f} |")
-    lines += ["", f"STA/LTA: obspy classic_sta_lta ({STA_S:g} s / {LTA_S:g} s) on the 40 Hz trace; surprisal: the "
-              "LM's nats per 1-s frame (tasks.surprisal), an onset at a frame's start. Thresholds: quantiles of "
-              "each function over all traces, above its background level; a trigger ends half-way back to that level.", ""]
-    return report, lines, curves
+            t, h = thresholds[name]["training"], thresholds[name]["held_out"]
+            lines.append(f"| {name} | {t['threshold']:.2f} | {t['detection_rate']:.2f} | {t['false_per_hour']:.1f} | "
+                         f"{h['detection_rate']:.2f} | {h['false_per_hour']:.1f} | {h['csi']:.2f} |")
+    lines += ["", f"STA/LTA: obspy classic_sta_lta ({STA_S:g} s / {LTA_S:g} s) on the 40 Hz trace, an onset at its "
+              "trigger sample. The LM's (tasks.surprisal): per 1-s frame given the frames before, an onset at the "
+              "frame's centre; gain rise = dB of the frame's gain level above the LM's predicted quantile of it, on "
+              "n frame grids a frame / n apart (n samples per second; quantile and n chosen on the training split "
+              f"when there is one). No detector triggers in the first {LTA_S:g} s. Thresholds: quantiles of each "
+              "function, above its background level; a trigger ends half-way back to that level.", ""]
+    return report, lines, {"curves": curves, "reference": reference}
 
 
-def plot_onset_curves(curves: dict, path: Path) -> None:
-    """Detection rate against false triggers per hour for each detector, its best-CSI threshold marked."""
+def plot_onset_curves(data: dict, path: Path) -> None:
+    """Detection rate against false triggers per hour for each detector of data["curves"] (a held-out curve
+    when there is a training split), the rate they are compared at (data["reference"]) marked."""
     plt = _pyplot()
+    curves, reference = data["curves"], data["reference"]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name, curve in curves.items():
         points = sorted(curve, key=lambda p: p["false_per_hour"])
-        line, = ax.plot([p["false_per_hour"] for p in points], [p["detection_rate"] for p in points], lw=1,
-                        marker=".", ms=3, label=name)
-        best = best_of(curve)
-        ax.plot(best["false_per_hour"], best["detection_rate"], "o", color=line.get_color(), ms=7, mfc="none")
+        ax.plot([p["false_per_hour"] for p in points], [p["detection_rate"] for p in points], lw=1,
+                marker=".", ms=3, label=name)
+    ax.axvline(reference, color="grey", lw=0.8, ls="--", label=f"STA/LTA's rate ({reference:.1f}/h)")
     ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0)  # rates are never negative: no mirrored half of the symlog axis
     ax.set_xlabel("false triggers per hour")
     ax.set_ylabel(f"detection rate (+-{ONSET_TOLERANCE_S:g} s of P)")
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.set_title("Onset detection on the same traces (circles: best CSI)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("Onset detection on the same traces", fontsize=9)
     save_figure(fig, path)
 
 
@@ -868,6 +1028,9 @@ def evaluate_deconvolution(settings: "DeconvolutionEvaluation") -> int:
     if settings.match_taps % 2 == 0:
         raise UsageError(f"--match-taps must be odd (a filter centred on zero lag), got {settings.match_taps}")
     files, picks = input_files(settings) if (settings.inputs or settings.nc_events) else (None, None)
+    if settings.onsets and picks is None:  # before the deconvolution runs, not after
+        raise UsageError("--onsets needs analyst picks: --picks CSV (columns file, p_arrival, s_arrival), "
+                         "or --nc-events DIR (its picks.csv)")
     out = Path(settings.out)
     started = time.monotonic()
     report = {"settings": {k: v for k, v in vars(settings).items() if k != "func"}, "score_from_s": SCORE_FROM_S}
@@ -913,7 +1076,7 @@ class ForecastEvaluation:
     max_cases: int | None = None
     cases_per_trace: int = 1
     samples: int = 100
-    lm_samples: int = 16
+    lm_samples: int | None = None  # None: the LM's own number (generation_config.json)
 
 
 @dataclass

@@ -197,7 +197,7 @@ def test_deconvolve_cli_refuses_bad_input_and_writes_nothing(example_file, tmp_p
 @pytest.mark.parametrize("arguments, message", [
     (["--method", "wiener"], "--lag is required"),
     (["--lag", "1", "--period", "2"], "--period is used by --method delay only"),
-    (["--lag", "1", "--method", "delay", "--lm", "x"], "--output surprisal or --method lm only"),
+    (["--lag", "1", "--method", "delay", "--lm", "x"], "--output surprisal / onset or --method lm only"),
     (["--output", "surprisal", "--prediction-out", "{dir}/p.mseed"], "--prediction-out goes with --output error"),
 ])
 def test_deconvolve_cli_refuses_contradicting_options(example_file, tmp_path, capsys, arguments, message):

@@ -16,7 +16,8 @@ import torch
 
 from cli import main as cli
 from lm.model import load_lm
-from tasks.evaluate import at_false_rate, best_of, detection_curve, surprisal_excess, trigger_times
+from tasks.evaluate import (RISE_DETECTORS, RISE_QUANTILES, Detector, at_false_rate, best_of, detection_at,
+                            detection_curve, trigger_times)
 
 torch.set_num_threads(1)
 
@@ -116,6 +117,26 @@ def test_a_changed_training_recipe_redraws_the_training_sets(tmp_path):
     assert training_recipe(settings, False) != training_recipe(other, False)
 
 
+LM_DETECTORS = ["surprisal (all streams summed)", "surprisal of the gain stream",
+                "gain exceedance -log P(gain >= observed)", "gain rise over the predicted quantile (1 grid)",
+                "gain rise over the predicted quantile, several grids"]
+
+
+def check_onset_report(onsets):
+    assert list(onsets["detectors"]) == ["STA/LTA", *LM_DETECTORS]
+    reference = onsets["reference_false_per_hour"]
+    for name, result in onsets["detectors"].items():
+        curve = result["curve"]
+        assert curve and all(0 <= p["detection_rate"] <= 1 and p["false_per_hour"] >= 0 for p in curve)
+        assert list(result["detection_at"]) == ["1", "3", "10"]
+        for rate, value in [*result["detection_at"].items(), (reference, result["detection_at_reference"])]:
+            if value is None:  # the curve never reached that many false triggers
+                assert max(p["false_per_hour"] for p in curve) < float(rate)
+            else:  # between the best threshold at no more false triggers and the best of all
+                below = at_false_rate(curve, float(rate))
+                assert (below["detection_rate"] if below else 0) <= value <= max(p["detection_rate"] for p in curve)
+
+
 def test_evaluate_deconvolution_onsets_sta_lta_and_surprisal(event_with_picks, tiny_lm_dir, tmp_path, capsys):
     event, picks = event_with_picks
     out = tmp_path / "eval"
@@ -125,20 +146,71 @@ def test_evaluate_deconvolution_onsets_sta_lta_and_surprisal(event_with_picks, t
     assert "real" not in report and "synthetic" not in report
     onsets = report["onsets"]
     assert onsets["traces"] == 3 and onsets["hours"] == pytest.approx(3 * 50 / 3600)
-    names = list(onsets["detectors"])
-    assert names[0] == "STA/LTA" and names[1] == "surprisal"
-    for name, result in onsets["detectors"].items():
-        assert 0 <= result["best"]["detection_rate"] <= 1 and result["best"]["false_per_hour"] >= 0
-        assert result["best"]["csi"] == max(p["csi"] for p in result["curve"])
-        equal = result["at_sta_lta_false_rate"]
-        assert equal is None or equal["false_per_hour"] <= onsets["detectors"]["STA/LTA"]["best"]["false_per_hour"]
-    # A clear local event after quiet noise: STA/LTA finds its P on every channel, with no false trigger.
-    assert onsets["detectors"]["STA/LTA"]["best"]["detection_rate"] == 1
-    assert onsets["detectors"]["STA/LTA"]["best"]["false_per_hour"] == 0
+    check_onset_report(onsets)
+    assert "training" not in onsets  # INPUTS: no training split, so no thresholds fixed on one
+    from tasks.surprisal import ONSET_GRIDS, ONSET_QUANTILE
+
+    assert onsets["detectors"][LM_DETECTORS[-1]]["parameters"] == {"quantile": ONSET_QUANTILE, "grids": ONSET_GRIDS}
+    assert onsets["detectors"][LM_DETECTORS[-2]]["parameters"] == {"quantile": ONSET_QUANTILE, "grids": 1}
+    # A clear local event after quiet noise: STA/LTA finds its P on every channel, with no false trigger,
+    # so the rate everything is read at is 0 and STA/LTA detects everything there.
+    sta_lta = onsets["detectors"]["STA/LTA"]
+    assert onsets["reference_false_per_hour"] == 0 and sta_lta["detection_at_reference"] == 1
     tables = (out / "DECONVOLUTION.md").read_text()
-    assert "### Onsets: 3 traces" in tables and "at STA/LTA's false rate" in tables
+    assert "### Onsets: 3 traces" in tables and "at STA/LTA's 0.0 false/h" in tables
+    assert "Thresholds fixed on the training split" not in tables
     assert (out / "deconvolution_onsets.png").stat().st_size > 10_000
     assert tables in capsys.readouterr().out
+
+
+@pytest.fixture()
+def nc_events_like(event_with_picks, tmp_path):
+    """An nc-events-like folder: the example event at five stations and five times (five events), picks.csv."""
+    import obspy
+
+    event, picks = event_with_picks
+    folder = tmp_path / "nc-events"
+    folder.mkdir()
+    (name, p_arrival, s_arrival), = [line.split(",") for line in picks.read_text().splitlines()[1:]]
+    rows = ["file,p_arrival,s_arrival"]
+    for i in range(5):
+        stream = obspy.read(str(event))
+        shift = 3600.0 * (i + 1)  # an hour apart: no overlap, so five events for the split
+        for trace in stream:
+            trace.stats.station = f"ST{i}"
+            trace.stats.starttime += shift
+        path = folder / f"XX_ST{i}_event{i}.mseed"
+        stream.write(str(path), format="MSEED")
+        rows.append(f"{path.name},{obspy.UTCDateTime(p_arrival) + shift},{obspy.UTCDateTime(s_arrival) + shift}")
+    (folder / "picks.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_onsets_on_nc_events_choose_parameters_on_the_training_split(nc_events_like, tiny_lm_dir, tmp_path):
+    from codec.data import nc_events_split
+
+    train, held_out = nc_events_split(nc_events_like)
+    out = tmp_path / "eval"
+    assert cli(["evaluate", "deconvolution", "--nc-events", str(nc_events_like), "--methods", "none",
+                "--onsets", "--lm", str(tiny_lm_dir), "--out", str(out)]) == 0
+    onsets = json.loads((out / "deconvolution.json").read_text())["onsets"]
+    assert onsets["traces"] == 3 * len(held_out) and onsets["training"]["traces"] == 3 * len(train)
+    check_onset_report(onsets)
+    for name, grid_choices in RISE_DETECTORS.items():
+        chosen = onsets["detectors"][name]["parameters"]
+        assert chosen["quantile"] in RISE_QUANTILES and chosen["grids"] in grid_choices
+        assert onsets["rise_parameters"][name] == chosen
+    # STA/LTA's threshold comes from the training split (the same event there: all detected, none false),
+    # and the held-out rate everything is read at is STA/LTA's at that threshold.
+    fixed = onsets["detectors"]["STA/LTA"]["training_threshold"]
+    assert fixed["training"]["detection_rate"] == 1 and fixed["training"]["false_per_hour"] == 0
+    assert fixed["held_out"]["threshold"] == fixed["training"]["threshold"]
+    assert onsets["reference_false_per_hour"] == fixed["held_out"]["false_per_hour"]
+    for name in LM_DETECTORS:
+        chosen = onsets["detectors"][name]["training_threshold"]
+        assert chosen is None or chosen["training"]["false_per_hour"] <= onsets["training"]["sta_lta_false_per_hour"]
+    tables = (out / "DECONVOLUTION.md").read_text()
+    assert "held-out split of nc-events" in tables and "Thresholds fixed on the training split" in tables
 
 
 def test_onsets_and_deconvolution_together(event_with_picks, tiny_lm_dir, tmp_path):
@@ -152,24 +224,40 @@ def test_onsets_and_deconvolution_together(event_with_picks, tiny_lm_dir, tmp_pa
 
 
 def test_detection_curve_counts_detections_and_false_triggers():
-    rate = 1.0
     function = np.zeros(100)
     function[[10, 30, 31, 60]] = [5, 5, 5, 5]  # triggers at 10 (false), 30 (P), 60 (S)
     cases = [{"samples": np.zeros(3600 * 40), "p_s": 30.5, "s_s": 60.0}]  # one hour
-    assert list(trigger_times(function, rate, 4, 2)) == [10.0, 30.0, 60.0]
-    (point,) = detection_curve(cases, [function], rate, 0.0, np.array([4.0]))
+    assert list(trigger_times(function, 1.0, 4, 2)) == [10.0, 30.0, 60.0]
+    detector = Detector([function], 1.0, 0.0, 0.0)
+    (point,) = detection_curve(cases, detector, np.array([4.0]))
     assert point == {"threshold": 4.0, "detection_rate": 1.0, "false_per_hour": 1.0, "csi": 0.5}
-    (high,) = detection_curve(cases, [function], rate, 0.0, np.array([6.0]))
+    (high,) = detection_curve(cases, detector, np.array([6.0]))
     assert high["detection_rate"] == 0 and high["false_per_hour"] == 0
     assert best_of([point, high]) is point
     assert at_false_rate([point, high], 0.5) is high and at_false_rate([point], 0.5) is None
-    excess = surprisal_excess(np.r_[np.full(20, 50.0), 80.0, np.full(5, 50.0)], frames=10)
-    assert excess[20] == 30 and (excess[:10] == 0).all() and excess[21] == 0
+    # Sample i stands for first_s + i / rate: 2 s later, every trigger is more than 1 s off P and S.
+    (late,) = detection_curve(cases, Detector([function], 1.0, 2.0, 0.0), np.array([4.0]))
+    assert late["detection_rate"] == 0 and late["false_per_hour"] == 3
+    # Nothing triggers in the first LTA_S (10 s), where STA/LTA has no LTA yet.
+    early = np.zeros(100)
+    early[[5, 30]] = 5
+    (blind,) = detection_curve(cases, Detector([early], 1.0, 0.0, 0.0), np.array([4.0]))
+    assert blind["detection_rate"] == 1 and blind["false_per_hour"] == 0
+
+
+def test_detection_at_interpolates_the_upper_envelope_from_the_origin():
+    curve = [{"false_per_hour": 2.0, "detection_rate": 0.4}, {"false_per_hour": 6.0, "detection_rate": 0.8},
+             {"false_per_hour": 4.0, "detection_rate": 0.3}]  # dominated: a detector can do better at 4/h
+    assert detection_at(curve, 1.0) == pytest.approx(0.2)  # half-way from never triggering to (2, 0.4)
+    assert detection_at(curve, 4.0) == pytest.approx(0.4)  # the envelope, not the dominated point
+    assert detection_at(curve, 5.0) == pytest.approx(0.6)
+    assert detection_at(curve, 6.0) == pytest.approx(0.8) and detection_at(curve, 6.5) is None
+    assert detection_at(curve, 0.0) == 0
 
 
 @pytest.mark.parametrize("arguments, code, message", [
     ([], 2, "nothing to evaluate"),
-    (["{file}", "--onsets"], 2, "--onsets needs analyst picks"),
+    (["{file}", "--onsets", "--methods", "none"], 2, "--onsets needs analyst picks"),
     (["--synthetic", "--onsets"], 2, "--onsets scores recordings"),
     (["{file}", "--methods", "none"], 2, "--methods none leaves nothing to evaluate"),
     (["{file}", "--methods", "wiener,kalman"], 2, "unknown --methods kalman"),
