@@ -27,7 +27,7 @@ from types import ModuleType
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("cli.demo", "run the whole pipeline on obspy's bundled recordings"),
     "reconstruct": ("cli.reconstruct", "encode + decode files at k codebooks: miniSEED, table, Figure 1"),
-    "train-codec": ("cli.train_codec", "train the neural EQcodec v1 on recordings (accelerate)"),
+    "train-codec": ("cli.train_codec", "fit EQcodec v2's codebooks on recordings (--kind neural: train v1)"),
     "tokenize": ("cli.tokenize", "waveform files or an SDS archive -> Hugging Face token dataset"),
     "detokenize": ("cli.detokenize", "token dataset -> miniSEED in physical units"),
     "train-lm": ("cli.train_lm", "train or fine-tune the token language model (accelerate)"),

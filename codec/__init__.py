@@ -14,8 +14,9 @@ EQCodecConfig, the neural block codec), modules (v1's network blocks), gain
 (v1's 8-bit frame gains), preprocess (checks, resampling, contiguous pieces), api (obspy
 Streams <-> tokens), reconstruct (`eqcodec reconstruct`), metrics (SNR,
 segmental SNR, frame-edge ratio), baselines (gain-shape RVQ, Steim2), data
-(development corpora and their event split), train (TrainCodecConfig,
-train_codec), trainer (the training core shared with lm.train), files (inputs;
+(development corpora and their event split), fit (fit_lapped_codec: `eqcodec
+train-codec`, EQcodec v2 fitted on recordings), train (TrainCodecConfig,
+train_codec: v1, `--kind neural`), trainer (the training core shared with lm.train), files (inputs;
 atomic outputs), errors (InputError, CheckpointError, UsageError).
 """
 

@@ -133,18 +133,25 @@ def kmeans_plus_plus(vectors: torch.Tensor, num_clusters: int, generator: torch.
 
 
 def kmeans(vectors: torch.Tensor, num_clusters: int, iters: int = 20, seed: int = 0,
-           init_sample: int = 40_000, log: Callable[[str], None] | None = None):
+           init_sample: int = 40_000, log: Callable[[str], None] | None = None,
+           init: torch.Tensor | None = None):
     """Lloyd's k-means on [N, D] float32 vectors -> centroids [C, D] and the final assignment [N].
 
     Seeded by k-means++ on a random subset of `init_sample` vectors (seeding
-    on all would take C passes over the data). A cluster left empty is
+    on all would take C passes over the data), or started from the centroids
+    `init` [C, D] (refining a fitted codebook on new data). A cluster left empty is
     re-seeded like a k-means++ step, at a vector drawn in proportion to its
     squared distance from the nearest centroid, so every centroid stays in
     use. Deterministic for a given seed and thread count.
     """
     generator = torch.Generator().manual_seed(seed)
-    subset = torch.randperm(len(vectors), generator=generator)[: max(init_sample, num_clusters)]
-    centroids = kmeans_plus_plus(vectors[subset], num_clusters, generator)
+    if init is not None:
+        if init.shape != (num_clusters, vectors.shape[1]):
+            raise ValueError(f"init centroids {tuple(init.shape)}, expected ({num_clusters}, {vectors.shape[1]})")
+        centroids = init.float().clone()
+    else:
+        subset = torch.randperm(len(vectors), generator=generator)[: max(init_sample, num_clusters)]
+        centroids = kmeans_plus_plus(vectors[subset], num_clusters, generator)
     for it in range(iters):
         index, distance = nearest(vectors, centroids)
         error = distance.mean().item()

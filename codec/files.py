@@ -107,6 +107,9 @@ def staged_folder(directory, overwrite: bool = False) -> Iterator[Path]:
         raise FileExistsError(f"{directory} already exists (pass overwrite=True to replace it)")
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the finished folder is an ordinary one
     try:
         yield tmp
         replace_folder(tmp, directory)

@@ -216,11 +216,13 @@ def lapped_shapes(x, quantizer: GainQuantizer = GainQuantizer(), scale: torch.Te
 
 
 def fit_residual_codebooks(vectors: torch.Tensor, num_codebooks: int, codebook_size: int, iters: int,
-                           seed: int = 0, log: Callable[[str], None] | None = None):
+                           seed: int = 0, log: Callable[[str], None] | None = None,
+                           init: torch.Tensor | None = None):
     """Residual k-means on [N, D] float32 vectors -> codebooks [K, C, D] and the training SNR (dB) after each stage.
 
     Stage q is codec.baselines.kmeans on what stages 1..q-1 left (the same
-    procedure as GainShapeRVQ.fit, on any vectors).
+    procedure as GainShapeRVQ.fit, on any vectors); with init [K, C, D], stage
+    q's iterations start from init[q] instead of k-means++ seeds.
     """
     if len(vectors) < codebook_size:
         raise ValueError(f"{len(vectors)} training vectors are fewer than {codebook_size} codebook entries")
@@ -229,8 +231,10 @@ def fit_residual_codebooks(vectors: torch.Tensor, num_codebooks: int, codebook_s
     codebooks, stage_snr = [], []
     for stage in range(num_codebooks):
         if log is not None:
-            log(f"stage {stage + 1}/{num_codebooks}: k-means of {len(residual)} residuals")
-        centroids, index = kmeans(residual, codebook_size, iters, seed=seed + stage)
+            log(f"stage {stage + 1}/{num_codebooks}: k-means of {len(residual)} residuals"
+                + (" from the given codebook" if init is not None else ""))
+        centroids, index = kmeans(residual, codebook_size, iters, seed=seed + stage,
+                                  init=init[stage] if init is not None else None)
         residual -= centroids[index]
         codebooks.append(centroids)
         stage_snr.append(10 * math.log10(energy / max(residual.pow(2).mean().item(), 1e-30)))

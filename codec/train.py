@@ -1,8 +1,10 @@
-"""`eqcodec train-codec`: train the neural EQcodec v1 (1-s blocks, networks) with accelerate (CPU, one GPU or several).
+"""`eqcodec train-codec --kind neural`: train the neural EQcodec v1 (1-s blocks, networks) with accelerate (CPU, one GPU or several).
 
 The shipped default is EQcodec v2 (codec.lapped: MDCT frames, k-means
-codebooks, no networks), fitted by benchmarks/codec_lapped_benchmark.py; this
-command trains the v1 architecture (start from codec/pretrained_v1 with --init).
+codebooks, no networks), which `--kind lapped` (the default, codec/fit.py)
+fits; this kind trains the v1 architecture (start from codec/pretrained_v1
+with --init). --data is one folder of event-window miniSEED files in the
+nc-events layout, split by event (20 % held out for validation).
 
 Losses, all in the unit-RMS frame domain so that quiet and loud seconds weigh
 the same: mean squared error of the samples, a multi-resolution STFT loss
@@ -25,6 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from .data import load_traces, nc_events_split, obspy_recordings
+from .errors import CheckpointError
 from .metrics import segmental_snr_db, snr_db
 from .model import EQCodec, EQCodecConfig
 from .trainer import RunLog, check_resume, save_checkpoint, save_model_atomically
@@ -143,6 +146,18 @@ class TrainCodecConfig:
         return cls(**{**json.loads(Path(path).read_text()), **overrides})
 
 
+def load_neural_init(directory: str) -> EQCodec:
+    """The neural codec saved in `directory`; a lapped (v2) codec is refused with what to do instead."""
+    from .checkpoints import load_codec
+
+    model = load_codec(directory)
+    if not isinstance(model, EQCodec):
+        raise CheckpointError(f"{directory}: --init holds a lapped EQcodec v2 codec (no networks to train), not a "
+                              "neural EQcodec v1 checkpoint; to fit a lapped codec starting from its codebooks use "
+                              f"`eqcodec train-codec --kind lapped --init {directory} ...`")
+    return model
+
+
 def train_codec(settings: TrainCodecConfig) -> int:
     """Train (or fine-tune, with settings.init) EQcodec; resumes from OUT/checkpoint exactly."""
     from accelerate import Accelerator
@@ -150,6 +165,8 @@ def train_codec(settings: TrainCodecConfig) -> int:
     from tqdm.auto import tqdm
     from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
+    if settings.init:  # refuse a lapped codec before reading any data
+        load_neural_init(settings.init)
     accelerator = Accelerator()
     set_seed(settings.seed)
     out = Path(settings.out)
@@ -173,7 +190,7 @@ def train_codec(settings: TrainCodecConfig) -> int:
         f"held-out traces: {len(eval_traces)} from {len(eval_files)} files")
 
     if settings.init:
-        model = EQCodec.from_pretrained(settings.init).train()
+        model = load_neural_init(settings.init).train()
     else:
         config = (EQCodecConfig.from_dict(json.loads(Path(settings.config).read_text())) if settings.config
                   else EQCodecConfig())

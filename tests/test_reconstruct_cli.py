@@ -89,7 +89,7 @@ def test_train_codec_runs_checkpoints_and_resumes(tmp_path, example_stream, caps
     config.write_text(json.dumps({"hidden_channels": 16, "residual_layers": 1, "latent_dim": 8,
                                   "codebook_size": 16, "num_codebooks": 2}))
     out = tmp_path / "run"
-    args = ["train-codec", "--data", str(data), "--out", str(out), "--config", str(config),
+    args = ["train-codec", "--kind", "neural", "--data", str(data), "--out", str(out), "--config", str(config),
             "--no-obspy-recordings", "--batch-size", "4", "--crop-seconds", "8", "--eval-every", "2"]
     assert eqcodec(args + ["--steps", "4", "--stop-after", "2"]) == 0  # interrupted after step 2
     first = EQCodec.from_pretrained(out / "final")
@@ -119,8 +119,8 @@ def test_train_codec_from_baseline_codebooks_keeps_them_frozen(tmp_path, example
                                   "num_codebooks": 2, "identity_skip": True, "ema_decay": 1.0,
                                   "dead_code_threshold": 0.0}))
     out = tmp_path / "run"
-    assert eqcodec(["train-codec", "--data", str(data), "--out", str(out), "--config", str(config),
-                    "--init-codebooks", str(tmp_path / "baseline.safetensors"), "--segmental-weight", "0.05",
+    assert eqcodec(["train-codec", "--kind", "neural", "--data", str(data), "--out", str(out),
+                    "--config", str(config), "--init-codebooks", str(tmp_path / "baseline.safetensors"), "--segmental-weight", "0.05",
                     "--no-obspy-recordings", "--batch-size", "4", "--crop-seconds", "8", "--steps", "3",
                     "--eval-every", "3"]) == 0
     trained = EQCodec.from_pretrained(out / "final")
