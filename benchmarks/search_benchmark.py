@@ -4,8 +4,10 @@ Real event waveforms (nc-events, Z components, the loudest 10 s, band-passed 1-8
 injected into a real continuous day with gaps (ispaq US.OXF..BHZ.2002.110, 40 Hz)
 at known times off the 1-s grid (random multiples of 25 ms), scaled to an SNR
 (band-passed signal power over band-passed noise power in the injection window)
-of -5..+20 dB. For each SNR the injected day is tokenized and indexed (exact and
-IVF-PQ indexes); each template is searched with `tasks.search.search` (top = its
+of -5..+20 dB. For each SNR the injected day is tokenized and indexed by each of
+the --variants (index type, bytes per window, hop, proposals re-ranked; the size
+of each index is set beside the day's Steim2 size); each template is searched
+with `tasks.search.search` (top = its
 number of injections) and with the matched filter: obspy's correlate_template of
 the band-passed template over every gap-free piece of the ORIGINAL injected
 samples, the same top-N peak picking (peaks closer than half the template merged).
@@ -13,10 +15,11 @@ An injection is recalled when a match lies within 50 ms (2 samples) of it.
 Prints markdown and writes JSON.
 
     python benchmarks/search_benchmark.py --out benchmarks/results/search_benchmark.json
+    python benchmarks/search_benchmark.py --variants flat:0:1,pq:16:1,pqfs:8:1,pqfs:8:2,pq:8:2 --out ...
 
 --all-pairs measures the template-free mode instead (issue 15, item 4): the first --pairs-seconds (3 h)
 of the day's longest piece, each template injected --injections times at --pairs-snr (10 dB), is
-tokenized and indexed (flat); tasks.search.all_pairs runs beside all-pairs cross-correlation of the
+tokenized and indexed (flat, --pairs-hop: 1 s); tasks.search.all_pairs runs beside all-pairs cross-correlation of the
 ORIGINAL band-passed samples (every 4-s window at 1-s hops against the rest of the channel, obspy's
 correlate_template). The reference pairs (cc >= --pairs-threshold, 0.8; lags of 4 s or more) are grouped
 into repeats as all_pairs groups its own; a repeat (or an injected pair) is recalled when a token pair has
@@ -74,6 +77,19 @@ def templates(directory: str, count: int, seconds: float = 10.0):
         if len(found) == count:
             break
     return found
+
+
+def parse_variant(text: str) -> tuple[str, int, int, int | None, int | None]:
+    """TYPE:PQ_BYTES:HOP[:CANDIDATES[:NEIGHBOURS]] -> (type, pq bytes, hop, proposals re-ranked, windows retrieved
+    per query vector; None: the search's default)."""
+    kind, pq_bytes, hop, *rest = text.split(":") + ["", ""]
+    return kind, int(pq_bytes or 0), int(hop), int(rest[0]) if rest[0] else None, int(rest[1]) if rest[1] else None
+
+
+def variant_label(variant) -> str:
+    kind, pq_bytes, hop, candidates, neighbours = variant
+    label = f"{kind}-hop{hop}" if kind == "flat" else f"{kind}{pq_bytes}-hop{hop}"
+    return label + (f"-c{candidates}" if candidates else "") + (f"-k{neighbours}" if neighbours else "")
 
 
 def top_peaks(cc: np.ndarray, n: int, separation: int) -> list[int]:
@@ -197,7 +213,8 @@ def run_all_pairs(args) -> dict:
     tokenize([str(folder / "cut.mseed")], folder / "corpus", num_proc=1, progress=False)
     tokenize_s = time.time() - t
     t = time.time()
-    build_index([folder / "corpus"], folder / "index", index_type="flat", band=band, progress=False)
+    build_index([folder / "corpus"], folder / "index", index_type="flat", band=band, hop=args.pairs_hop,
+                progress=False)
     build_s = time.time() - t
     samples = bandpass(trace_to_codec_input(obspy.read(str(folder / "cut.mseed"))[0]), band)
     t = time.time()
@@ -278,6 +295,11 @@ def main() -> int:
     parser.add_argument("--templates", type=int, default=4)
     parser.add_argument("--injections", type=int, default=3, help="injections of each template per SNR")
     parser.add_argument("--snr", default="-5,0,5,10,20")
+    parser.add_argument("--variants", default="flat:0:1,pqfs:8:2",
+                        help="indexes compared, TYPE:PQ_BYTES:HOP[:CANDIDATES[:NEIGHBOURS]] comma-separated "
+                             "(PQ_BYTES ignored by flat; CANDIDATES: proposals re-ranked, NEIGHBOURS: windows per "
+                             "query vector, default the search's own), e.g. "
+                             "flat:0:1,pq:16:1,pqfs:8:2:1000 (default: %(default)s)")
     parser.add_argument("--out", default="benchmarks/results/search_benchmark.json")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--all-pairs", action="store_true",
@@ -289,6 +311,8 @@ def main() -> int:
                         help="--all-pairs: cross-correlation threshold of the reference pairs")
     parser.add_argument("--pairs-neighbours", type=int, default=10,
                         help="--all-pairs: neighbours per window of all_pairs")
+    parser.add_argument("--pairs-hop", type=int, default=1,
+                        help="--all-pairs: hop (s) of the index (the measurement of search_all_pairs_3h.json: 1)")
     parser.add_argument("--pairs-candidates", type=int, default=None,
                         help="--all-pairs: clusters re-ranked by all_pairs (default: its own)")
     args = parser.parse_args()
@@ -298,6 +322,7 @@ def main() -> int:
         run_all_pairs(args)
         return 0
     rng = np.random.default_rng(0)
+    variants = [parse_variant(v) for v in args.variants.split(",")]
 
     day = obspy.read(args.day)
     day.merge(method=-1)
@@ -318,6 +343,7 @@ def main() -> int:
     hours = sum(tr.stats.npts for tr in day) / 40 / 3600
 
     results = {"day": args.day, "channel_hours": hours, "templates": [name for name, _ in tpls],
+               "variants": [variant_label(v) for v in variants],
                "steim2_bytes_40hz": steim_size, "original_file_bytes": original_size, "snr": []}
     slots = len(tpls) * args.injections
     spacing = (longest.stats.npts - 2 * 40 * 600) // slots
@@ -357,15 +383,19 @@ def main() -> int:
                 if w == which and any(abs(h - when) <= 0.05 for h, _ in hits):
                     found_mf += 1
         row["matched_filter"] = {"recall": found_mf / len(truth), "query_s": round(mf_time / len(tpls), 3)}
-        for kind in ("flat", "ivfpq"):
+        for variant in variants:
+            kind, pq_bytes, hop, candidates, neighbours = variant
+            label = variant_label(variant)
             t = time.time()
-            index = build_index([folder / "corpus"], folder / f"index-{kind}", index_type=kind, progress=False)
+            index = build_index([folder / "corpus"], folder / f"index-{label}", index_type=kind, hop=hop,
+                                pq_bytes=pq_bytes or 8, progress=False, log=lambda line: None)
             build_s = time.time() - t
             found, exact, q_time = 0, 0, 0.0
             for which, (name, tpl) in enumerate(tpls):
                 trace = obspy.Trace(tpl.astype(np.float32), header={"sampling_rate": 40.0, "station": "TPL"})
                 t = time.time()
-                matches = search(trace, folder / f"index-{kind}", top=args.injections)
+                matches = search(trace, folder / f"index-{label}", top=args.injections, candidates=candidates,
+                                 neighbours=neighbours)
                 q_time += time.time() - t
                 times = [obspy.UTCDateTime(s) for s in matches.starttime]
                 for w, when in truth:
@@ -373,10 +403,12 @@ def main() -> int:
                         found += 1
                     if w == which and any(abs(m - when) <= 0.0125 for m in times):
                         exact += 1
-            row["indexes"][kind] = {"recall": found / len(truth), "recall_exact_sample": exact / len(truth),
-                                    "query_s": round(q_time / len(tpls), 3), "build_s": round(build_s, 1),
-                                    "index_bytes": int(sum(index.metadata["bytes"].values())),
-                                    "faiss_bytes": int(index.metadata["bytes"]["vectors.faiss"])}
+            row["indexes"][label] = {"recall": found / len(truth), "recall_exact_sample": exact / len(truth),
+                                     "query_s": round(q_time / len(tpls), 3), "build_s": round(build_s, 1),
+                                     "index_bytes": int(sum(index.metadata["bytes"].values())),
+                                     "code_bytes": int(index.metadata["bytes"]["codes.npy"]),
+                                     "vectors": len(index), "code_size": int(index.metadata["code_size"])}
+            shutil.rmtree(folder / f"index-{label}", ignore_errors=True)
         results["snr"].append(row)
         print(json.dumps(row), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -385,16 +417,21 @@ def main() -> int:
     print(f"\n{hours:.1f} channel-hours of {Path(args.day).name}, {len(tpls)} templates x {args.injections} "
           f"injections per SNR; Steim2 at 40 Hz {steim_size / 1e6:.2f} MB (original file {original_size / 1e6:.2f} MB), "
           f"token corpus {corpus_bytes / 1e6:.2f} MB\n")
-    print("| SNR (dB) | matched filter recall | token search recall (flat) | (ivfpq) | exact sample (flat) |"
-          " query s: MF / flat / ivfpq |")
-    print("|---|---|---|---|---|---|")
+    labels = [variant_label(v) for v in variants]
+    print("| SNR (dB) | matched filter | " + " | ".join(labels) + " |")
+    print("|---|---|" + "---|" * len(labels))
     for row in results["snr"]:
-        f, q = row["indexes"]["flat"], row["indexes"]["ivfpq"]
-        print(f"| {row['snr_db']:+.0f} | {row['matched_filter']['recall']:.2f} | {f['recall']:.2f} | {q['recall']:.2f} "
-              f"| {f['recall_exact_sample']:.2f} | {row['matched_filter']['query_s']} / {f['query_s']} / {q['query_s']} |")
+        print(f"| {row['snr_db']:+.0f} | {row['matched_filter']['recall']:.2f} | "
+              + " | ".join(f"{row['indexes'][k]['recall']:.2f}" for k in labels) + " |")
     first = results["snr"][0]["indexes"]
-    print(f"\nindex size: flat {first['flat']['index_bytes'] / 1e6:.2f} MB, ivfpq {first['ivfpq']['index_bytes'] / 1e6:.2f} MB "
-          f"(FAISS part {first['ivfpq']['faiss_bytes'] / 1e6:.2f} MB) vs Steim2 {steim_size / 1e6:.2f} MB")
+    print("| index bytes per channel-day, % of Steim2 | - | " + " | ".join(
+        f"{first[k]['index_bytes'] * 24 / hours / 1e6:.2f} MB, {100 * first[k]['index_bytes'] / steim_size:.0f} %"
+        for k in labels) + " |")
+    print("| mean query s (MF: correlate_template, samples in memory) | "
+          f"{np.mean([r['matched_filter']['query_s'] for r in results['snr']]):.2f} | " + " | ".join(
+              f"{np.mean([r['indexes'][k]['query_s'] for r in results['snr']]):.2f}" for k in labels) + " |")
+    print(f"\nrecall: injections found within 50 ms by the top-{args.injections} matches of their template; "
+          "variants: index type, bytes per window, hop (s)")
     results["corpus_bytes"] = corpus_bytes
     Path(args.out).write_text(json.dumps(results, indent=1))
     if args.work is None:

@@ -4,12 +4,14 @@ or (--all-pairs) list the pairs of similar windows within the archive.
 The template (one channel of any obspy-readable file, cut with --start/--end;
 resampled to 40 Hz when needed, with a note) is band-passed like the index; its
 4-s windows (hopped by 2 s, the 8 loudest), each at 40 sub-second shifts, are
-looked up in the index's FAISS vectors; the best proposals are re-ranked by the normalized cross-correlation of the
+looked up in the index's FAISS codes; the best proposals are re-ranked by the normalized cross-correlation of the
 whole template with the archive decoded from all codebooks, at every 25-ms
 sample within +-1 s. The CSV lists rank, trace_id, starttime (UTC, where the
 template's first sample aligns), endtime, score (that correlation),
 coarse_score and corpus, best first; --plot draws the best matches aligned on
-the template. Templates shorter than 2 s or longer than the index's longest
+the template. The index is read one shard at a time; several --index folders
+(built on several machines, say) are searched in turn and their matches
+merged by score. Templates shorter than 2 s or longer than the index's longest
 gap-free piece, with gaps or NaN, an index of another codec or a damaged index
 are refused, and nothing is written.
 
@@ -58,7 +60,9 @@ def build_parser(parser) -> None:
     files = parser.add_argument_group("input/output")
     files.add_argument("template", metavar="TEMPLATE", nargs="?", default=None,
                        help="waveform file holding the template (any obspy format); none with --all-pairs")
-    files.add_argument("--index", required=True, metavar="INDEX", help="index folder made by `eqcodec index`")
+    files.add_argument("--index", required=True, nargs="+", metavar="INDEX",
+                       help="index folder made by `eqcodec index`; several (e.g. one per machine): each searched in "
+                            "turn and the matches merged by score (--all-pairs: one only)")
     files.add_argument("--out", required=True, metavar="MATCHES.csv", help="ranked matches or pairs (CSV)")
     files.add_argument("--plot", default=None, metavar="FIG.png", help="figure of the best matches on the template")
     tpl = parser.add_argument_group("template")
@@ -75,7 +79,7 @@ def build_parser(parser) -> None:
     search.add_argument("--min-score", type=score, default=None, metavar="S",
                         help="list only matches with a correlation >= S (default: no threshold)")
     search.add_argument("--candidates", type=positive_int, default=None, metavar="C",
-                        help="proposals of the FAISS stage re-ranked (default: max(300, 20 x top); with "
+                        help="proposals of the FAISS stage re-ranked (default: max(1000, 20 x top); with "
                              "--all-pairs, clusters of pairs: max(2000, 4 x indexed windows, 20 x top))")
     search.add_argument("--min-separation", type=positive_float, default=None, metavar="SECONDS",
                         help="--all-pairs: windows of one trace closer than this are not a pair (default: the "
@@ -95,7 +99,10 @@ def main(args) -> int:
                                           ("--seed-id", None if args.seed_id == "*" else args.seed_id)) if value]
         if given:
             raise UsageError(f"{', '.join(given)}: template options, not used by --all-pairs")
-        all_pairs_files(args.index, args.out, top=args.top, min_score=args.min_score,
+        if len(args.index) > 1:
+            raise UsageError("--all-pairs searches one index (pairs across indexes are not looked for); "
+                             f"got {len(args.index)}")
+        all_pairs_files(args.index[0], args.out, top=args.top, min_score=args.min_score,
                         min_separation=args.min_separation, neighbours=args.neighbours or PAIR_NEIGHBOURS,
                         candidates=args.candidates, codec=args.codec)
         return 0

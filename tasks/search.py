@@ -1,7 +1,7 @@
 """Similarity search over token archives: `eqcodec index` builds an index, `eqcodec search` queries it.
 
-    eqcodec index corpus-2024 corpus-2025 --out archive-index
-    eqcodec index corpus-2026 --out archive-index --add          # extend it (same codec only)
+    eqcodec index corpus-2024 corpus-2025 --out archive-index                # shards by station (default)
+    eqcodec index corpus-2026 --out archive-index --add          # new shards (same codec and settings only)
     eqcodec search event.mseed --index archive-index --out matches.csv --top 20 --plot matches.png
     eqcodec search --all-pairs --index archive-index --out pairs.csv --min-score 0.7   # no template
 
@@ -16,44 +16,55 @@ How it works, in two stages, from the tokens alone (no original samples needed):
    *pieces* (the corpus windows of one channel that touch or overlap, joined),
    decoded by the frozen codec from its first 2 codebooks (28 bits/s), band-passed
    (Butterworth, 4 poles, zero phase; 1-8 Hz by default, `--band`) and cut into
-   windows of 4 s hopped by 1 s (one window per codec frame). Each window is
+   windows of 4 s starting every `hop` s (2 by default, `--hop`). Each window is
    decimated to 20 Hz (80 values), its mean removed and scaled to unit norm: the
-   inner product of two vectors is their normalized cross-correlation. The
-   vectors go into a FAISS index: exact (IndexFlatIP, 320 bytes per second of
-   archive) for small archives, product-quantized (IndexPQ, or IndexIVFPQ for
-   many vectors: 16 bytes per second by default, below the archive's Steim2 size)
-   for large ones (`--index-type`). Beside it, `vectors.npz` holds each vector's
-   piece and frame, `pieces.parquet` each piece's trace id, start time, length and
-   corpus rows: trace id and window start time of any vector follow from them.
+   inner product of two vectors is their normalized cross-correlation. Each vector
+   is stored as a FAISS code (`--index-type`): flat (the 80 float32 values, exact;
+   `auto` below 10,000 windows), pq (8-bit product quantizer, `--pq-bytes` bytes)
+   or pqfs (`auto` above: PCA to 48 values and a random rotation, then a 4-bit
+   product quantizer of 2 x `--pq-bytes` sub-quantizers searched by FAISS's SIMD
+   fast scan; 8 bytes a window by default). There are no inverted lists: IVF
+   stores an 8-byte id beside each code, as much as the code; here the search
+   scans the codes, and a vector's number is its position.
+   The index is a set of *shards* (one per corpus, per station of a corpus, or
+   per UTC day of a corpus: `--shard-by`), each `shards/NAME/` with its codes
+   (`codes.npy`), its pieces (`pieces.parquet`: trace id, start, rows of the
+   corpus, first vector and number of vectors; a piece's vectors are its
+   consecutive windows, so trace id and start time of any vector follow) and
+   `shard.json`; one trained quantizer (`quantizer.faiss`) serves all shards and
+   `index.json` lists them. A search holds one shard's codes at a time.
 2. Query. The template (one channel of any obspy-readable file, optionally cut
    with `start`/`end`) is checked (gaps, NaN, too short or too long: refused),
    resampled to 40 Hz as the codec's input (codec.preprocess), detrended and
    band-passed like the archive. Its 4-s windows hopped by 2 s (anchors; the 8
-   loudest) are each taken at the 40 sub-second shifts of one frame (0, 25, ...,
-   975 ms), so that an event off the archive's 1-s grid still meets one window of
-   it within half a sample; these vectors are searched for their nearest windows,
-   which propose template start times (one per second and channel), ranked by the
-   mean over the anchors of their best window correlation (an approximation of
-   the whole template's correlation at that start).
-3. Re-rank. For each proposal the corpus rows around it are decoded from all
-   codebooks (88 bits/s), band-passed, and the normalized cross-correlation of the
-   FULL template is computed at every sample within +-1 s of the proposal
-   (obspy's correlate_template): its maximum is the match's `score` and its lag
-   the exact `starttime` (where the template's first sample aligns, to the 25-ms
-   sample). Matches closer than half the template length on one channel keep the
-   best one; then `min_score` and `top` apply.
+   loudest) are each taken at every 25-ms shift of one hop (80 shifts for a 2-s
+   hop), so that an event off the archive's grid still meets one window of it
+   within half a sample; these vectors are searched in each shard for their
+   100 nearest windows, which propose template start times (one per second and
+   channel), ranked by the mean over the anchors of their best window correlation
+   (an approximation of the whole template's correlation at that start); a piece
+   lies in one shard, so each shard's proposals are complete when it has been
+   searched and the best `candidates` over all shards are kept.
+3. Re-rank. For each of the best `candidates` proposals (1000) the rows around it are decoded from all
+   codebooks (88 bits/s; the rows of all proposals together), band-passed, and
+   the normalized cross-correlation of the FULL template is computed at every
+   sample within +-1 s of the proposal (obspy's correlate_template): its maximum
+   is the match's `score` and its lag the exact `starttime` (where the template's
+   first sample aligns, to the 25-ms sample). Matches closer than half the
+   template length on one channel keep the best one; then `min_score` and `top`
+   apply.
 
 All pairs (`all_pairs`, `eqcodec search --all-pairs`; FAST's use case, no template):
 
-1. Coarse, from the index alone. Every indexed window vector, also shifted by 0 to 0.5 s in 50-ms
-   steps (its values moved, zeros after, standardized again: a pair off the 1-s grid meets within
-   25 ms), is searched for its nearest vectors, PAIR_BATCH windows at a time (memory bounded by a
-   batch and a pool of pairs). Partners on the same trace closer than `min_separation` (default: the
-   window, 4 s: self-matches and their shifts) are dropped; each window keeps its `neighbours` (10)
-   best partners; (a, b) and (b, a) are one pair (a: the earlier window on one trace, else the smaller
-   trace id). Pairs of one repeat (runs of neighbouring windows: the same two traces, first windows
-   within 1 s and time offsets within 1 s of each other, chained) form a cluster, ranked by the sum of
-   its pairs' coarse scores (a repeat is a run of similar window pairs, a chance likeness mostly one).
+1. Coarse, from the index alone. Every indexed window vector (decoded from its code), also shifted by 0 to
+   half a hop in 50-ms steps (its values moved, zeros after, standardized again: a pair off the hop grid meets
+   within 25 ms), is searched for its nearest vectors in every shard, PAIR_BATCH windows at a time (memory
+   bounded by a batch, PAIR_SHARD_CACHE shards and a pool of pairs). Partners on the same trace closer than
+   `min_separation` (default: the window, 4 s: self-matches and their shifts) are dropped; each window keeps
+   its `neighbours` (10) best partners; (a, b) and (b, a) are one pair (a: the earlier window on one trace,
+   else the smaller trace id). Pairs of one repeat (runs of neighbouring windows: the same two traces, first
+   windows within one hop and time offsets within one hop of each other, chained) form a cluster, ranked by
+   the sum of its pairs' coarse scores (a repeat is a run of similar window pairs, a chance likeness mostly one).
 2. Re-rank. The best clusters (default max(2000, 4 x windows)), up to 3 pairs of each: window a,
    decoded from all codebooks and band-passed (pieces are decoded and filtered an hour at a time and
    cached), is correlated with the decoded archive around window b at every sample within +-1 s
@@ -66,10 +77,17 @@ An index refers to its corpora by their absolute paths (the tokens are read
 again at query time to re-rank): moving or changing a corpus after indexing is
 refused at search time with a message (index it again). An index holds the
 identity of the codec that made its corpora; corpora of another codec are
-refused. The index folder is written to a hidden temporary folder beside it and
-renamed when complete, also when extended with `add=True` (`--add`): a folder
-of that name is always a whole index. The index type and band are fixed when
-the index is created; extending reuses them (and the trained quantizer).
+refused; an index of an older format is refused with a message to build it
+again. A new index is built in a hidden folder beside it (`.NAME.building`)
+and renamed when complete: a folder of that name is always a whole index. Each
+shard is written to a temporary folder and renamed, its shard.json last; an
+interrupted build run again with the same arguments keeps the completed
+shards (and the trained quantizer) and builds the rest, saying so; with other
+arguments it starts again. `add=True` (`--add`) writes the new shards into the
+index and rewrites its index.json last, so that the index lists only complete
+shards. The index type, hop and band are fixed when the index is created;
+extending reuses them and the trained quantizer. Sharding over several
+machines: docs/search.md.
 """
 
 from __future__ import annotations
@@ -78,6 +96,7 @@ import functools
 import json
 import math
 import shutil
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,12 +108,16 @@ from codec.files import replace_folder, write_all_or_nothing, write_atomically
 from codec.preprocess import (FRAME_LENGTH, SAMPLING_RATE, check_numeric_samples, contiguous_traces, read_stream,
                               trace_label, trace_to_codec_input)
 
-#: Format tag of index.json; bumped when the layout changes meaning.
-FORMAT = "eqcodec-search-index/1"
-#: Coarse windows: length in seconds (hop = 1 frame = 1 s), decimation factor, codebooks decoded.
+#: Format tag of index.json; bumped when the layout changes meaning (older formats are refused: build again).
+FORMAT = "eqcodec-search-index/2"
+OLD_FORMATS = ("eqcodec-search-index/1",)
+#: Coarse windows: length in seconds, decimation factor, codebooks decoded.
 WINDOW_SECONDS = 4
 DECIMATION = 2
 COARSE_CODEBOOKS = 2
+#: Seconds (frames) between the starts of indexed windows by default: with 2 s, a window overlaps the next
+#: by half and the index is half the size of a 1-s hop; the template's queries cover the hop instead.
+HOP_SECONDS = 2
 #: Default band (Hz) of both stages.
 DEFAULT_BAND = (1.0, 8.0)
 #: Shortest template accepted, seconds.
@@ -105,17 +128,34 @@ NEIGHBOURHOOD = FRAME_LENGTH
 FILTER_MARGIN = 5 * FRAME_LENGTH
 #: Anchor windows of a template queried (its loudest), and proposals re-ranked by default.
 MAX_ANCHORS = 8
-DEFAULT_CANDIDATES = 300
-#: Below this many vectors `index_type="auto"` builds an exact index, above an IVF-PQ one.
-AUTO_FLAT_LIMIT = 50_000
-#: Product quantizer: bytes per vector (sub-quantizers of 8 bits each).
-PQ_BYTES = 16
+DEFAULT_CANDIDATES = 1000
+#: Nearest windows retrieved per query vector in each shard (at most `candidates`): the work per shard and so
+#: per channel-day of archive; a true match is near the top of its anchors' lists (benchmarks: docs/search.md).
+QUERY_NEIGHBOURS = 100
+#: FAISS index types: flat (exact, the float vectors), pq (8-bit sub-quantizers), pqfs (4-bit sub-quantizers,
+#: searched by FAISS's SIMD fast scan). No inverted lists: IVF lists store an 8-byte id per vector, as much
+#: as the codes; here a vector's number is its position (see SearchIndex).
+INDEX_TYPES = ("auto", "flat", "pq", "pqfs", "ivfpqfs")
+#: ivfpqfs: inverted lists (the list number is a 1-byte part of each code) and lists probed per query.
+IVF_LISTS = 256
+IVF_PROBES = 16
+#: Below this many vectors `index_type="auto"` builds an exact index (small archives: a quantizer is not worth
+#: training), above a pqfs one.
+AUTO_FLAT_LIMIT = 10_000
+#: Product quantizer: bytes per vector (pq: that many 8-bit sub-quantizers; pqfs: twice as many of 4 bits).
+PQ_BYTES = 8
+#: Vectors the product quantizer is trained on (the first ones of the shards being built).
+PQ_TRAIN_VECTORS = 100_000
+QUANTIZER_KEYS = ("index_type", "pq_bytes", "pq_subquantizers", "pq_bits", "quantized_dims", "nlist", "nprobe")
+#: pqfs: values a window is reduced to (PCA, random rotation) before its 4-bit product quantizer.
+PQFS_DIMS = 48
 #: Corpus rows decoded together when building an index.
 DECODE_ROWS = 64
-#: Windows embedded together when building an index (1 h of one channel).
+#: Windows embedded together when building an index (1 h of one channel at a 1-s hop).
 CHUNK_FRAMES = 3600
-
-INDEX_FILES = ("index.json", "vectors.faiss", "vectors.npz", "pieces.parquet")
+#: How the corpora given to one build are cut into shards.
+SHARD_BY = ("corpus", "station", "day")
+SHARD_FILES = ("codes.npy", "pieces.parquet", "shard.json")
 
 
 def _faiss():
@@ -153,28 +193,35 @@ def _standardize(vectors: np.ndarray) -> np.ndarray:
 
 
 def window_vectors(filtered: np.ndarray, window_seconds: int = WINDOW_SECONDS,
-                   decimation: int = DECIMATION) -> np.ndarray:
-    """Band-passed 40 Hz samples of a piece -> [n_windows, dims] vectors of the windows starting at each frame."""
+                   decimation: int = DECIMATION, hop: int = 1) -> np.ndarray:
+    """Band-passed 40 Hz samples of a piece -> [n_windows, dims] vectors of the windows starting every `hop` frames."""
     from numpy.lib.stride_tricks import sliding_window_view
 
     width = window_seconds * FRAME_LENGTH
     if len(filtered) < width:
         return np.zeros((0, width // decimation), np.float32)
-    windows = sliding_window_view(filtered, width)[::FRAME_LENGTH, ::decimation]
+    windows = sliding_window_view(filtered, width)[::hop * FRAME_LENGTH, ::decimation]
     return _standardize(windows)
 
 
 # ---------------------------------------------------------------------------- the index on disk
 @dataclass
 class SearchIndex:
-    """An index folder in memory: FAISS index, vector table, piece table, metadata (index.json)."""
+    """An index folder in memory: metadata (index.json), the trained quantizer and the piece table of every shard;
+    a shard's codes are read when it is searched (`shard_index`), so that memory is bounded by one shard.
+
+    Vector numbers are global: shard s holds the vectors offsets[s] .. offsets[s + 1] - 1, in the order of its
+    pieces, and the vectors of one piece are its consecutive windows (`first_vector`, `num_vectors` of the piece
+    table): the piece and time of any vector follow from them, no per-vector table is stored.
+    """
 
     path: Path
     metadata: dict
-    index: object  # faiss.Index
-    vector_piece: np.ndarray  # [n] int32
-    vector_frame: np.ndarray  # [n] int32
-    pieces: object  # pandas.DataFrame: corpus, trace_id, starttime, num_samples, rows, offsets
+    quantizer: object  # faiss index, trained, holding no vector: it encodes and decodes the shards' codes
+    pieces: object  # pandas.DataFrame: corpus, trace_id, t0, starttime, num_samples, rows, offsets, shard,
+    #                 first_vector (global), num_vectors
+    shards: list  # [{"name", "vectors", ...}] as in index.json
+    offsets: np.ndarray  # [shards + 1] first global vector number of each shard
 
     @property
     def codec_id(self) -> str:
@@ -184,12 +231,96 @@ class SearchIndex:
     def params(self) -> dict:
         return self.metadata["params"]
 
+    @property
+    def hop(self) -> int:
+        """Frames (seconds) between the starts of consecutive indexed windows."""
+        return int(self.params["hop_seconds"])
+
     def __len__(self) -> int:
-        return int(self.index.ntotal)
+        return int(self.offsets[-1])
+
+    def shard_path(self, s: int) -> Path:
+        return self.path / "shards" / self.shards[s]["name"]
+
+    def codes(self, s: int) -> np.ndarray:
+        """Codes of shard s, [vectors, code size] uint8 (memory-mapped: read as used)."""
+        path = self.shard_path(s) / "codes.npy"
+        try:
+            codes = np.load(path, mmap_mode="r")
+        except Exception as err:
+            raise InputError(f"{path}: corrupt shard codes ({type(err).__name__}: {err}); build the index again"
+                             ) from None
+        want = (int(self.shards[s]["vectors"]), int(self.metadata["code_size"]))
+        if codes.dtype != np.uint8 or codes.shape != want:
+            raise InputError(f"{path}: corrupt shard codes ({codes.dtype} {codes.shape}, index.json says uint8 "
+                             f"{want}); build the index again")
+        return codes
+
+    def _parts(self):
+        """(rotation or None, the quantizer of the rotated vectors) of the quantizer (see _new_quantizer)."""
+        faiss = _faiss()
+        if not hasattr(self, "_cached_parts"):
+            if isinstance(self.quantizer, faiss.IndexPreTransform):
+                chain = faiss.downcast_index(self.quantizer)
+                self._cached_parts = (faiss.downcast_VectorTransform(chain.chain.at(0)),
+                                      faiss.downcast_index(chain.index))
+            else:
+                self._cached_parts = (None, self.quantizer)
+        return self._cached_parts
+
+    def prepare_queries(self, vectors: np.ndarray) -> np.ndarray:
+        """Query vectors as the shard indexes take them (rotated and reduced for pqfs), float32."""
+        rotation, _ = self._parts()
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        return rotation.apply(vectors) if rotation is not None else vectors
+
+    def shard_index(self, s: int):
+        """A searchable FAISS index of shard s (its codes in a copy of the quantizer); queries go through
+        `prepare_queries` first."""
+        faiss = _faiss()
+        _, inner = self._parts()
+        index = faiss.clone_index(inner)
+        codes = np.ascontiguousarray(self.codes(s))
+        kind = self.metadata["index_type"]
+        if kind == "ivfpqfs":
+            index.add_sa_codes(codes, np.arange(len(codes), dtype=np.int64))  # ids: positions in the shard
+            index = faiss.IndexIVFPQFastScan(index)  # the same codes, laid out for the SIMD scan
+            index.nprobe = int(self.metadata["nprobe"])
+            return index
+        if len(codes):
+            index.add_sa_codes(codes)
+        if kind == "pqfs":  # the same codes, laid out for the SIMD scan
+            index = faiss.IndexPQFastScan(index)
+        return index
+
+    def decode(self, s: int, lo: int, hi: int) -> np.ndarray:
+        """Vectors lo..hi (local numbers) of shard s as the index holds them (decoded codes), float32."""
+        return self.quantizer.sa_decode(np.ascontiguousarray(self.codes(s)[lo:hi]))
+
+    def piece_of(self, vectors) -> np.ndarray:
+        """Piece (row of `pieces`) of global vector numbers."""
+        first = np.asarray(self.pieces.first_vector, np.int64)
+        return np.searchsorted(first, np.asarray(vectors, np.int64), side="right") - 1
+
+    def frame_of(self, vectors, pieces=None) -> np.ndarray:
+        """Frame (second) of the piece where each vector's window starts."""
+        pieces = self.piece_of(vectors) if pieces is None else pieces
+        return (np.asarray(vectors, np.int64) - np.asarray(self.pieces.first_vector, np.int64)[pieces]) * self.hop
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: corrupt {what} ({err}); build the index again") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: corrupt {what} (not a JSON object); build the index again")
+    return value
 
 
 def load_index(path) -> SearchIndex:
-    """Read an index folder; InputError naming the file when it is missing, empty or corrupt."""
+    """Read an index folder (metadata, quantizer, piece tables; codes stay on disk until searched);
+    InputError naming the file when it is missing, empty, of an older format or corrupt."""
     import pandas as pd
 
     path = Path(path)
@@ -202,39 +333,54 @@ def load_index(path) -> SearchIndex:
     meta_path = path / "index.json"
     if not meta_path.is_file():
         raise InputError(f"{path}: not a search index folder (no index.json)")
-    try:
-        metadata = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as err:
-        raise InputError(f"{meta_path}: corrupt search index metadata ({err})") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+    metadata = _read_json(meta_path, "search index metadata")
+    if metadata.get("format") in OLD_FORMATS:
+        raise InputError(f"{meta_path}: a search index of an older format ({metadata['format']}); this version reads "
+                         f"{FORMAT}: build it again with `eqcodec index CORPUS... --out {path}`")
+    if metadata.get("format") != FORMAT:
         raise InputError(f"{meta_path}: not an eqcodec search index (expected format {FORMAT!r})")
-    for name in INDEX_FILES[1:]:
-        if not (path / name).is_file():
-            raise InputError(f"{path / name}: missing from the search index (corrupt index; build it again)")
+    quantizer_path = path / "quantizer.faiss"
+    if not quantizer_path.is_file():
+        raise InputError(f"{quantizer_path}: missing from the search index (corrupt index; build it again)")
     faiss = _faiss()
     try:
-        index = faiss.read_index(str(path / "vectors.faiss"))
+        quantizer = faiss.read_index(str(quantizer_path))
     except Exception as err:
-        raise InputError(f"{path / 'vectors.faiss'}: corrupt FAISS index ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
-    try:
-        with np.load(path / "vectors.npz") as table:
-            vector_piece, vector_frame = table["piece"].astype(np.int64), table["frame"].astype(np.int64)
-    except Exception as err:
-        raise InputError(f"{path / 'vectors.npz'}: corrupt vector table ({type(err).__name__}: {err})") from None
-    try:
-        pieces = pd.read_parquet(path / "pieces.parquet")
-    except Exception as err:
-        raise InputError(f"{path / 'pieces.parquet'}: corrupt piece table ({type(err).__name__}: {err})") from None
-    if not (index.ntotal == len(vector_piece) == len(vector_frame) == metadata.get("vectors")):
-        raise InputError(f"{path}: corrupt search index: {index.ntotal} vectors in vectors.faiss, "
-                         f"{len(vector_piece)} in vectors.npz, {metadata.get('vectors')} in index.json")
-    if len(vector_piece) and (vector_piece.max() >= len(pieces) or vector_piece.min() < 0):
-        raise InputError(f"{path / 'vectors.npz'}: refers to pieces that pieces.parquet does not hold (corrupt index)")
-    if index.d != metadata["params"]["dims"]:
-        raise InputError(f"{path / 'vectors.faiss'}: vectors of {index.d} dimensions, index.json says "
-                         f"{metadata['params']['dims']} (corrupt index)")
-    return SearchIndex(path, metadata, index, vector_piece, vector_frame, pieces)
+        raise InputError(f"{quantizer_path}: corrupt FAISS quantizer ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''}); build the index again") from None
+    if quantizer.d != metadata["params"]["dims"] or quantizer.sa_code_size() != metadata.get("code_size"):
+        raise InputError(f"{quantizer_path}: a quantizer of {quantizer.d} dimensions and {quantizer.sa_code_size()}-byte "
+                         f"codes, index.json says {metadata['params']['dims']} and {metadata.get('code_size')} "
+                         "(corrupt index; build it again)")
+    tables, offsets = [], [0]
+    for s, shard in enumerate(metadata.get("shards", [])):
+        folder = path / "shards" / shard["name"]
+        for name in SHARD_FILES:
+            if not (folder / name).is_file():
+                raise InputError(f"{folder / name}: missing from the search index (corrupt shard; build it again)")
+        info = _read_json(folder / "shard.json", "shard metadata")
+        if info.get("vectors") != shard["vectors"] or info.get("quantizer") != metadata["quantizer"]:
+            raise InputError(f"{folder / 'shard.json'}: the shard does not match index.json ({info.get('vectors')} "
+                             f"vectors, {shard['vectors']} listed; or another quantizer): corrupt index, build it again")
+        try:
+            table = pd.read_parquet(folder / "pieces.parquet")
+        except Exception as err:
+            raise InputError(f"{folder / 'pieces.parquet'}: corrupt piece table ({type(err).__name__}: {err}); "
+                             "build the index again") from None
+        if int(table.num_vectors.sum()) != shard["vectors"]:
+            raise InputError(f"{folder / 'pieces.parquet'}: its pieces hold {int(table.num_vectors.sum())} vectors, "
+                             f"index.json says {shard['vectors']} (corrupt shard; build the index again)")
+        table["shard"] = s
+        table["first_vector"] = table.first_vector + offsets[-1]
+        tables.append(table)
+        offsets.append(offsets[-1] + int(shard["vectors"]))
+    columns = PIECE_COLUMNS + ["first_vector", "num_vectors", "shard"]
+    pieces = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
+    if offsets[-1] != metadata.get("vectors"):
+        raise InputError(f"{meta_path}: its shards hold {offsets[-1]} vectors, it says {metadata.get('vectors')} "
+                         "(corrupt index; build it again)")
+    return SearchIndex(path, metadata, quantizer, pieces, list(metadata.get("shards", [])),
+                       np.asarray(offsets, np.int64))
 
 
 def _corpus_fingerprint(corpus) -> dict:
@@ -250,6 +396,9 @@ def _load_corpus(path, expected: dict | None = None):
         raise InputError(f"{path}: the token corpus changed since it was indexed ({len(corpus.dataset)} rows, "
                          f"index says {expected['rows']}); build the index again with `eqcodec index`")
     return corpus
+
+
+PIECE_COLUMNS = ["corpus", "trace_id", "t0", "starttime", "num_samples", "rows", "offsets"]
 
 
 def _pieces_of(corpus, corpus_number: int):
@@ -281,23 +430,54 @@ def _pieces_of(corpus, corpus_number: int):
                        "num_samples": length, "rows": [int(row.row)], "offsets": [0]}
         if current is not None:
             pieces.append(current)
-    return pd.DataFrame(pieces, columns=["corpus", "trace_id", "t0", "starttime", "num_samples", "rows", "offsets"])
+    return pd.DataFrame(pieces, columns=PIECE_COLUMNS)
+
+
+def _shard_groups(pieces, corpus_number: int, shard_by: str) -> list[tuple[str, object]]:
+    """A corpus's pieces -> [(shard name, its pieces)]: one shard per corpus, per station (network.station) or per
+    UTC day of a piece's first sample (a piece is never split); names start with the corpus number."""
+    import obspy
+
+    if shard_by == "corpus" or len(pieces) == 0:
+        keys = [""] * len(pieces)
+    elif shard_by == "station":
+        keys = [".".join(t.split(".")[:2]) for t in pieces.trace_id]
+    elif shard_by == "day":
+        keys = [obspy.UTCDateTime(t).strftime("%Y-%m-%d") for t in pieces.t0]
+    else:
+        raise InputError(f"unknown shard_by {shard_by!r} (corpus, station or day)")
+    pieces = pieces.assign(key=keys)
+    return [(f"{corpus_number:04d}" + (f"-{key}" if key else ""), group.drop(columns="key").reset_index(drop=True))
+            for key, group in pieces.groupby("key", sort=True)]
+
+
+def _num_windows(num_samples: int, params: dict) -> int:
+    width, hop = params["window_seconds"] * FRAME_LENGTH, params["hop_seconds"] * FRAME_LENGTH
+    return max(0, (int(num_samples) - width) // hop + 1)
 
 
 class _Decoder:
-    """Decodes corpus rows (cached) and assembles spans of pieces from them."""
+    """Decodes corpus rows (cached) and assembles spans of pieces from them; corpora are opened when first used."""
 
-    def __init__(self, codec, corpora: dict, num_codebooks: int | None):
-        """corpora: {corpus number in the index: TokenCorpus}."""
-        self.codec, self.corpora, self.k = codec, corpora, num_codebooks
-        self.numpy = {n: c.dataset.with_format("numpy") for n, c in corpora.items()}
-        self.lengths = {n: np.asarray(c.dataset.select_columns(["num_frames"]).to_pandas().num_frames) * FRAME_LENGTH
-                        for n, c in corpora.items()}
+    def __init__(self, codec, corpora, num_codebooks: int | None):
+        """corpora: {corpus number in the index: TokenCorpus, or a function returning it}."""
+        self.codec, self.sources, self.k = codec, dict(corpora), num_codebooks
+        self.numpy: dict = {}
+        self.lengths: dict = {}
         self.cache: dict = {}
+
+    def _open(self, corpus: int) -> None:
+        if corpus not in self.numpy:
+            source = self.sources[corpus]
+            c = source() if callable(source) else source
+            self.numpy[corpus] = c.dataset.with_format("numpy")
+            self.lengths[corpus] = np.asarray(
+                c.dataset.select_columns(["num_frames"]).to_pandas().num_frames) * FRAME_LENGTH
 
     def rows(self, corpus: int, rows: list[int]) -> None:
         from tokenized_data.detokenize import decode_rows
 
+        self._open(corpus)
         todo = [r for r in rows if (corpus, r) not in self.cache]
         for lo in range(0, len(todo), DECODE_ROWS):
             batch = todo[lo:lo + DECODE_ROWS]
@@ -305,105 +485,137 @@ class _Decoder:
             for r, trace in zip(batch, traces):
                 self.cache[(corpus, r)] = trace.data.astype(np.float64)
 
+    def _overlapping(self, piece, lo: int, hi: int) -> list[tuple[int, int]]:
+        corpus = int(piece.corpus)
+        self._open(corpus)
+        rows, offsets = np.asarray(piece.rows, np.int64), np.asarray(piece.offsets, np.int64)
+        ok = (offsets < hi) & (offsets + self.lengths[corpus][rows] > lo)
+        return list(zip(rows[ok].tolist(), offsets[ok].tolist()))
+
+    def rows_of(self, piece, lo: int, hi: int) -> list[int]:
+        """The corpus rows that samples lo..hi of a piece are decoded from."""
+        return [r for r, _ in self._overlapping(piece, lo, hi)]
+
     def span(self, piece, lo: int, hi: int) -> np.ndarray:
         """Decoded samples lo..hi of a piece (rows overlapping the span only)."""
-        rows, offsets = list(piece.rows), list(piece.offsets)
-        wanted = [(r, o) for r, o in zip(rows, offsets) if o < hi and o + self._length(piece.corpus, r) > lo]
-        self.rows(int(piece.corpus), [r for r, _ in wanted])
+        corpus = int(piece.corpus)
+        wanted = self._overlapping(piece, lo, hi)
+        self.rows(corpus, [r for r, _ in wanted])
         out = np.zeros(hi - lo)
         for r, o in wanted:
-            data = self.cache[(int(piece.corpus), r)]
+            data = self.cache[(corpus, r)]
             a, b = max(lo, o), min(hi, o + len(data))
             out[a - lo:b - lo] = data[a - o:b - o]
         return out
 
-    def _length(self, corpus: int, row: int) -> int:
-        return int(self.lengths[int(corpus)][int(row)])
 
-
-def _embed_corpus(codec, corpus, number: int, pieces, params: dict, progress: bool):
-    """Vectors of every piece of one corpus: (vectors [n, d], piece positions [n], frames [n])."""
-    from tqdm.auto import tqdm
-
+def _piece_vectors(decoder: _Decoder, pieces, params: dict):
+    """Window vectors of pieces, in order, an hour of windows (CHUNK_FRAMES) at a time: memory bounded by a chunk,
+    not by a piece or a shard. Yields [n, dims] float32 arrays (pieces too short for a window yield nothing)."""
     from tokenized_data.writer import one_torch_thread
 
-    decoder = _Decoder(codec, {number: corpus}, params["coarse_codebooks"])
     width = params["window_seconds"] * FRAME_LENGTH
-    vectors, where, frames = [], [], []
+    hop = params["hop_seconds"]
     band = tuple(params["band"]) if params["band"] else None
-    for position, piece in enumerate(tqdm(list(pieces.itertuples()), desc="index", unit="piece",
-                                          disable=not progress)):
-        num_windows = (int(piece.num_samples) - width) // FRAME_LENGTH + 1
-        for j0 in range(0, max(num_windows, 0), CHUNK_FRAMES):  # memory bounded by one chunk, not the piece
-            j1 = min(j0 + CHUNK_FRAMES, num_windows)
-            lo, hi = j0 * FRAME_LENGTH, (j1 - 1) * FRAME_LENGTH + width
+    chunk = max(1, CHUNK_FRAMES // hop)
+    for piece in pieces.itertuples():
+        num_windows = _num_windows(piece.num_samples, params)
+        for j0 in range(0, num_windows, chunk):
+            j1 = min(j0 + chunk, num_windows)
+            lo, hi = j0 * hop * FRAME_LENGTH, (j1 - 1) * hop * FRAME_LENGTH + width
             a, b = max(0, lo - FILTER_MARGIN), min(int(piece.num_samples), hi + FILTER_MARGIN)
             decoder.cache.clear()
             with one_torch_thread():
                 samples = decoder.span(piece, a, b)
-            v = window_vectors(bandpass(samples, band)[lo - a: hi - a], params["window_seconds"],
-                               params["decimation"])
-            vectors.append(v)
-            where.append(np.full(len(v), position, np.int64))
-            frames.append(np.arange(j0, j0 + len(v), dtype=np.int64))
-    dims = params["dims"]
-    if not vectors:
-        return np.zeros((0, dims), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(vectors), np.concatenate(where), np.concatenate(frames)
+            yield window_vectors(bandpass(samples, band)[lo - a: hi - a], params["window_seconds"],
+                                 params["decimation"], hop)
 
 
-def _new_faiss_index(index_type: str, vectors: np.ndarray, dims: int, pq_bytes: int) -> tuple[object, dict]:
+def _new_quantizer(index_type: str, dims: int, pq_bytes: int, training) -> tuple[object, dict]:
+    """A trained, empty FAISS index of `index_type` (flat needs no training), and what index.json says of it.
+
+    training: a function (limit) -> [n <= limit, dims] float32 vectors to train the product quantizer on."""
     faiss = _faiss()
-    n = len(vectors)
-    if index_type == "auto":
-        index_type = "flat" if n < AUTO_FLAT_LIMIT else "ivfpq"
     info = {"index_type": index_type}
     if index_type == "flat":
         return faiss.IndexFlatIP(dims), info
-    if dims % pq_bytes:
-        raise InputError(f"--pq-bytes {pq_bytes} must divide the vector size {dims}")
     if index_type == "pq":
-        index = faiss.IndexPQ(dims, pq_bytes, 8, faiss.METRIC_INNER_PRODUCT)
-        need = 256 * 4
-    elif index_type == "ivfpq":
-        nlist = int(min(4096, max(16, 4 * math.sqrt(max(n, 1)))))
-        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dims), dims, nlist, pq_bytes, 8, faiss.METRIC_INNER_PRODUCT)
-        info.update(nlist=nlist, nprobe=min(nlist, 32))
-        need = max(256 * 4, nlist * 4)
+        subquantizers, bits, reduced = pq_bytes, 8, dims
+    elif index_type in ("pqfs", "ivfpqfs"):  # 4-bit sub-quantizers: FAISS's SIMD fast scan, on rotated vectors
+        subquantizers, bits, reduced = 2 * pq_bytes, 4, PQFS_DIMS
     else:
-        raise InputError(f"unknown index type {index_type!r} (auto, flat, pq or ivfpq)")
-    if n < need:
-        raise InputError(f"a {index_type} index needs at least {need} vectors (seconds of archive) to train its "
-                         f"quantizer, the corpora give {n}; use --index-type flat")
-    rng = np.random.default_rng(0)
-    train = vectors[rng.choice(n, size=min(n, 100_000), replace=False)] if n > 100_000 else vectors
-    for clustering in (getattr(index, "cp", None), index.pq.cp):  # training size checked above: no warnings
-        if clustering is not None:
-            clustering.min_points_per_centroid = 1
-    index.train(np.ascontiguousarray(train))
-    info["pq_bytes"] = pq_bytes
+        raise InputError(f"unknown index type {index_type!r} ({', '.join(INDEX_TYPES)})")
+    if reduced % subquantizers:
+        raise InputError(f"--pq-bytes {pq_bytes}: {subquantizers} sub-quantizers of {bits} bits do not divide the "
+                         f"{reduced} values a {index_type} index quantizes")
+    need = 4 * (1 << bits) if index_type != "ivfpqfs" else 4 * IVF_LISTS
+    vectors = np.ascontiguousarray(training(PQ_TRAIN_VECTORS))
+    if len(vectors) < max(need, reduced * 4):
+        raise InputError(f"a {index_type} index needs at least {max(need, reduced * 4)} vectors (windows of the "
+                         f"archive) to train its quantizer, the corpora give {len(vectors)}; use --index-type flat")
+    if index_type == "ivfpqfs":
+        # inverted lists over the rotated vectors; the list number is part of each code (1 byte for 256 lists) and
+        # a vector's id is its position, given again when a shard is loaded: no id is stored
+        pq = faiss.IndexIVFPQ(faiss.IndexFlatIP(reduced), reduced, IVF_LISTS, subquantizers, bits,
+                              faiss.METRIC_INNER_PRODUCT)
+        pq.cp.min_points_per_centroid = 1
+        info.update(nlist=IVF_LISTS, nprobe=IVF_PROBES)
+    else:
+        pq = faiss.IndexPQ(reduced, subquantizers, bits, faiss.METRIC_INNER_PRODUCT)
+    pq.pq.cp.min_points_per_centroid = 1  # training size checked above: no warnings
+    if index_type == "pq":
+        pq.train(vectors)
+        index = pq
+    else:
+        # PCA to PQFS_DIMS then a random rotation (an orthonormal map): the windows are band-limited, so little
+        # of them is lost, and the rotation spreads their variance evenly over the sub-quantizers, which 4-bit
+        # codebooks need. The mean is not subtracted (bias zeroed): inner products stay correlations.
+        rotation = faiss.PCAMatrix(dims, reduced, 0, True)
+        rotation.train(vectors)
+        faiss.copy_array_to_vector(np.zeros(reduced, np.float32), rotation.b)
+        rotation.PCAMat.clear()  # the full eigenvector matrix: not needed once A (reduced, rotated) is made
+        pq.train(np.ascontiguousarray(rotation.apply(vectors)))
+        index = faiss.IndexPreTransform(rotation, pq)
+    info.update(pq_bytes=pq_bytes, pq_subquantizers=subquantizers, pq_bits=bits, quantized_dims=reduced)
     return index, info
 
 
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
 def build_index(corpora, out, *, add: bool = False, codec: str | None = None, index_type: str = "auto",
-                band=DEFAULT_BAND, pq_bytes: int = PQ_BYTES, progress: bool = True) -> SearchIndex:
+                band=DEFAULT_BAND, pq_bytes: int = PQ_BYTES, hop: int = HOP_SECONDS, shard_by: str = "station",
+                progress: bool = True, log=None) -> SearchIndex:
     """`eqcodec index`: index token corpus folder(s) into the folder `out` (see the module docstring).
 
-    add: extend the index at `out` (it must exist unless it is missing, then it is created); without it an
-    existing index at `out` is refused. codec: checkpoint folder (None: the shipped EQcodec) that made the
-    corpora. index_type: auto | flat | pq | ivfpq (fixed at creation). band: (low, high) Hz or None.
+    add: extend the index at `out` with new shards (it must exist unless it is missing, then it is created);
+    without it an existing index at `out` is refused. codec: checkpoint folder (None: the shipped EQcodec) that
+    made the corpora. index_type: auto | flat | pq | pqfs; band: (low, high) Hz or None; hop: seconds between
+    indexed windows (these three fixed at creation). shard_by: corpus | station | day (the shards of the corpora
+    given). log: function of a line (None: print). An interrupted build, run again with the same arguments,
+    keeps the shards it had completed.
     """
     import pandas as pd
+    from tqdm.auto import tqdm
 
     from codec import load_codec
     from tokenized_data.detokenize import check_codec
 
-    faiss = _faiss()
+    log = log or print
     if isinstance(corpora, (str, Path)):
         corpora = [corpora]
     corpora = [Path(c) for c in corpora]
     if not corpora:
         raise InputError("index: no corpus folder given")
+    if shard_by not in SHARD_BY:
+        raise InputError(f"unknown shard_by {shard_by!r} ({', '.join(SHARD_BY)})")
+    if index_type not in INDEX_TYPES:
+        raise InputError(f"unknown index type {index_type!r} ({', '.join(INDEX_TYPES)})")
+    if isinstance(hop, bool) or not isinstance(hop, (int, np.integer)) or not 1 <= hop <= WINDOW_SECONDS:
+        raise InputError(f"hop must be a whole number of seconds from 1 to {WINDOW_SECONDS} (the window), got {hop!r}")
     out = Path(out)
     old = None
     if out.exists() and out.is_dir() and not any(out.iterdir()):
@@ -418,7 +630,7 @@ def build_index(corpora, out, *, add: bool = False, codec: str | None = None, in
         if not 0 < band[0] < band[1]:
             raise InputError(f"band must be two frequencies 0 < low < high Hz, got {band}")
     params = old.params if old is not None else {
-        "window_seconds": WINDOW_SECONDS, "hop_seconds": 1, "decimation": DECIMATION,
+        "window_seconds": WINDOW_SECONDS, "hop_seconds": int(hop), "decimation": DECIMATION,
         "dims": WINDOW_SECONDS * FRAME_LENGTH // DECIMATION, "coarse_codebooks": COARSE_CODEBOOKS,
         "band": list(band) if band else None, "normalization": "window mean removed, unit norm (inner product = NCC)"}
     codec_model = load_codec(codec)
@@ -437,50 +649,116 @@ def build_index(corpora, out, *, add: bool = False, codec: str | None = None, in
         check_codec(corpus, codec_model)
         loaded.append((path, corpus))
 
-    pieces_old = old.pieces if old is not None else None
-    start_corpus = len(known)
-    new_pieces, new_vectors, new_piece_ids, new_frames = [], [], [], []
-    piece_base = len(pieces_old) if pieces_old is not None else 0
-    for number, (path, corpus) in enumerate(loaded, start=start_corpus):
-        pieces = _pieces_of(corpus, number)
-        vectors, where, frames = _embed_corpus(codec_model, corpus, number, pieces, params, progress)
-        new_vectors.append(vectors)
-        new_piece_ids.append(where + piece_base)
-        new_frames.append(frames)
-        new_pieces.append(pieces)
-        piece_base += len(pieces)
-    vectors = np.concatenate(new_vectors) if new_vectors else np.zeros((0, params["dims"]), np.float32)
-    if old is None and len(vectors) == 0:
+    # the shards to build: (name, corpus number, its pieces)
+    plan = []
+    for number, (path, corpus) in enumerate(loaded, start=len(known)):
+        for name, pieces in _shard_groups(_pieces_of(corpus, number), number, shard_by):
+            pieces = pieces.assign(num_vectors=[_num_windows(n, params) for n in pieces.num_samples])
+            pieces["first_vector"] = np.concatenate([[0], np.cumsum(pieces.num_vectors)[:-1]]).astype(np.int64)
+            plan.append((name, number, pieces))
+    total = sum(int(p.num_vectors.sum()) for _, _, p in plan)
+    if old is None and total == 0:
         raise InputError(f"{', '.join(map(str, corpora))}: no gap-free piece of {params['window_seconds']} s or "
                          "more to index")
+    decoder = _Decoder(codec_model, {n: c for n, (_, c) in enumerate(loaded, start=len(known))},
+                       params["coarse_codebooks"])
+
+    # Where to write: a new index is built in a hidden folder beside `out` and renamed when complete; an index
+    # extended gets its new shards in place, listed in its index.json (rewritten last) only once complete. A
+    # shard folder is complete once its shard.json is there: an interrupted build, run again, keeps those.
+    work = out if old is not None else out.with_name(f".{out.name}.building")
+    settings = {"format": FORMAT, "codec_id": codec_model.identity(), "params": params, "index_type": index_type,
+                "pq_bytes": pq_bytes, "shard_by": shard_by, "corpora": [str(p.resolve()) for p, _ in loaded]}
+    if old is None and work.exists():
+        try:
+            before = json.loads((work / "build.json").read_text())
+        except (OSError, ValueError):
+            before = None
+        if before != settings:
+            log(f"note: {work} holds an interrupted build with other settings or corpora: started again")
+            shutil.rmtree(work)
+    (work / "shards").mkdir(parents=True, exist_ok=True)
+    if old is None:
+        write_atomically(lambda tmp: tmp.write_text(json.dumps(settings, indent=1)), work / "build.json")
+
+    quantizer_path = work / "quantizer.faiss"
+    faiss = _faiss()
     if old is not None:
-        index, info = old.index, {k: old.metadata[k] for k in ("index_type", "nlist", "nprobe", "pq_bytes")
-                                  if k in old.metadata}
+        quantizer, info = old.quantizer, {k: old.metadata[k] for k in QUANTIZER_KEYS if k in old.metadata}
+    elif quantizer_path.is_file() and (work / "quantizer.json").is_file():
+        quantizer, info = faiss.read_index(str(quantizer_path)), json.loads((work / "quantizer.json").read_text())
     else:
-        index, info = _new_faiss_index(index_type, vectors, params["dims"], pq_bytes)
-    index.add(np.ascontiguousarray(vectors))
-    pieces = pd.concat(([pieces_old] if pieces_old is not None else []) + new_pieces, ignore_index=True)
-    piece_ids = np.concatenate(([old.vector_piece] if old is not None else []) + new_piece_ids)
-    frames = np.concatenate(([old.vector_frame] if old is not None else []) + new_frames)
+        kind = index_type if index_type != "auto" else ("flat" if total < AUTO_FLAT_LIMIT else "pqfs")
+
+        def training(limit):
+            """The first `limit` vectors of the shards (pieces in order): a day and more of one channel."""
+            got, count = [], 0
+            for _, _, pieces in plan:
+                for v in _piece_vectors(decoder, pieces, params):
+                    got.append(v)
+                    count += len(v)
+                    if count >= limit:
+                        return np.concatenate(got)[:limit]
+            return np.concatenate(got) if got else np.zeros((0, params["dims"]), np.float32)
+
+        quantizer, info = _new_quantizer(kind, params["dims"], pq_bytes, training)
+        write_atomically(lambda tmp: faiss.write_index(quantizer, str(tmp)), quantizer_path)
+        write_atomically(lambda tmp: tmp.write_text(json.dumps(info)), work / "quantizer.json")
+    quantizer_id = old.metadata["quantizer"] if old is not None else _file_digest(quantizer_path)
+
+    shards_meta, kept = [], 0
+    for name, number, pieces in tqdm(plan, desc="index", unit="shard", disable=not progress):
+        path, corpus = loaded[number - len(known)]
+        folder = work / "shards" / name
+        expected = {"name": name, "corpus": str(path.resolve()), **_corpus_fingerprint(corpus),
+                    "quantizer": quantizer_id, "vectors": int(pieces.num_vectors.sum()), "pieces": len(pieces)}
+        try:
+            done = json.loads((folder / "shard.json").read_text()) == expected
+        except (OSError, ValueError):
+            done = False
+        if done and all((folder / f).is_file() for f in SHARD_FILES):
+            kept += 1
+        else:
+            codes = [quantizer.sa_encode(np.ascontiguousarray(v)) for v in _piece_vectors(decoder, pieces, params)]
+            codes = np.concatenate(codes) if codes else np.zeros((0, quantizer.sa_code_size()), np.uint8)
+            if len(codes) != expected["vectors"]:
+                raise RuntimeError(f"shard {name}: {len(codes)} vectors made, {expected['vectors']} planned")
+            tmp = folder.with_name(f".{name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            np.save(tmp / "codes.npy", codes)
+            pieces.to_parquet(tmp / "pieces.parquet", index=False)
+            (tmp / "shard.json").write_text(json.dumps(expected, indent=1))  # last: the shard is complete
+            replace_folder(tmp, folder)
+        shards_meta.append({"name": name, "corpus": number, "vectors": expected["vectors"],
+                            "pieces": expected["pieces"],
+                            "bytes": {f: (folder / f).stat().st_size for f in SHARD_FILES}})
+    if kept:
+        log(f"resumed an interrupted build: {kept} of {len(plan)} shards were complete and kept, "
+            f"{len(plan) - kept} built")
+    shards_meta = (old.shards if old is not None else []) + shards_meta
+    all_pieces = pd.concat(([old.pieces[PIECE_COLUMNS]] if old is not None else []) + [p for _, _, p in plan],
+                           ignore_index=True)
     corpora_meta = (old.metadata["corpora"] if old is not None else []) + [
         {"path": str(p.resolve()), **_corpus_fingerprint(c), "channel_hours": c.counts()["channel_hours"]}
         for p, c in loaded]
+    byte_counts = {"quantizer.faiss": quantizer_path.stat().st_size if old is None else
+                   old.metadata["bytes"]["quantizer.faiss"]}
+    for f in SHARD_FILES:
+        byte_counts[f] = sum(s["bytes"][f] for s in shards_meta)
     metadata = {"format": FORMAT, "codec_id": codec_model.identity(), "params": params, **info,
-                "vectors": int(index.ntotal), "pieces": len(pieces), "corpora": corpora_meta,
-                "longest_piece_seconds": float(pieces.num_samples.max() / SAMPLING_RATE) if len(pieces) else 0.0}
-    tmp = out.with_name(f".{out.name}.building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        faiss.write_index(index, str(tmp / "vectors.faiss"))
-        np.savez(tmp / "vectors.npz", piece=piece_ids.astype(np.int32), frame=frames.astype(np.int32))
-        pieces.to_parquet(tmp / "pieces.parquet", index=False)
-        metadata["bytes"] = {name: (tmp / name).stat().st_size for name in INDEX_FILES[1:]}
-        (tmp / "index.json").write_text(json.dumps(metadata, indent=1))
-        replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+                "code_size": int(quantizer.sa_code_size()), "quantizer": quantizer_id,
+                "shard_by": old.metadata["shard_by"] if old is not None else shard_by,
+                "vectors": int(sum(s["vectors"] for s in shards_meta)), "pieces": len(all_pieces),
+                "corpora": corpora_meta, "shards": shards_meta,
+                "longest_piece_seconds": float(all_pieces.num_samples.max() / SAMPLING_RATE) if len(all_pieces)
+                else 0.0, "bytes": byte_counts}
+    text = json.dumps(metadata, indent=1)
+    write_atomically(lambda tmp: tmp.write_text(text), work / "index.json")  # the index now lists the new shards
+    if old is None:
+        for name in ("build.json", "quantizer.json"):
+            (work / name).unlink(missing_ok=True)
+        replace_folder(work, out)
     return load_index(out)
 
 
@@ -565,14 +843,16 @@ def prepare_template(template, *, start=None, end=None, seed_id: str = "*", sour
     return Template(detrend(samples), f"{source}: {trace.id}", trace.id, trace.stats.starttime, notes)
 
 
-def template_queries(filtered: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Anchor windows of the template at each of the 40 shifts of one frame.
+def template_queries(filtered: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Anchor windows of the template, each at every sub-hop shift (40 per second of the index's hop).
 
     Anchors: the template's windows hopped by half a window (the last one flush with its end), the
-    MAX_ANCHORS loudest kept; a template shorter than a window is one zero-padded anchor.
-    Returns (vectors [anchors * 40, d], offsets [anchors * 40]): template sample at the vector's start.
+    MAX_ANCHORS loudest kept; a template shorter than a window is one zero-padded anchor. Shifted by every
+    sample of one hop, an anchor meets one indexed window within half a sample wherever the template recurs.
+    Returns (vectors [q, d], offsets [q]: template sample at the vector's start, anchors [q]: its anchor).
     """
     width = params["window_seconds"] * FRAME_LENGTH
+    shifts = int(params["hop_seconds"]) * FRAME_LENGTH
     n = len(filtered)
     if n >= width:
         starts = sorted(set(range(0, n - width + 1, width // 2)) | {n - width})
@@ -580,14 +860,15 @@ def template_queries(filtered: np.ndarray, params: dict) -> tuple[np.ndarray, np
         anchors = [starts[i] for i in sorted(np.argsort(-energy)[:MAX_ANCHORS])]
     else:
         anchors = [0]
-    padded = np.zeros(n + FRAME_LENGTH + width)
+    padded = np.zeros(n + shifts + width)
     padded[:n] = filtered
-    vectors, offsets = [], []
+    vectors, offsets, of_anchor = [], [], []
     for a in anchors:
-        for s in range(FRAME_LENGTH):
+        for s in range(shifts):
             vectors.append(padded[a + s: a + s + width: params["decimation"]])
             offsets.append(a + s)
-    return _standardize(np.stack(vectors)), np.asarray(offsets)
+            of_anchor.append(a)
+    return _standardize(np.stack(vectors)), np.asarray(offsets), np.asarray(of_anchor)
 
 
 # ---------------------------------------------------------------------------- searching
@@ -622,13 +903,17 @@ def _index_codec(index: SearchIndex, codec: str | None):
 
 
 def _index_decoder(index: SearchIndex, codec_model) -> _Decoder:
-    """A full-rate decoder of the index's corpora (each checked unchanged since it was indexed)."""
-    corpora = [_load_corpus(c["path"], c) if Path(c["path"]).exists() else None for c in index.metadata["corpora"]]
-    missing = [c["path"] for c, loaded in zip(index.metadata["corpora"], corpora) if loaded is None]
-    if missing:
-        raise InputError(f"{index.path}: the indexed corpus {missing[0]} is gone (moved or deleted); index the "
-                         "corpora again where they are now")
-    return _Decoder(codec_model, dict(enumerate(corpora)), None)
+    """A full-rate decoder of the index's corpora, each opened (and checked unchanged since it was indexed)
+    when first decoded: a search opens only the corpora of its proposals."""
+    def opener(meta):
+        def open_corpus():
+            if not Path(meta["path"]).exists():
+                raise InputError(f"{index.path}: the indexed corpus {meta['path']} is gone (moved or deleted); "
+                                 "index the corpora again where they are now")
+            return _load_corpus(meta["path"], meta)
+        return open_corpus
+
+    return _Decoder(codec_model, {n: opener(c) for n, c in enumerate(index.metadata["corpora"])}, None)
 
 
 def _filtered_span(decoder: _Decoder, piece, lo: int, hi: int, band) -> np.ndarray:
@@ -642,9 +927,33 @@ def _filtered_span(decoder: _Decoder, piece, lo: int, hi: int, band) -> np.ndarr
 
 def run_search(template, index_path, *, top: int = 10, min_score: float | None = None, start=None, end=None,
                seed_id: str = "*", codec: str | None = None, candidates: int | None = None,
-               keep_waveforms: int = 0) -> SearchResult:
-    """The search, with what the figure needs; `search` returns its table only."""
+               neighbours: int | None = None, keep_waveforms: int = 0) -> SearchResult:
+    """The search, with what the figure needs; `search` returns its table only.
+
+    index_path: an index folder, or a list of them (e.g. one per machine or per network: each searched in
+    turn, their matches merged by score; the scores are correlations on decoded samples, comparable across
+    indexes)."""
     import pandas as pd
+
+    if isinstance(index_path, (list, tuple)):
+        if not index_path:
+            raise InputError("search: no index folder given")
+        if len(index_path) > 1:
+            results = [run_search(template, p, top=top, min_score=min_score, start=start, end=end, seed_id=seed_id,
+                                  codec=codec, candidates=candidates, neighbours=neighbours,
+                                  keep_waveforms=keep_waveforms)
+                       for p in index_path]
+            rows = [(score, r, i) for r in results for i, score in enumerate(r.matches.score)]
+            rows.sort(key=lambda item: -item[0])
+            rows = rows[:top]
+            matches = pd.concat([r.matches.iloc[[i]] for _, r, i in rows], ignore_index=True) if rows else \
+                results[0].matches.iloc[:0]
+            matches["rank"] = np.arange(1, len(matches) + 1)
+            notes = list(dict.fromkeys(note for r in results for note in r.notes))
+            matches.attrs["notes"] = notes
+            waveforms = [r.waveforms[i] for _, r, i in rows if i < len(r.waveforms)][:keep_waveforms]
+            return SearchResult(matches, results[0].template, results[0].filtered_template, waveforms, notes)
+        index_path = index_path[0]
 
     if not isinstance(top, (int, np.integer)) or top < 1:
         raise InputError(f"top must be a whole number >= 1, got {top!r}")
@@ -666,42 +975,79 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
     if tpl.seconds < params["window_seconds"]:
         notes.append(f"template shorter than the index's {params['window_seconds']} s windows: its coarse "
                      "query is zero-padded (the re-rank uses the template as it is)")
-    queries, offsets = template_queries(filtered, params)
-    anchors = offsets - np.tile(np.arange(FRAME_LENGTH), len(offsets) // FRAME_LENGTH)
-    n = len(index)
-    faiss = _faiss()
-    if "nprobe" in index.metadata:
-        faiss.ParameterSpace().set_index_parameter(index.index, "nprobe", int(index.metadata["nprobe"]))
+    queries, offsets, anchors = template_queries(filtered, params)
+    queries = index.prepare_queries(queries)
     wanted = candidates or max(DEFAULT_CANDIDATES, 20 * top)
-    scores, ids = index.index.search(np.ascontiguousarray(queries), int(min(n, wanted)))
     L = len(tpl.samples)
     # Proposals: (piece, template start in piece samples, to the nearest second) -> for each anchor its best
     # window score; a proposal's coarse score is their mean over all anchors (0 for an anchor not retrieved),
-    # an approximation of the whole template's correlation; its start is that of its best window.
-    number_of_anchors = len(np.unique(anchors))
-    proposals: dict = {}
-    for q in range(len(queries)):
-        for score, vid in zip(scores[q], ids[q]):
-            if vid < 0:
-                continue
-            piece = int(index.vector_piece[vid])
-            p0 = int(index.vector_frame[vid]) * FRAME_LENGTH - int(offsets[q])
-            key = (piece, int(round(p0 / FRAME_LENGTH)))
-            entry = proposals.setdefault(key, {"best": -2.0, "p0": p0, "anchors": {}})
-            anchor = int(anchors[q])
-            entry["anchors"][anchor] = max(entry["anchors"].get(anchor, -1.0), float(score))
-            if score > entry["best"]:
-                entry["best"], entry["p0"] = float(score), p0
-    ranked = sorted(((key, (sum(e["anchors"].values()) / number_of_anchors, e["p0"])) for key, e in proposals.items()),
-                    key=lambda item: -item[1][0])[:wanted]
-    decoder = _index_decoder(index, codec_model)
-    found = []
-    for (piece_id, _), (coarse, p0) in ranked:
-        piece = index.pieces.iloc[piece_id]
-        lo, hi = max(0, p0 - NEIGHBOURHOOD), min(int(piece.num_samples), p0 + L + NEIGHBOURHOOD)
-        if hi - lo < L:
+    # an approximation of the whole template's correlation; its start is that of its best window. A piece lies
+    # in one shard, so a shard's proposals are complete once it is searched: the shards are searched one at a
+    # time (memory bounded by one shard) and only the `wanted` best proposals so far are kept.
+    _, anchor_number = np.unique(anchors, return_inverse=True)
+    anchor_number = anchor_number.ravel()
+    number_of_anchors = int(anchor_number.max()) + 1
+    ranked: list = []  # ((piece, second), (coarse score, p0))
+    for s in range(len(index.shards)):
+        if not index.shards[s]["vectors"]:
             continue
-        lag, score = _ncc_best(_filtered_span(decoder, piece, lo, hi, band), filtered)
+        shard = index.shard_index(s)
+        scores, ids = shard.search(queries, int(min(shard.ntotal, neighbours or min(wanted, QUERY_NEIGHBOURS))))
+        del shard
+        ok = ids >= 0
+        q_of = np.nonzero(ok)[0]
+        vid = ids[ok].astype(np.int64) + index.offsets[s]
+        piece_of = index.piece_of(vid)
+        p0_of = index.frame_of(vid, piece_of) * FRAME_LENGTH - offsets[q_of]
+        if not len(vid):
+            continue
+        second_of = np.rint(p0_of / FRAME_LENGTH).astype(np.int64)
+        score_of = scores[ok].astype(np.float64)
+        # one sort: proposal (piece, second) and anchor combined in one key; per key and anchor the best score
+        # (np.maximum.at), summed over the anchors; per proposal its best window gives its start p0
+        span = int(second_of.max() - second_of.min()) + 1
+        proposal = piece_of * span + (second_of - second_of.min())
+        pairs, pair_of = np.unique(proposal * number_of_anchors + anchor_number[q_of], return_inverse=True)
+        pair_of = pair_of.ravel()
+        pair_best = np.full(len(pairs), -np.inf)
+        np.maximum.at(pair_best, pair_of, score_of)
+        keys, key_of_pair = np.unique(pairs // number_of_anchors, return_inverse=True)
+        key_of_pair = key_of_pair.ravel()
+        total = np.bincount(key_of_pair, weights=pair_best, minlength=len(keys))
+        key_best = np.full(len(keys), -np.inf)
+        np.maximum.at(key_best, key_of_pair, pair_best)
+        key_of_hit = key_of_pair[pair_of]
+        is_best = score_of == key_best[key_of_hit]
+        start = np.zeros(len(keys), np.int64)
+        start[key_of_hit[is_best][::-1]] = p0_of[is_best][::-1]  # the first best hit of each proposal
+        piece_of_key = keys // span
+        second_of_key = keys % span + second_of.min()
+        top_keys = np.argsort(-total, kind="stable")[:wanted]
+        ranked += [((int(piece_of_key[k]), int(second_of_key[k])), (float(total[k]) / number_of_anchors,
+                                                                    int(start[k]))) for k in top_keys]
+        ranked = sorted(ranked, key=lambda item: -item[1][0])[:wanted]
+    decoder = _index_decoder(index, codec_model)
+    pieces = {p: index.pieces.iloc[p] for p in sorted({key[0] for key, _ in ranked})}
+    spans = []
+    for (piece_id, _), (coarse, p0) in ranked:
+        piece = pieces[piece_id]
+        lo, hi = max(0, p0 - NEIGHBOURHOOD), min(int(piece.num_samples), p0 + L + NEIGHBOURHOOD)
+        if hi - lo >= L:
+            spans.append((piece_id, lo, hi, coarse))
+    # the corpus rows of all spans decoded together (batches of DECODE_ROWS), then each span correlated
+    wanted_rows: dict = {}
+    for piece_id, lo, hi, _ in spans:
+        piece = pieces[piece_id]
+        a, b = max(0, lo - FILTER_MARGIN), min(int(piece.num_samples), hi + FILTER_MARGIN)
+        wanted_rows.setdefault(int(piece.corpus), set()).update(decoder.rows_of(piece, a, b))
+    from tokenized_data.writer import one_torch_thread
+
+    with one_torch_thread():
+        for corpus, rows in sorted(wanted_rows.items()):
+            decoder.rows(corpus, sorted(rows))
+    found = []
+    for piece_id, lo, hi, coarse in spans:
+        lag, score = _ncc_best(_filtered_span(decoder, pieces[piece_id], lo, hi, band), filtered)
         found.append((score, piece_id, lo + lag, coarse))
     found.sort(key=lambda item: -item[0])
     separation = max(FRAME_LENGTH, L // 2)
@@ -709,11 +1055,10 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
     for score, piece_id, sample, coarse in found:
         if min_score is not None and score < min_score:
             break
-        trace_id = index.pieces.iloc[piece_id].trace_id
-        if any(k[4] == trace_id and abs(k[5] - (index.pieces.iloc[piece_id].t0 + sample / SAMPLING_RATE))
-               < separation / SAMPLING_RATE for k in kept):
+        trace_id = pieces[piece_id].trace_id
+        t = float(pieces[piece_id].t0) + sample / SAMPLING_RATE
+        if any(k[4] == trace_id and abs(k[5] - t) < separation / SAMPLING_RATE for k in kept):
             continue
-        t = float(index.pieces.iloc[piece_id].t0) + sample / SAMPLING_RATE
         kept.append((score, piece_id, sample, coarse, trace_id, t))
         if len(kept) >= top:
             break
@@ -721,7 +1066,7 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
 
     rows, waveforms = [], []
     for rank, (score, piece_id, sample, coarse, trace_id, t) in enumerate(kept, start=1):
-        piece = index.pieces.iloc[piece_id]
+        piece = pieces[piece_id]
         rows.append({"rank": rank, "trace_id": trace_id,
                      "starttime": _iso(obspy.UTCDateTime(t)), "endtime": _iso(obspy.UTCDateTime(t + (L - 1) / SAMPLING_RATE)),
                      "score": round(score, 6), "coarse_score": round(coarse, 6),
@@ -739,15 +1084,19 @@ def _iso(t) -> str:
 
 
 def search(template, index_path, *, top: int = 10, min_score: float | None = None, start=None, end=None,
-           seed_id: str = "*", codec: str | None = None, candidates: int | None = None):
-    """Best matches of `template` (a file path or an obspy Stream/Trace) in the index -> pandas.DataFrame.
+           seed_id: str = "*", codec: str | None = None, candidates: int | None = None,
+           neighbours: int | None = None):
+    """Best matches of `template` (a file path or an obspy Stream/Trace) in the index (a folder, or a list of
+    them: their matches merged by score) -> pandas.DataFrame.
 
     Columns: rank, trace_id, starttime (UTC ISO of the sample where the template's first sample aligns),
     endtime, score (normalized cross-correlation of the whole template, band-passed, on tokens decoded
     from all codebooks), coarse_score (the FAISS stage's), corpus. `.attrs["notes"]`: e.g. resampling.
+    candidates: proposals re-ranked (default max(1000, 20 x top)); neighbours: windows retrieved per query
+    vector in each shard (default: min(candidates, 100)).
     """
     return run_search(template, index_path, top=top, min_score=min_score, start=start, end=end,
-                      seed_id=seed_id, codec=codec, candidates=candidates).matches
+                      seed_id=seed_id, codec=codec, candidates=candidates, neighbours=neighbours).matches
 
 
 def plot_matches(result: SearchResult, path) -> None:
@@ -801,15 +1150,16 @@ def search_files(template, index, out, *, top: int = 10, min_score: float | None
 #: candidate clusters re-ranked by default, pairs pooled per cluster candidate before clustering.
 PAIR_NEIGHBOURS = 10
 PAIR_BATCH = 2048
-#: Clusters re-ranked by default: max(DEFAULT_PAIR_CANDIDATES, PAIR_CANDIDATES_PER_WINDOW x windows, 20 x top);
+#: Clusters re-ranked by default: max(DEFAULT_PAIR_CANDIDATES, PAIR_CANDIDATES_PER_SECOND x seconds indexed, 20 x top);
 #: pairs pooled before clustering: PAIR_POOL_FACTOR x that, at most PAIR_POOL_LIMIT (20 bytes a pair).
 DEFAULT_PAIR_CANDIDATES = 2000
-PAIR_CANDIDATES_PER_WINDOW = 4
+PAIR_CANDIDATES_PER_SECOND = 4
+#: Shards kept loaded by all_pairs while it searches them for each batch of windows.
+PAIR_SHARD_CACHE = 16
 PAIR_POOL_FACTOR = 50
 PAIR_POOL_LIMIT = 10_000_000
-#: All-pairs queries: each window vector also shifted by up to half a frame (in steps of one vector
-#: sample, 50 ms), so that a pair off the 1-s grid meets its partner within 25 ms.
-PAIR_SHIFT_SECONDS = 0.5
+#: All-pairs queries: each window vector is also shifted by up to half a hop (in steps of one vector sample,
+#: 50 ms), so that a pair off the hop grid meets its partner within 25 ms.
 #: Best pairs of each cluster re-ranked (the coarse score orders the windows of one repeat only roughly).
 PAIR_RERANK_PER_CLUSTER = 3
 #: Re-ranked pairs of one repeat agree on their lag to within this many seconds (4 samples).
@@ -937,20 +1287,33 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
     n = len(index)
     if n < 2:
         raise InputError(f"{index.path}: {n} window(s) indexed; all-pairs needs at least 2")
-    wanted = candidates or max(DEFAULT_PAIR_CANDIDATES, PAIR_CANDIDATES_PER_WINDOW * n, 20 * (top or 0))
+    wanted = candidates or max(DEFAULT_PAIR_CANDIDATES, int(PAIR_CANDIDATES_PER_SECOND * n * hop), 20 * (top or 0))
     pool_limit = min(PAIR_POOL_FACTOR * wanted, PAIR_POOL_LIMIT)
-    faiss = _faiss()
-    ivf = faiss.try_extract_index_ivf(index.index) if hasattr(faiss, "try_extract_index_ivf") else None
-    if ivf is not None:
-        ivf.make_direct_map()  # reconstruct() by id
-    if "nprobe" in index.metadata:
-        faiss.ParameterSpace().set_index_parameter(index.index, "nprobe", int(index.metadata["nprobe"]))
     _, trace_codes = np.unique(np.asarray(index.pieces.trace_id, dtype=str), return_inverse=True)
-    trace_of = np.asarray(trace_codes, np.int64).ravel()[index.vector_piece]
-    time_of = np.asarray(index.pieces.t0, np.float64)[index.vector_piece] + index.vector_frame * hop
+    piece_trace_code = np.asarray(trace_codes, np.int64).ravel()
+    piece_t0 = np.asarray(index.pieces.t0, np.float64)
+
+    def trace_of(v):
+        return piece_trace_code[index.piece_of(v)]
+
+    def time_of(v):
+        p = index.piece_of(v)
+        return piece_t0[p] + index.frame_of(v, p)
+
     k = int(min(n, neighbours + 2 * math.ceil(separation / hop) + 1))
     step = params["decimation"] / SAMPLING_RATE
-    shifts = range(0, int(round(PAIR_SHIFT_SECONDS / step)) + 1)  # window a later by s vector samples
+    shifts = range(0, int(round(hop / 2 / step)) + 1)  # window a later by s vector samples, up to half a hop
+    # the shards searched for each batch of windows: the last PAIR_SHARD_CACHE ones kept loaded (an index of
+    # that many shards or fewer is loaded once; a larger one is read again for each batch: memory stays bounded)
+    loaded: OrderedDict = OrderedDict()
+
+    def shard_index(s):
+        if s not in loaded:
+            loaded[s] = index.shard_index(s)
+            while len(loaded) > PAIR_SHARD_CACHE:
+                loaded.popitem(last=False)
+        loaded.move_to_end(s)
+        return loaded[s]
 
     pool_a, pool_b, pool_s = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     seen = 0
@@ -964,28 +1327,40 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
         a, b, s = a[first], b[first], s[first]
         return a[:limit], b[:limit], s[:limit]
 
-    for lo in tqdm(range(0, n, PAIR_BATCH), desc="all pairs", unit="batch", disable=not progress):
-        hi = min(n, lo + PAIR_BATCH)
-        base = np.asarray(index.index.reconstruct_n(lo, hi - lo), dtype=np.float32)
-        queries = np.ascontiguousarray(np.concatenate([_standardize(np.pad(base[:, s:], ((0, 0), (0, s))))
-                                                       for s in shifts]))
-        scores, ids = index.index.search(queries, k)
-        a = np.repeat(np.tile(np.arange(lo, hi, dtype=np.int64), len(shifts)), k)
-        b, s = ids.ravel().astype(np.int64), scores.ravel()
+    batches = [(sa, lo, min(int(shard["vectors"]), lo + PAIR_BATCH)) for sa, shard in enumerate(index.shards)
+               for lo in range(0, int(shard["vectors"]), PAIR_BATCH)]
+    for sa, lo, hi in tqdm(batches, desc="all pairs", unit="batch", disable=not progress):
+        base = index.decode(sa, lo, hi)
+        queries = index.prepare_queries(np.concatenate([_standardize(np.pad(base[:, s:], ((0, 0), (0, s))))
+                                                        for s in shifts]))
+        windows = np.tile(np.arange(lo, hi, dtype=np.int64) + index.offsets[sa], len(shifts))
+        found_a, found_b, found_s = [], [], []
+        for sb, shard in enumerate(index.shards):  # every shard's nearest windows: their union holds the nearest
+            if not shard["vectors"]:
+                continue
+            db = shard_index(sb)
+            kk = int(min(k, db.ntotal))
+            scores, ids = db.search(queries, kk)
+            found_a.append(np.repeat(windows, kk))
+            found_b.append(ids.ravel().astype(np.int64) + np.where(ids.ravel() >= 0, index.offsets[sb], 0))
+            found_s.append(scores.ravel())
+        a, b, s = np.concatenate(found_a), np.concatenate(found_b), np.concatenate(found_s)
         ok = b >= 0
         a, b, s = a[ok], b[ok], s[ok]
-        ok = ~((trace_of[a] == trace_of[b]) & (np.abs(time_of[a] - time_of[b]) < separation - 1e-6))
-        a, b, s = a[ok], b[ok], s[ok]
+        ta, tb, ca, cb = time_of(a), time_of(b), trace_of(a), trace_of(b)
+        ok = ~((ca == cb) & (np.abs(ta - tb) < separation - 1e-6))
+        a, b, s, ta, tb, ca, cb = a[ok], b[ok], s[ok], ta[ok], tb[ok], ca[ok], cb[ok]
         # each window's `neighbours` best partners (over all its shifts)
         order = np.argsort(-s, kind="stable")
         _, first = np.unique(a[order] * n + b[order], return_index=True)
-        a, b, s = a[order][first], b[order][first], s[order][first]
+        pick = order[first]
+        a, b, s, ta, tb, ca, cb = a[pick], b[pick], s[pick], ta[pick], tb[pick], ca[pick], cb[pick]
         order = np.lexsort((-s, a))
-        a, b, s = a[order], b[order], s[order]
+        a, b, s, ta, tb, ca, cb = a[order], b[order], s[order], ta[order], tb[order], ca[order], cb[order]
         group_start = np.searchsorted(a, a, side="left")
         ok = np.arange(len(a)) - group_start < neighbours
-        a, b, s = a[ok], b[ok], s[ok]
-        swap = (trace_of[b] < trace_of[a]) | ((trace_of[b] == trace_of[a]) & (time_of[b] < time_of[a]))
+        a, b, s, ta, tb, ca, cb = a[ok], b[ok], s[ok], ta[ok], tb[ok], ca[ok], cb[ok]
+        swap = (cb < ca) | ((cb == ca) & (tb < ta))
         a, b = np.where(swap, b, a), np.where(swap, a, b)
         seen += len(a)
         pool_a, pool_b, pool_s = (np.concatenate([pool_a, a]), np.concatenate([pool_b, b]),
@@ -993,11 +1368,12 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
         if len(pool_a) > 2 * pool_limit:
             pool_a, pool_b, pool_s = shrink(pool_a, pool_b, pool_s, pool_limit)
     pool_a, pool_b, pool_s = shrink(pool_a, pool_b, pool_s, pool_limit)
+    pool_a, pool_b, pool_s = shrink(pool_a, pool_b, pool_s, pool_limit)
     notes = [f"{n} windows, each at {len(shifts)} shifts of {step * 1000:g} ms, searched for {k} neighbours: "
              f"{seen} pairs (each window's {neighbours} best partners, none within {separation:g} s on its own "
              f"trace), {len(pool_a)} distinct pairs pooled"]
-    ta, tb = time_of[pool_a], time_of[pool_b]
-    labels = _cluster_pairs(trace_of[pool_a], trace_of[pool_b], ta, tb - ta, hop)
+    ta, tb = time_of(pool_a), time_of(pool_b)
+    labels = _cluster_pairs(trace_of(pool_a), trace_of(pool_b), ta, tb - ta, hop)
     best: dict = {}
     for i in np.argsort(-pool_s, kind="stable"):  # the best pairs of each cluster
         members = best.setdefault(int(labels[i]), [])
@@ -1014,14 +1390,17 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
 
     chunks = _FilteredChunks(_index_decoder(index, codec_model), index.pieces, band, width + 2 * NEIGHBOURHOOD)
     piece_trace = list(index.pieces.trace_id)
-    piece_t0 = np.asarray(index.pieces.t0, np.float64)
     reranked = []  # (score, coarse, piece a, piece b, t_a, t_b)
-    for i in sorted(chosen, key=lambda i: (int(index.vector_piece[pool_a[i]]), int(index.vector_frame[pool_a[i]]))):
-        va, vb = int(pool_a[i]), int(pool_b[i])
-        pa, pb = int(index.vector_piece[va]), int(index.vector_piece[vb])
-        a0 = int(index.vector_frame[va]) * FRAME_LENGTH
+    chosen = np.asarray(chosen, np.int64)
+    chosen_pa, chosen_pb = index.piece_of(pool_a[chosen]), index.piece_of(pool_b[chosen])
+    chosen_fa = index.frame_of(pool_a[chosen], chosen_pa)
+    chosen_fb = index.frame_of(pool_b[chosen], chosen_pb)
+    for j in np.lexsort((chosen_fa, chosen_pa)):  # in archive order: the decoded chunks are reused
+        i = int(chosen[j])
+        pa, pb = int(chosen_pa[j]), int(chosen_pb[j])
+        a0 = int(chosen_fa[j]) * FRAME_LENGTH
         window = chunks.span(pa, a0, a0 + width)
-        b0 = int(index.vector_frame[vb]) * FRAME_LENGTH
+        b0 = int(chosen_fb[j]) * FRAME_LENGTH
         lo, hi = max(0, b0 - NEIGHBOURHOOD), min(int(index.pieces.num_samples.iloc[pb]), b0 + width + NEIGHBOURHOOD)
         if hi - lo < width or not np.any(window):
             continue
@@ -1090,11 +1469,13 @@ def all_pairs_files(index, out, *, top: int | None = None, min_score: float | No
 
 
 def index_corpora(corpora, out, *, add: bool = False, codec: str | None = None, index_type: str = "auto",
-                  band=DEFAULT_BAND, pq_bytes: int = PQ_BYTES, progress: bool = True) -> SearchIndex:
+                  band=DEFAULT_BAND, pq_bytes: int = PQ_BYTES, hop: int = HOP_SECONDS, shard_by: str = "station",
+                  progress: bool = True) -> SearchIndex:
     """`eqcodec index`: build_index, with a summary line."""
-    index = build_index(corpora, out, add=add, codec=codec, index_type=index_type, band=band,
-                        pq_bytes=pq_bytes, progress=progress)
+    index = build_index(corpora, out, add=add, codec=codec, index_type=index_type, band=band, pq_bytes=pq_bytes,
+                        hop=hop, shard_by=shard_by, progress=progress)
     size = sum(index.metadata["bytes"].values())
-    print(f"{'extended' if add else 'wrote'} index {out}: {len(index)} vectors ({index.metadata['index_type']}), "
-          f"{index.metadata['pieces']} pieces from {len(index.metadata['corpora'])} corpora, {size / 1e6:.2f} MB")
+    print(f"{'extended' if add else 'wrote'} index {out}: {len(index)} vectors ({index.metadata['index_type']}, "
+          f"{index.metadata['code_size']} bytes each, one per {index.hop} s), {index.metadata['pieces']} pieces from "
+          f"{len(index.metadata['corpora'])} corpora in {len(index.shards)} shards, {size / 1e6:.2f} MB")
     return index

@@ -190,11 +190,11 @@ def test_bad_indexes_are_refused_and_nothing_is_written(archive, tmp_path, monke
         search(template, tmp_path / "nowhere")
     broken = tmp_path / "broken"
     shutil.copytree(archive[0.0][1], broken)
-    (broken / "vectors.faiss").write_bytes(b"not a faiss index")
-    with pytest.raises(InputError, match=r"vectors.faiss: corrupt FAISS index"):
+    (broken / "quantizer.faiss").write_bytes(b"not a faiss index")
+    with pytest.raises(InputError, match=r"quantizer.faiss: corrupt FAISS quantizer"):
         search(template, broken)
-    (broken / "vectors.faiss").unlink()
-    with pytest.raises(InputError, match=r"vectors.faiss: missing"):
+    (broken / "quantizer.faiss").unlink()
+    with pytest.raises(InputError, match=r"quantizer.faiss: missing"):
         search(template, broken)
     (broken / "index.json").write_text("{not json")
     with pytest.raises(InputError, match=r"index.json: corrupt"):
@@ -257,12 +257,24 @@ def test_quantized_index_is_small_and_still_finds_the_event(tmp_path):
     from tasks.search import build_index, search
 
     corpus = make_corpus(tmp_path, "corpus", 900.35, seconds=1100, seed=3)
-    with pytest.raises(InputError, match="needs at least 1024 vectors"):
-        build_index([make_corpus(tmp_path, "small", 50.0, seed=4)], tmp_path / "small-pq", index_type="pq")
-    index = build_index([corpus], tmp_path / "pq", index_type="pq", pq_bytes=8, progress=False)
-    assert index.metadata["index_type"] == "pq"
-    codebooks = 80 * 256 * 4  # the product quantizer's centroids, float32
-    assert index.metadata["bytes"]["vectors.faiss"] < 8 * len(index) + codebooks + 1000
-    best = search(event_snippet(), tmp_path / "pq", top=1).iloc[0]
+    with pytest.raises(InputError, match="needs at least 1024 vectors"):  # 8-bit codebooks: 256 centroids each
+        build_index([corpus], tmp_path / "small-pq", index_type="pq", progress=False)
+    index = build_index([corpus], tmp_path / "pqfs", index_type="pqfs", pq_bytes=8, progress=False)
+    assert index.metadata["index_type"] == "pqfs" and index.metadata["code_size"] == 8
+    assert len(index) == (1100 - 4) // 2 + 1  # a window every 2 s
+    npy_header = 128
+    assert index.metadata["bytes"]["codes.npy"] == 8 * len(index) + npy_header  # no id stored per vector
+    codebooks = 48 * 16 * 4  # 16 sub-quantizers of 16 centroids over the 48 rotated values, float32
+    rotation = 48 * 80 * 4 + 2 * 80 * 4  # the PCA-and-rotation matrix, its mean and eigenvalues
+    assert index.metadata["bytes"]["quantizer.faiss"] < codebooks + rotation + 1000  # shared by all shards
+    best = search(event_snippet(), tmp_path / "pqfs", top=1).iloc[0]
     assert abs(obspy.UTCDateTime(best.starttime) - (obspy.UTCDateTime(T0) + 900.35)) <= 0.025 + 1e-6
     assert best.score > 0.9
+    # inverted lists: 1 byte of list number in each code, still no id stored
+    with pytest.raises(InputError, match="needs at least 1024 vectors"):
+        build_index([corpus], tmp_path / "ivf-small", index_type="ivfpqfs", progress=False)
+    index = build_index([corpus], tmp_path / "ivf", index_type="ivfpqfs", hop=1, progress=False)
+    assert index.metadata["code_size"] == 9 and index.metadata["nlist"] == 256
+    assert index.metadata["bytes"]["codes.npy"] == 9 * len(index) + npy_header
+    best = search(event_snippet(), tmp_path / "ivf", top=1).iloc[0]
+    assert abs(obspy.UTCDateTime(best.starttime) - (obspy.UTCDateTime(T0) + 900.35)) <= 0.025 + 1e-6

@@ -128,8 +128,8 @@ def test_bad_input_is_refused_and_nothing_is_written(repeats, tmp_path, monkeypa
         all_pairs(empty)
     broken = tmp_path / "broken"
     shutil.copytree(repeats, broken)
-    (broken / "vectors.faiss").write_bytes(b"garbage")
-    with pytest.raises(InputError, match="vectors.faiss: corrupt FAISS index"):
+    (broken / "quantizer.faiss").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="quantizer.faiss: corrupt FAISS quantizer"):
         all_pairs(broken)
     other = tmp_path / "other-codec"
     shutil.copytree(repeats, other)
@@ -145,7 +145,7 @@ def test_bad_input_is_refused_and_nothing_is_written(repeats, tmp_path, monkeypa
     monkeypatch.setitem(cli.COMMANDS, "search", ("cli.search", "similarity search"))
     out = tmp_path / "pairs.csv"
     for argv, named in ((["--index", str(other)], "other-codec"), (["--index", str(empty)], "empty"),
-                        (["--index", str(broken)], "vectors.faiss")):
+                        (["--index", str(broken)], "quantizer.faiss")):
         assert cli.main(["search", "--all-pairs", *argv, "--out", str(out)]) == 1
         assert named in capsys.readouterr().err
     # bad option values, a template together with --all-pairs or neither, template options with --all-pairs
