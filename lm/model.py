@@ -378,11 +378,13 @@ class _Sampler:
         if self.scores is None or self.scores.shape[0] != B:
             self.scores = torch.full((B, S, max(self.vocab_sizes)), float("-inf"), device=logits.device)
             self.last_token = torch.tensor(self.vocab_sizes, device=logits.device) - 1
+            if self.inverse_temperature is not None:
+                self.inverse_temperature = self.inverse_temperature.to(logits.device)
         for first, count, vocab_size, column in self.groups:
             self.scores[:, first : first + count, :vocab_size] = logits[:, column : column + count * vocab_size].view(
                 B, count, vocab_size)
-        scores = self.scores if self.inverse_temperature is None else self.scores * self.inverse_temperature.to(
-            self.scores.device)  # a new tensor: the buffer's -inf columns stay as they are
+        # Tempered into a new tensor: the buffer's -inf columns stay as they are.
+        scores = self.scores if self.inverse_temperature is None else self.scores * self.inverse_temperature
         scores = scores.reshape(B * S, -1)
         for warp in self.warpers:  # each returns a new tensor: the buffer's -inf columns stay as they are
             scores = warp(None, scores)

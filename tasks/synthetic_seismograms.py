@@ -95,7 +95,8 @@ def burst(rng: np.random.Generator, t: np.ndarray, onset_s: float, corner_hz: fl
 def local_event(rng: np.random.Generator, t: np.ndarray, duration_s: float) -> tuple[np.ndarray, dict]:
     """[N] a P and an S burst (part 2), peak envelope 1 at the S wave, and the event's parameters."""
     sp = rng.uniform(1, 25)
-    p = {"p_onset_s": rng.uniform(-sp - 10, duration_s), "s_minus_p_s": sp, "corner_hz": rng.uniform(1, 10),
+    p = {"kind": "local", "p_onset_s": rng.uniform(-sp - 10, duration_s), "s_minus_p_s": sp,
+         "corner_hz": rng.uniform(1, 10),
          "s_to_p": rng.uniform(1.5, 6), "coda_decay_s": rng.uniform(1, 4) * (1 + sp / 5)}
     rise = rng.uniform(0.05, 0.5)
     x = (burst(rng, t, p["p_onset_s"], p["corner_hz"], rise, p["coda_decay_s"] / 2) / p["s_to_p"]
@@ -106,7 +107,7 @@ def local_event(rng: np.random.Generator, t: np.ndarray, duration_s: float) -> t
 def teleseism(rng: np.random.Generator, t: np.ndarray, duration_s: float,
               sampling_rate: float = SAMPLING_RATE) -> tuple[np.ndarray, dict]:
     """[N] a low-frequency P with coda and a dispersed surface-wave train (part 3), and their parameters."""
-    p = {"p_onset_s": rng.uniform(-30, duration_s), "p_hz": rng.uniform(0.2, 1.0),
+    p = {"kind": "teleseism", "p_onset_s": rng.uniform(-30, duration_s), "p_hz": rng.uniform(0.2, 1.0),
          "surface_onset_s": rng.uniform(-60, duration_s), "surface_duration_s": rng.uniform(40, 120)}
     wavelet = ricker(p["p_hz"], sampling_rate)
     spike = np.zeros(len(t))
@@ -129,13 +130,12 @@ def seismogram(rng: np.random.Generator, duration_s: float = 128.0,
     n = int(round(duration_s * sampling_rate))
     t = np.arange(n) / sampling_rate
     x, noise = coloured_noise(rng, n, sampling_rate)
-    parameters = {"duration_s": duration_s, "sampling_rate": sampling_rate, "noise": noise, "events": []}
+    parameters = {"duration_s": duration_s, "sampling_rate": sampling_rate,
+                  "noise": {k: float(v) for k, v in noise.items()}, "events": []}
     parts = [local_event(rng, t, duration_s) for _ in range(rng.poisson(rng.uniform(0, 1.5)))]
     if rng.random() < P_TELESEISM:
         parts.append(teleseism(rng, t, duration_s, sampling_rate))
-        parts[-1][1]["kind"] = "teleseism"
     for part, event in parts:
-        event.setdefault("kind", "local")
         event["snr_db"] = rng.uniform(-5, 40)
         if rng.random() < P_REVERBERATION:
             event["reverberation"] = {"tau_s": rng.uniform(2, 8), "reflection": rng.uniform(0.3, 0.7)}
@@ -145,7 +145,6 @@ def seismogram(rng: np.random.Generator, duration_s: float = 128.0,
         parameters["events"].append({k: float(v) if isinstance(v, (float, np.floating)) else v
                                      for k, v in event.items()})
     parameters["scale"] = float(10 ** rng.uniform(1, 5))
-    parameters["noise"] = {k: float(v) for k, v in noise.items()}
     return x * parameters["scale"], parameters
 
 

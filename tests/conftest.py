@@ -24,6 +24,14 @@ def example_stream():
     return obspy.read()
 
 
+@pytest.fixture()
+def example_file(example_stream, tmp_path):
+    """example_stream written as miniSEED: tmp_path / example.mseed."""
+    path = tmp_path / "example.mseed"
+    example_stream.write(str(path), format="MSEED")
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_lm_dir(codec, tmp_path_factory):
     """A tiny randomly initialised LM (lm/configs/tiny.json) that reads the shipped codec's tokens: fast to sample and fine-tune."""

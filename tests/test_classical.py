@@ -185,13 +185,6 @@ def test_synthetic_set_is_seeded_and_returns_its_parts(tmp_path):
 
 # ------------------------------------------------------------ eqcodec deconvolve
 
-@pytest.fixture()
-def example_file(tmp_path, example_stream):
-    path = tmp_path / "example.mseed"
-    example_stream.write(str(path), format="MSEED")
-    return path
-
-
 def test_deconvolve_cli_writes_a_valid_miniseed(example_file, tmp_path, capsys):
     import obspy
     from cli import main

@@ -25,13 +25,6 @@ from tasks.deconvolve import (Matching, deconvolve_samples, delay_periods, energ
 torch.set_num_threads(1)
 
 
-@pytest.fixture()
-def example_file(example_stream, tmp_path):
-    path = tmp_path / "example.mseed"
-    example_stream.write(str(path), format="MSEED")
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny(tiny_lm_dir, codec):
     return load_lm(tiny_lm_dir), codec

@@ -26,13 +26,6 @@ def tiny_lm(tiny_lm_dir):
     return tiny_lm_dir
 
 
-@pytest.fixture()
-def example_file(example_stream, tmp_path):
-    path = tmp_path / "example.mseed"
-    example_stream.write(str(path), format="MSEED")
-    return path
-
-
 def test_evaluate_forecast_with_picks_writes_tables_json_and_plot(example_file, example_stream, tiny_lm, tmp_path,
                                                                   capsys):
     start = example_stream[0].stats.starttime

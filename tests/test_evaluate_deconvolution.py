@@ -23,13 +23,6 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture()
-def example_file(example_stream, tmp_path):
-    path = tmp_path / "example.mseed"
-    example_stream.write(str(path), format="MSEED")
-    return path
-
-
-@pytest.fixture()
 def event_with_picks(example_stream, tmp_path):
     """(file, picks CSV): the example event after 20 s of quiet noise, P picked at its first strong sample."""
     import obspy

@@ -25,13 +25,6 @@ def lm():
     return load_lm()
 
 
-@pytest.fixture()
-def example_file(example_stream, tmp_path):
-    path = tmp_path / "example.mseed"
-    example_stream.write(str(path), format="MSEED")
-    return path
-
-
 def test_forecast_samples_shape_and_amplitude(example_stream, lm, codec):
     samples = trace_to_codec_input(example_stream[0])  # [1200] at 40 Hz
     members = forecast_samples(samples, lm, codec, context_seconds=20, horizon_seconds=5, n_samples=4, seed=0)

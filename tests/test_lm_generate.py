@@ -25,13 +25,6 @@ def lm(lm_dir):
     return load_lm(lm_dir)
 
 
-@pytest.fixture()
-def example_file(example_stream, tmp_path):
-    path = tmp_path / "example.mseed"
-    example_stream.write(str(path), format="MSEED")
-    return path
-
-
 def run(example_file, out, lm_dir, *extra):
     return cli(["generate", str(example_file), "--context-seconds", "20", "--seconds", "4",
                 "--out", str(out), "--lm", str(lm_dir), "--seed", "0", *extra])

@@ -26,13 +26,6 @@ def tiny(tiny_lm_dir, codec):
     return load_lm(tiny_lm_dir), codec
 
 
-@pytest.fixture()
-def example_file(example_stream, tmp_path):
-    path = tmp_path / "example.mseed"
-    example_stream.write(str(path), format="MSEED")
-    return path
-
-
 def long_samples() -> np.ndarray:
     """A real recording at 40 Hz longer than two tiny-LM windows: BW.RJOB EHZ, three times over (90 s)."""
     x = trace_to_codec_input(obspy.read()[0])
