@@ -181,6 +181,9 @@ def training_traces(subset: bool, hours: int, seed: int = 0) -> tuple[list[np.nd
 
 
 def evaluation_corpora(piece_minutes: float, subset: bool) -> dict[str, list[np.ndarray]]:
+    """{name: pieces (40 Hz arrays)}; SOURCE_RATES gets the rate of the corpora recorded below 40 Hz."""
+    import obspy
+
     from codec.data import load_traces, nc_events_split
 
     _, held_out = nc_events_split(NC_EVENTS)
@@ -190,7 +193,11 @@ def evaluation_corpora(piece_minutes: float, subset: bool) -> dict[str, list[np.
         pieces = [p for _, x in prepared_traces(PUBLIC / "ispaq" / name) for p in cut(x, samples, samples // 2)]
         if subset:
             pieces = pieces[:: max(1, len(pieces) // 24)]
-        corpora[name.split("..")[0].split(".00")[0] + " day " + name.split(".")[-2]] = pieces
+        label = name.split("..")[0].split(".00")[0] + " day " + name.split(".")[-2]
+        corpora[label] = pieces
+        rate = min(tr.stats.sampling_rate for tr in obspy.read(str(PUBLIC / "ispaq" / name), headonly=True))
+        if rate < RATE:
+            SOURCE_RATES[label] = float(rate)
     rutford = [p for p in sorted((PUBLIC / "quakemigrate" / "Icequake_Rutford").rglob("*.m")) if station_of(p)]
     corpora["Rutford ST09+ST10"] = [p for f in rutford for _, x in prepared_traces(f)
                                     for p in cut(x, samples, samples // 2)]
@@ -211,6 +218,10 @@ def block_vectors(traces) -> torch.Tensor:
         out.append(shapes[0][keep])
     return torch.cat(out)
 
+
+#: Corpora recorded below 40 Hz: their source rate, given to every coder's decoder (EncodedWaveform.source_rate:
+#: nothing decoded above the source's Nyquist).
+SOURCE_RATES: dict[str, float] = {}
 
 CLASSICAL = ("block", "lapped")
 CODER_FILES = {"block": "block_gain_shape_rvq.safetensors", "lapped": "lapped_gain_shape_rvq.safetensors"}
@@ -292,10 +303,11 @@ def fit_coders(traces, args, description: dict, names=CLASSICAL) -> dict:
 
 
 # ---------------------------------------------------------------------- evaluation
-def evaluate(coders: dict, traces: list[np.ndarray], levels) -> dict:
+def evaluate(coders: dict, traces: list[np.ndarray], levels, source_rate: float | None = None) -> dict:
     """Per coder and k: median SNR, median segmental SNR, median frame-edge ratio of the output and of the error.
 
-    coders: {label: (coder, beam width)}; width 1 calls encode(x) (greedy search).
+    coders: {label: (coder, beam width)}; width 1 calls encode(x) (greedy search). source_rate: the traces'
+    rate before resampling to 40 Hz, told to every decoder (None: 40 Hz or more).
     """
     from benchmarks.codec_rate_distortion import trace_bounds
     from codec.baselines import steim2_bits_per_second, steim2_integers
@@ -313,6 +325,7 @@ def evaluate(coders: dict, traces: list[np.ndarray], levels) -> dict:
         per_k = {k: [] for k in levels}
         for x in traces:
             encoded = coder.encode(x) if beam == 1 else coder.encode(x, beam_width=beam)
+            encoded.source_rate = source_rate
             for k in levels:
                 y = coder.decode(encoded, k)[0].cpu().numpy()
                 per_k[k].append((snr_db(x, y), segmental_snr_db(x, y), frame_edge_ratio(y), frame_edge_ratio(x - y)))
@@ -554,8 +567,9 @@ def main(argv=None) -> int:
         report["reference"] = {"path": str(args.reference), **json.loads(args.reference.read_text())}
     for name, pieces in corpora.items():
         log(f"evaluating {name}: {len(pieces)} pieces")
-        result = evaluate(coders, pieces, range(1, 9))
-        result.update(pieces=len(pieces), hours=sum(map(len, pieces)) / RATE / 3600)
+        result = evaluate(coders, pieces, range(1, 9), SOURCE_RATES.get(name))
+        result.update(pieces=len(pieces), hours=sum(map(len, pieces)) / RATE / 3600,
+                      source_rate_hz=SOURCE_RATES.get(name))
         report["corpora"][name] = result
     timed = classical + (["v2"] if "v2" in selected else [])
     if not args.skip_speed and timed:

@@ -79,17 +79,19 @@ def templates(directory: str, count: int, seconds: float = 10.0):
     return found
 
 
-def parse_variant(text: str) -> tuple[str, int, int, int | None, int | None]:
-    """TYPE:PQ_BYTES:HOP[:CANDIDATES[:NEIGHBOURS]] -> (type, pq bytes, hop, proposals re-ranked, windows retrieved
-    per query vector; None: the search's default)."""
-    kind, pq_bytes, hop, *rest = text.split(":") + ["", ""]
-    return kind, int(pq_bytes or 0), int(hop), int(rest[0]) if rest[0] else None, int(rest[1]) if rest[1] else None
+def parse_variant(text: str) -> tuple:
+    """TYPE:PQ_BYTES:HOP[:CANDIDATES[:NEIGHBOURS[:CODEBOOKS]]] -> (type, pq bytes, hop, proposals re-ranked,
+    windows retrieved per query vector, codebooks the coarse windows are decoded from; None: the default)."""
+    kind, pq_bytes, hop, *rest = text.split(":") + ["", "", ""]
+    candidates, neighbours, codebooks = (int(r) if r else None for r in rest[:3])
+    return kind, int(pq_bytes or 0), int(hop), candidates, neighbours, codebooks
 
 
 def variant_label(variant) -> str:
-    kind, pq_bytes, hop, candidates, neighbours = variant
+    kind, pq_bytes, hop, candidates, neighbours, codebooks = variant
     label = f"{kind}-hop{hop}" if kind == "flat" else f"{kind}{pq_bytes}-hop{hop}"
-    return label + (f"-c{candidates}" if candidates else "") + (f"-k{neighbours}" if neighbours else "")
+    return (label + (f"-c{candidates}" if candidates else "") + (f"-k{neighbours}" if neighbours else "")
+            + (f"-cb{codebooks}" if codebooks else ""))
 
 
 def top_peaks(cc: np.ndarray, n: int, separation: int) -> list[int]:
@@ -116,6 +118,26 @@ def matched_filter(day, template: np.ndarray, n: int):
         for i in top_peaks(cc, n, len(tpl) // 2):
             hits.append((trace.stats.starttime + i / 40.0, float(cc[i])))
     return sorted(hits, key=lambda h: -h[1])[:n]
+
+
+def true_and_false_scores(hits, injections, tolerance: float = 0.05):
+    """hits [(time, score)] of one template, injections [time] of it -> (the best score of a hit within
+    `tolerance` s of each injection, -inf where none; scores of the hits near no injection: false alarms)."""
+    best = [max((score for when, score in hits if abs(when - at) <= tolerance), default=-np.inf)
+            for at in injections]
+    false = [score for when, score in hits if all(abs(when - at) > tolerance for at in injections)]
+    return best, false
+
+
+def false_alarms_at_recall(true_scores, false_scores, recall: float) -> float | None:
+    """False alarms scoring at least the threshold that recalls `recall` of the injections (None: not reached)."""
+    found = np.sort(np.asarray(true_scores, float))[::-1]
+    need = int(np.ceil(recall * len(found) - 1e-9))
+    if need == 0:
+        return 0.0
+    if need > len(found) or not np.isfinite(found[need - 1]):
+        return None
+    return float(np.sum(np.asarray(false_scores, float) >= found[need - 1]))
 
 
 # ---------------------------------------------------------------------------- all pairs (--all-pairs)
@@ -213,13 +235,21 @@ def run_all_pairs(args) -> dict:
     tokenize([str(folder / "cut.mseed")], folder / "corpus", num_proc=1, progress=False)
     tokenize_s = time.time() - t
     t = time.time()
-    build_index([folder / "corpus"], folder / "index", index_type="flat", band=band, hop=args.pairs_hop,
-                progress=False)
+    build_index([folder / "corpus"], folder / "index", index_type=args.pairs_index_type, band=band,
+                hop=args.pairs_hop, progress=False)
     build_s = time.time() - t
     samples = bandpass(trace_to_codec_input(obspy.read(str(folder / "cut.mseed"))[0]), band)
-    t = time.time()
-    reference = all_pairs_cc(samples, int(window_s * 40), 40, tau, int(separation_s * 40))
-    cc_s = time.time() - t
+    # the reference is the same for the same cut, injections and threshold: kept in --work when one is given
+    cached = work / f"reference-{args.pairs_seconds:g}s-{args.pairs_snr:+g}dB-{tau:g}.json"
+    if args.work and cached.is_file():
+        saved = json.loads(cached.read_text())
+        reference, cc_s = [(int(a), int(lag), float(cc)) for a, lag, cc in saved["pairs"]], saved["seconds"]
+    else:
+        t = time.time()
+        reference = all_pairs_cc(samples, int(window_s * 40), 40, tau, int(separation_s * 40))
+        cc_s = time.time() - t
+        if args.work:
+            cached.write_text(json.dumps({"pairs": [list(map(float, r)) for r in reference], "seconds": cc_s}))
     repeats = reference_repeats(reference, window_s)
     t = time.time()
     pairs = token_all_pairs(folder / "index", min_separation=separation_s, candidates=args.pairs_candidates,
@@ -239,6 +269,7 @@ def run_all_pairs(args) -> dict:
     result = {"day": args.day, "channel": trace.id, "channel_hours": round(n / 40 / 3600, 3), "band_hz": band,
               "templates": [name for name, _ in tpls], "injections_per_template": args.injections,
               "snr_db": args.pairs_snr, "threshold": tau, "neighbours": args.pairs_neighbours,
+              "index_type": args.pairs_index_type, "hop_s": args.pairs_hop,
               "candidates": args.pairs_candidates, "window_s": window_s, "min_separation_s": separation_s,
               "reference": "all-pairs cross-correlation (obspy correlate_template, FFT) of every 4-s window "
                            "(1-s hop) of the band-passed original 40 Hz samples with the rest of the channel",
@@ -300,6 +331,9 @@ def main() -> int:
                              "(PQ_BYTES ignored by flat; CANDIDATES: proposals re-ranked, NEIGHBOURS: windows per "
                              "query vector, default the search's own), e.g. "
                              "flat:0:1,pq:16:1,pqfs:8:2:1000 (default: %(default)s)")
+    parser.add_argument("--false-alarm-depth", type=int, default=10,
+                        help="matches beyond the injections listed per template (both methods) to count false "
+                             "alarms at equal recall (default: %(default)s)")
     parser.add_argument("--out", default="benchmarks/results/search_benchmark.json")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--all-pairs", action="store_true",
@@ -313,6 +347,9 @@ def main() -> int:
                         help="--all-pairs: neighbours per window of all_pairs")
     parser.add_argument("--pairs-hop", type=int, default=1,
                         help="--all-pairs: hop (s) of the index (the measurement of search_all_pairs_3h.json: 1)")
+    parser.add_argument("--pairs-index-type", default="flat",
+                        help="--all-pairs: index type (default: %(default)s; the measurement of "
+                             "search_all_pairs_3h.json: flat)")
     parser.add_argument("--pairs-candidates", type=int, default=None,
                         help="--all-pairs: clusters re-ranked by all_pairs (default: its own)")
     args = parser.parse_args()
@@ -321,14 +358,16 @@ def main() -> int:
     if args.all_pairs:
         run_all_pairs(args)
         return 0
-    rng = np.random.default_rng(0)
     variants = [parse_variant(v) for v in args.variants.split(",")]
 
     day = obspy.read(args.day)
     day.merge(method=-1)
     day = obspy.Stream(sorted(day, key=lambda tr: tr.stats.starttime))
+    rates = sorted({tr.stats.sampling_rate for tr in day})
     for tr in day:
         tr.data = tr.data.astype(np.float64)
+        if tr.stats.sampling_rate != 40.0:  # a 20 Hz day: at the codec's 40 Hz, as tokenizing would (and the MF)
+            tr.resample(40.0)
     tpls = templates(args.events, args.templates)
     longest = max(day, key=lambda tr: tr.stats.npts)
     work = Path(args.work or tempfile.mkdtemp(prefix="search-bench-"))
@@ -344,10 +383,12 @@ def main() -> int:
 
     results = {"day": args.day, "channel_hours": hours, "templates": [name for name, _ in tpls],
                "variants": [variant_label(v) for v in variants],
-               "steim2_bytes_40hz": steim_size, "original_file_bytes": original_size, "snr": []}
+               "steim2_bytes_40hz": steim_size, "original_file_bytes": original_size, "original_rates_hz": rates,
+               "snr": []}
     slots = len(tpls) * args.injections
     spacing = (longest.stats.npts - 2 * 40 * 600) // slots
     for snr in [float(s) for s in args.snr.split(",")]:
+        rng = np.random.default_rng([0, int(round(10 * snr)) + 1000])  # the same injections whatever --snr lists
         injected = day.copy()
         target = max(injected, key=lambda tr: tr.stats.npts)
         truth = []  # (template index, time)
@@ -372,45 +413,67 @@ def main() -> int:
         t = time.time()
         tokenize([str(folder / "day.mseed")], folder / "corpus", num_proc=1, progress=False)
         tokenize_s = time.time() - t
-        row = {"snr_db": snr, "tokenize_s": round(tokenize_s, 1), "indexes": {}}
+        row = {"snr_db": snr, "tokenize_s": round(tokenize_s, 1), "indexes": {},
+               "injections": [{"template": tpls[w][0], "starttime": str(when)} for w, when in truth]}
         filtered_day = [(tr, bandpass(tr.data, (1.0, 8.0))) for tr in injected]
         found_mf, mf_time = 0, 0.0
+        mf_true, mf_false = [], []
+        depth = args.injections + args.false_alarm_depth
         for which, (name, tpl) in enumerate(tpls):
             t = time.time()
-            hits = matched_filter(filtered_day, tpl, args.injections)
+            hits = matched_filter(filtered_day, tpl, depth)
             mf_time += time.time() - t
             for w, when in truth:
-                if w == which and any(abs(h - when) <= 0.05 for h, _ in hits):
+                if w == which and any(abs(h - when) <= 0.05 for h, _ in hits[:args.injections]):
                     found_mf += 1
+            best, false = true_and_false_scores(hits, [when for w, when in truth if w == which])
+            mf_true += best
+            mf_false += false
+        template_hours = hours * len(tpls)
         row["matched_filter"] = {"recall": found_mf / len(truth), "query_s": round(mf_time / len(tpls), 3)}
         for variant in variants:
-            kind, pq_bytes, hop, candidates, neighbours = variant
+            kind, pq_bytes, hop, candidates, neighbours, codebooks = variant
             label = variant_label(variant)
             t = time.time()
             index = build_index([folder / "corpus"], folder / f"index-{label}", index_type=kind, hop=hop,
-                                pq_bytes=pq_bytes or 8, progress=False, log=lambda line: None)
+                                pq_bytes=pq_bytes or 8, progress=False, log=lambda line: None,
+                                **({"coarse_codebooks": codebooks} if codebooks else {}))
             build_s = time.time() - t
             found, exact, q_time = 0, 0, 0.0
+            token_true, token_false = [], []
             for which, (name, tpl) in enumerate(tpls):
                 trace = obspy.Trace(tpl.astype(np.float32), header={"sampling_rate": 40.0, "station": "TPL"})
                 t = time.time()
-                matches = search(trace, folder / f"index-{label}", top=args.injections, candidates=candidates,
+                matches = search(trace, folder / f"index-{label}", top=depth, candidates=candidates,
                                  neighbours=neighbours)
                 q_time += time.time() - t
-                times = [obspy.UTCDateTime(s) for s in matches.starttime]
+                best, false = true_and_false_scores(
+                    [(obspy.UTCDateTime(s), score) for s, score in zip(matches.starttime, matches.score)],
+                    [when for w, when in truth if w == which])
+                token_true += best
+                token_false += false
+                times = [obspy.UTCDateTime(s) for s in matches.starttime[:args.injections]]
                 for w, when in truth:
                     if w == which and any(abs(m - when) <= 0.05 for m in times):
                         found += 1
                     if w == which and any(abs(m - when) <= 0.0125 for m in times):
                         exact += 1
+            # false alarms per template-hour at the recall the token search reaches with its deep list, for both
+            reached = float(np.mean(np.isfinite(token_true)))
+            fa_token = false_alarms_at_recall(token_true, token_false, reached)
+            fa_mf = false_alarms_at_recall(mf_true, mf_false, reached)
             row["indexes"][label] = {"recall": found / len(truth), "recall_exact_sample": exact / len(truth),
+                                     "recall_deep": reached,
+                                     "false_alarms_per_hour": None if fa_token is None else fa_token / template_hours,
+                                     "mf_false_alarms_per_hour_same_recall":
+                                         None if fa_mf is None else fa_mf / template_hours,
                                      "query_s": round(q_time / len(tpls), 3), "build_s": round(build_s, 1),
                                      "index_bytes": int(sum(index.metadata["bytes"].values())),
                                      "code_bytes": int(index.metadata["bytes"]["codes.npy"]),
                                      "vectors": len(index), "code_size": int(index.metadata["code_size"])}
             shutil.rmtree(folder / f"index-{label}", ignore_errors=True)
         results["snr"].append(row)
-        print(json.dumps(row), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k != "injections"}), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     corpus_bytes = sum(p.stat().st_size for p in (work / f"snr{results['snr'][0]['snr_db']:+.0f}" / "corpus").rglob("*.arrow"))
@@ -430,6 +493,16 @@ def main() -> int:
     print("| mean query s (MF: correlate_template, samples in memory) | "
           f"{np.mean([r['matched_filter']['query_s'] for r in results['snr']]):.2f} | " + " | ".join(
               f"{np.mean([r['indexes'][k]['query_s'] for r in results['snr']]):.2f}" for k in labels) + " |")
+    print("\nfalse alarms per template-hour (matches more than 50 ms from every injection of their template, "
+          f"among the top {args.injections} + {args.false_alarm_depth}) at the threshold where the token search "
+          "reaches its recall (within that list), token / matched filter at the same recall:\n")
+    print("| SNR (dB) | " + " | ".join(labels) + " |")
+    print("|---|" + "---|" * len(labels))
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for row in results["snr"]:
+        print(f"| {row['snr_db']:+.0f} | " + " | ".join(
+            f"{row['indexes'][k]['recall_deep']:.2f}: {fmt(row['indexes'][k]['false_alarms_per_hour'])} / "
+            f"{fmt(row['indexes'][k]['mf_false_alarms_per_hour_same_recall'])}" for k in labels) + " |")
     print(f"\nrecall: injections found within 50 ms by the top-{args.injections} matches of their template; "
           "variants: index type, bytes per window, hop (s)")
     results["corpus_bytes"] = corpus_bytes

@@ -1,6 +1,6 @@
 """`eqcodec index`: build (or extend) a similarity-search index over token corpora.
 
-Every channel of the corpora is decoded from its first 2 codebooks, band-passed
+Every channel of the corpora is decoded from all 8 codebooks, band-passed
 and cut into 4-s windows hopped by --hop seconds (2); each window becomes an
 80-value vector (20 Hz, mean removed, unit norm), stored as a FAISS code: exact
 float vectors for small archives, product-quantized (8 bytes a vector by

@@ -43,8 +43,9 @@ def encode_trace(codec: EQCodec, trace, *, allow_clipped: bool = False, beam_wid
 
 def encode_samples(codec: EQCodec, trace, samples: np.ndarray, *, beam_width: int = 1) -> EncodedTrace:
     """Encode `samples`, the trace's data already checked and at 40 Hz (trace_to_codec_input), keeping its id and times."""
-    return EncodedTrace(codec.encode(samples, beam_width=beam_width), trace.id, trace.stats.starttime,
-                        float(trace.stats.sampling_rate))
+    encoded = codec.encode(samples, beam_width=beam_width)
+    encoded.source_rate = float(trace.stats.sampling_rate)
+    return EncodedTrace(encoded, trace.id, trace.stats.starttime, float(trace.stats.sampling_rate))
 
 
 def decode_trace(codec: EQCodec, encoded: EncodedTrace, num_codebooks: int | None = None):

@@ -33,7 +33,7 @@ from torch import nn
 from . import gain as gainlib
 from . import rvq
 from .files import write_atomically
-from .model import EncodedWaveform
+from .model import EncodedWaveform, band_limited, nyquist_of_source
 from .preprocess import FRAME_LENGTH, SAMPLING_RATE
 
 FORMAT_NAME = "gain-shape-rvq"
@@ -260,7 +260,7 @@ class GainShapeRVQ(nn.Module):
         shapes = rvq.sum_codes(encoded.codes[:, :k].transpose(1, 2), self.codebooks)  # [B, T, F]
         frames = shapes.double() * gainlib.dequantize_gain(encoded.gain, encoded.scale)[..., None]
         x = frames.reshape(frames.shape[0], -1)[:, : encoded.length]
-        return x + encoded.offset[:, None]
+        return band_limited(x, nyquist_of_source(encoded)) + encoded.offset[:, None]
 
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | Path) -> None:

@@ -67,7 +67,7 @@ from . import rvq
 from .baselines import kmeans, load_codebooks, save_codebooks
 from .errors import CheckpointError
 from .files import write_all_or_nothing
-from .model import TRACE_SIDE_BITS, EncodedWaveform, config_from_dict
+from .model import TRACE_SIDE_BITS, EncodedWaveform, config_from_dict, nyquist_of_source
 from .preprocess import SAMPLING_RATE
 
 FORMAT_NAME = "lapped-gain-shape-rvq"
@@ -365,11 +365,16 @@ class LappedGainShapeRVQ(nn.Module):
         if mdctlib.num_frames(encoded.length, HOP) != T:
             raise ValueError(f"{T} frames do not code {encoded.length} samples")
         G = self.quantizer.dequantize(encoded.gain, encoded.scale)
+        # a source slower than 40 Hz had nothing above its Nyquist: its coefficients there are set to 0
+        # (coefficient j spans [j, j + 1) x 20 / HOP Hz), which removes the quantization noise in that band
+        limit = nyquist_of_source(encoded)
+        keep = HOP if limit is None else int(math.floor(limit * HOP / 20.0 + 1e-9))
         y = torch.zeros(B, T * HOP + HOP, dtype=torch.float64)
         for t0, t1 in _chunks(T, chunk_frames):
             shapes = self.codebooks[0][codes[:, 0, t0:t1]].double()
             for q in range(1, k):
                 shapes += self.codebooks[q][codes[:, q, t0:t1]]
+            shapes[..., keep:] = 0
             frames = mdctlib.imdct_frames(shapes * G[:, t0:t1, None], HOP, first=t0 == 0, last=t1 == T)
             y[:, t0 * HOP : t1 * HOP + HOP] += mdctlib.overlap_add(frames, HOP)
         return y[:, HOP // 2 : HOP // 2 + encoded.length] + encoded.offset.double()[:, None]

@@ -109,6 +109,8 @@ class EncodedWaveform:
     scale:  [B] float64 reference amplitude of the gain levels
     offset: [B] float64 mean removed before coding
     length: samples at 40 Hz (the last frame may be padded)
+    source_rate: sampling rate (Hz) of the traces before resampling to 40 Hz, or None (unknown): decoding
+        keeps nothing above a slower source's Nyquist (`nyquist_of_source`), where the source had nothing
     """
 
     codes: torch.Tensor
@@ -117,13 +119,31 @@ class EncodedWaveform:
     offset: torch.Tensor
     length: int
     extra: dict = field(default_factory=dict)
+    source_rate: float | None = None
 
     def __getitem__(self, index) -> "EncodedWaveform":
         """Select traces along the batch axis (keeps the batch dimension for ints)."""
         if isinstance(index, int):
             index = slice(index, index + 1)
         return EncodedWaveform(self.codes[index], self.gain[index], self.scale[index],
-                               self.offset[index], self.length)
+                               self.offset[index], self.length, source_rate=self.source_rate)
+
+
+def nyquist_of_source(encoded: EncodedWaveform) -> float | None:
+    """The band limit (Hz) decoding keeps: the source's Nyquist where the source was slower than 40 Hz
+    (resampled up, it held nothing above it), else None (the full band)."""
+    rate = encoded.source_rate
+    return None if rate is None or rate >= SAMPLING_RATE else 0.5 * float(rate)
+
+
+def band_limited(samples: torch.Tensor, limit_hz: float | None) -> torch.Tensor:
+    """[B, N] samples at 40 Hz with nothing above limit_hz (FFT, zero phase); None: unchanged."""
+    if limit_hz is None:
+        return samples
+    spectrum = torch.fft.rfft(samples, dim=-1)
+    frequencies = torch.fft.rfftfreq(samples.shape[-1], d=1.0 / SAMPLING_RATE)
+    spectrum[..., frequencies > limit_hz] = 0
+    return torch.fft.irfft(spectrum, n=samples.shape[-1], dim=-1)
 
 
 class EQCodec(nn.Module):
@@ -360,7 +380,8 @@ class EQCodec(nn.Module):
             frames = frames * gainlib.dequantize_gain(gain[:, start:stop], encoded.scale)[..., None]
             samples = frames.reshape(B, -1)[:, : encoded.length - start * F]
             out[:, start * F : start * F + samples.shape[-1]] = samples + encoded.offset[:, None]
-        return out
+        limit = nyquist_of_source(encoded)
+        return out if limit is None else band_limited(out - encoded.offset[:, None], limit) + encoded.offset[:, None]
 
     def check_num_codebooks(self, k: int | None) -> int:
         K = self.config.num_codebooks

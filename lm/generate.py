@@ -158,12 +158,21 @@ def continue_codes(lm: SeismicLM, encoded: EncodedWaveform, num_frames: int, *, 
 
 
 def _continue_prepared(contexts: np.ndarray, levels, lm: SeismicLM, codec: Codec, seconds: int, *,
-                       samples: int, **sampling) -> np.ndarray:
-    """[B, C * 40] prepared contexts (prepare_context) -> [B, samples, seconds * 40] continuations in input units."""
+                       samples: int, source_rates=None, **sampling) -> np.ndarray:
+    """[B, C * 40] prepared contexts (prepare_context) -> [B, samples, seconds * 40] continuations in input units.
+
+    source_rates: [B] rates the contexts were recorded at (None: 40 Hz or more): a continuation of a slower
+    channel is decoded with nothing above its Nyquist, as its context (EncodedWaveform.source_rate)."""
     context_frames = contexts.shape[-1] // FRAME_LENGTH
     continued = continue_codes(lm, codec.encode(contexts), seconds, samples=samples, **sampling)
+    rates = [rate for rate in (source_rates or [None] * len(contexts)) for _ in range(samples)]  # per row
+    waveforms = np.empty((len(rates), seconds * FRAME_LENGTH))
     # Decode context + continuation together, so the decoder sees real neighbours at the boundary.
-    waveforms = codec.decode(continued)[:, context_frames * FRAME_LENGTH:].cpu().numpy()
+    for rate in set(rates):
+        rows = [i for i, r in enumerate(rates) if r == rate]
+        part = continued[torch.as_tensor(rows)]
+        part.source_rate = rate
+        waveforms[rows] = codec.decode(part)[:, context_frames * FRAME_LENGTH:].cpu().numpy()
     waveforms = waveforms.reshape(len(contexts), samples, -1)
     return waveforms + np.asarray(levels, dtype=np.float64)[:, None, None]  # back to the input's level
 
@@ -171,12 +180,14 @@ def _continue_prepared(contexts: np.ndarray, levels, lm: SeismicLM, codec: Codec
 def continue_array(samples_40hz: np.ndarray, lm: SeismicLM, codec: Codec, context_seconds: int, seconds: int, *,
                    samples: int = 1, temperature: float | None = None, top_k: int | None = None,
                    top_p: float | None = None, seed: int | None = None, allow_clipped: bool = False,
-                   gain_temperature: float | None = None) -> np.ndarray:
+                   gain_temperature: float | None = None, source_rate: float | None = None) -> np.ndarray:
     """Continue 40 Hz arrays: [N] or [B, N] samples -> [samples, H * 40] or [B, samples, H * 40].
 
     The last context_seconds of each row are the context (prepared as token corpora
     are); continuation sample 0 comes 1/40 s after the row's last sample; the result
-    is in the input's units. No obspy involved: the array API under generate_continuations.
+    is in the input's units. source_rate: the rate the rows were recorded at before resampling to 40 Hz
+    (None: 40 Hz or more; a slower channel's continuations hold nothing above its Nyquist). No obspy
+    involved: the array API under generate_continuations.
     """
     x = np.asarray(samples_40hz, dtype=np.float64)
     if x.ndim not in (1, 2):
@@ -187,8 +198,8 @@ def continue_array(samples_40hz: np.ndarray, lm: SeismicLM, codec: Codec, contex
                 for i, row in enumerate(rows)]
     contexts, levels = zip(*prepared)
     out = _continue_prepared(np.stack(contexts), levels, lm, codec, seconds, samples=samples,
-                             temperature=temperature, gain_temperature=gain_temperature, top_k=top_k,
-                             top_p=top_p, seed=seed)
+                             source_rates=[source_rate] * len(contexts), temperature=temperature,
+                             gain_temperature=gain_temperature, top_k=top_k, top_p=top_p, seed=seed)
     return out[0] if x.ndim == 1 else out
 
 
@@ -213,6 +224,7 @@ def generate_continuations(stream, lm: SeismicLM, codec: Codec, context_seconds:
     contexts, starts, levels = zip(*(context_samples(tr, context_seconds, allow_clipped=allow_clipped)
                                      for tr in traces))
     waveforms = _continue_prepared(np.stack(contexts), levels, lm, codec, seconds, samples=samples,
+                                   source_rates=[float(tr.stats.sampling_rate) for tr in traces],
                                    temperature=temperature, gain_temperature=gain_temperature, top_k=top_k,
                                    top_p=top_p, seed=seed)
     outputs = []

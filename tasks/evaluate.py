@@ -267,7 +267,8 @@ def forecast_cases(files: list[Path], picks: dict | None, context_s: float, hori
                     continue
                 cases.append({"kind": kind.split(":")[0], "trace": f"{path.name}:{trace.id}",
                               "context": (context - mean) / std,
-                              "truth": (samples[end : end + horizon_n] - mean) / std})
+                              "truth": (samples[end : end + horizon_n] - mean) / std,
+                              "source_rate": float(trace.stats.sampling_rate)})
     return cases
 
 
@@ -279,20 +280,25 @@ def spread_subset(items: list, n: int) -> list:
 
 
 def lm_sample_forecasts(context: np.ndarray, horizon_samples: int, n_samples: int, rng: np.random.Generator,
-                        *, lm, codec) -> np.ndarray:
-    """[S, H] token-LM continuations of a 40 Hz context [N] (its whole seconds are read)."""
+                        source_rate: float | None = None, *, lm, codec) -> np.ndarray:
+    """[S, H] token-LM continuations of a 40 Hz context [N] (its whole seconds are read); source_rate: the
+    channel's own rate (decoded with nothing above a slower channel's Nyquist)."""
     from .forecast import forecast_samples
 
     members = forecast_samples(context, lm, codec, len(context) // int(SAMPLING_RATE),
                                math.ceil(horizon_samples / SAMPLING_RATE), n_samples,
-                               seed=int(rng.integers(2**31)))  # the LM's sampling settings
+                               seed=int(rng.integers(2**31)), source_rate=source_rate)  # the LM's settings
     return members[:, :horizon_samples]
 
 
 def forecast_methods(lm=None, codec=None) -> dict:
-    """name -> f(context [N], horizon_samples, n_samples, rng) -> [S, H] (S = 1 for deterministic ones)."""
-    table = {name: (lambda f: lambda c, h, s, rng: f(c, h)[None])(f) for name, f in FORECASTERS.items()}
-    table.update(SAMPLE_FORECASTERS)
+    """name -> f(context [N], horizon_samples, n_samples, rng, source_rate=None) -> [S, H] (S = 1 for
+    deterministic ones). source_rate: the rate the channel was recorded at; the classical methods continue the
+    context's own band and need not know it."""
+    table = {name: (lambda f: lambda c, h, s, rng, source_rate=None: f(c, h)[None])(f)
+             for name, f in FORECASTERS.items()}
+    table.update({name: (lambda f: lambda c, h, s, rng, source_rate=None: f(c, h, s, rng))(f)
+                  for name, f in SAMPLE_FORECASTERS.items()})
     if lm is not None:
         table["lm"] = partial(lm_sample_forecasts, lm=lm, codec=codec)
     return table
@@ -304,7 +310,8 @@ def score_forecasts(cases: list[dict], methods: dict, horizons: list[float], sam
     per_case: dict = {}  # kind -> method -> [{h: {metric: value}}]
     for name, forecaster in methods.items():
         for i, case in enumerate(cases):
-            forecast = forecaster(case["context"], horizon_n, samples[name], np.random.default_rng([seed, i]))
+            forecast = forecaster(case["context"], horizon_n, samples[name], np.random.default_rng([seed, i]),
+                                  source_rate=case.get("source_rate"))
             per_case.setdefault(case["kind"], {}).setdefault(name, []).append(
                 horizon_scores(case["truth"], forecast, horizons))
     summary = {}
@@ -345,7 +352,8 @@ def plot_forecast_examples(cases: list[dict], methods: dict, samples: dict, path
         horizon = len(case["truth"])
         t = np.arange(horizon) / SAMPLING_RATE
         for name, color in zip(bands, ("tab:blue", "tab:red")):
-            members = methods[name](case["context"], horizon, samples[name], np.random.default_rng(seed))
+            members = methods[name](case["context"], horizon, samples[name], np.random.default_rng(seed),
+                                    source_rate=case.get("source_rate"))
             low, high = np.quantile(members, [0.05, 0.95], axis=0)
             ax.fill_between(t, low, high, color=color, alpha=0.25, lw=0, label=f"{name} 5-95 %")
         ax.plot(np.arange(-shown_context, 0) / SAMPLING_RATE, case["context"][-shown_context:], color="gray",

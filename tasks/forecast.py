@@ -68,7 +68,8 @@ def load_lm_and_codec(lm_path=None, codec_path=None) -> tuple[SeismicLM, Codec]:
 
 def forecast_samples(samples_40hz: np.ndarray, lm: SeismicLM, codec: Codec, context_seconds: int,
                      horizon_seconds: int, n_samples: int, seed: int | None = None, top_k: int | None = None,
-                     temperature: float | None = None, gain_temperature: float | None = None) -> np.ndarray:
+                     temperature: float | None = None, gain_temperature: float | None = None,
+                     source_rate: float | None = None) -> np.ndarray:
     """[S, H * 40] sampled continuations of a 40 Hz array, in its physical units.
 
     samples_40hz: [N] samples at 40 Hz, N >= context_seconds * 40; its last
@@ -84,7 +85,8 @@ def forecast_samples(samples_40hz: np.ndarray, lm: SeismicLM, codec: Codec, cont
         raise InputError(f"the array holds {len(samples_40hz) / SAMPLING_RATE:g} s at 40 Hz, shorter than the "
                          f"{context_seconds} s context")
     return continue_array(samples_40hz, lm, codec, context_seconds, horizon_seconds, samples=n_samples,
-                          temperature=temperature, gain_temperature=gain_temperature, top_k=top_k, seed=seed)
+                          temperature=temperature, gain_temperature=gain_temperature, top_k=top_k, seed=seed,
+                          source_rate=source_rate)
 
 
 def per_second_rms(waveforms: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ How it works, in two stages, from the tokens alone (no original samples needed):
 
 1. Coarse (index time). Every channel of every corpus is cut into gap-free
    *pieces* (the corpus windows of one channel that touch or overlap, joined),
-   decoded by the frozen codec from its first 2 codebooks (28 bits/s), band-passed
+   decoded by the frozen codec from all its codebooks (`coarse_codebooks`), band-passed
    (Butterworth, 4 poles, zero phase; 1-8 Hz by default, `--band`) and cut into
    windows of 4 s starting every `hop` s (2 by default, `--hop`). Each window is
    decimated to 20 Hz (80 values), its mean removed and scaled to unit norm: the
@@ -41,14 +41,18 @@ How it works, in two stages, from the tokens alone (no original samples needed):
    hop), so that an event off the archive's grid still meets one window of it
    within half a sample; these vectors are searched in each shard for their
    100 nearest windows, which propose template start times (one per second and
-   channel), ranked by the mean over the anchors of their best window correlation
-   (an approximation of the whole template's correlation at that start); a piece
-   lies in one shard, so each shard's proposals are complete when it has been
-   searched and the best `candidates` over all shards are kept.
+   channel). The best proposals by their retrieved windows then have every anchor
+   scored from the codes at their start (the window each anchor meets there,
+   decoded; no search): the coarse score is the mean of the anchors' correlations
+   weighted by the anchors' norms (an approximation of the whole template's
+   correlation at that start). A piece lies in one shard, so each shard's
+   proposals are complete when it has been searched and the best `candidates`
+   over all shards are kept.
 3. Re-rank. For each of the best `candidates` proposals (1000) the rows around it are decoded from all
    codebooks (88 bits/s; the rows of all proposals together), band-passed, and
    the normalized cross-correlation of the FULL template is computed at every
-   sample within +-1 s of the proposal (obspy's correlate_template): its maximum
+   sample within +-1 s of the proposal (as obspy's correlate_template, all
+   proposals in one matrix product): its maximum
    is the match's `score` and its lag the exact `starttime` (where the template's
    first sample aligns, to the 25-ms sample). Matches closer than half the
    template length on one channel keep the best one; then `min_score` and `top`
@@ -111,10 +115,11 @@ from codec.preprocess import (FRAME_LENGTH, SAMPLING_RATE, check_numeric_samples
 #: Format tag of index.json; bumped when the layout changes meaning (older formats are refused: build again).
 FORMAT = "eqcodec-search-index/2"
 OLD_FORMATS = ("eqcodec-search-index/1",)
-#: Coarse windows: length in seconds, decimation factor, codebooks decoded.
+#: Coarse windows: length in seconds, decimation factor, codebooks decoded (all: the codec spends its first
+#: codebooks on a trace's loudest band, often microseisms below the search band; decoding costs the same).
 WINDOW_SECONDS = 4
 DECIMATION = 2
-COARSE_CODEBOOKS = 2
+COARSE_CODEBOOKS = 8
 #: Seconds (frames) between the starts of indexed windows by default: with 2 s, a window overlaps the next
 #: by half and the index is half the size of a 1-s hop; the template's queries cover the hop instead.
 HOP_SECONDS = 2
@@ -132,6 +137,9 @@ DEFAULT_CANDIDATES = 1000
 #: Nearest windows retrieved per query vector in each shard (at most `candidates`): the work per shard and so
 #: per channel-day of archive; a true match is near the top of its anchors' lists (benchmarks: docs/search.md).
 QUERY_NEIGHBOURS = 100
+#: Proposals of a shard whose every anchor is scored from the codes (`_anchor_scores`): this many times the
+#: proposals re-ranked, the best by their retrieved anchors.
+RESCORE_FACTOR = 3
 #: FAISS index types: flat (exact, the float vectors), pq (8-bit sub-quantizers), pqfs (4-bit sub-quantizers,
 #: searched by FAISS's SIMD fast scan). No inverted lists: IVF lists store an 8-byte id per vector, as much
 #: as the codes; here a vector's number is its position (see SearchIndex).
@@ -174,15 +182,17 @@ def _bandpass_sos(low: float, high: float) -> np.ndarray:
 
 
 def bandpass(x: np.ndarray, band) -> np.ndarray:
-    """Zero-phase Butterworth band-pass (4 poles, sosfiltfilt) at 40 Hz; band None: the mean removed only."""
+    """Zero-phase Butterworth band-pass (4 poles, sosfiltfilt) at 40 Hz along the last axis (one trace [N] or a
+    batch of equal length [n, N], each filtered alone); band None: the mean removed only."""
     from scipy.signal import sosfiltfilt
 
     x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean(axis=-1, keepdims=True)
     if band is None:
-        return x - x.mean()
+        return x
     sos = _bandpass_sos(float(band[0]), float(band[1]))
-    padlen = min(len(x) - 1, 3 * (2 * len(sos) + 1))
-    return sosfiltfilt(sos, x - x.mean(), padlen=max(padlen, 0))
+    padlen = min(x.shape[-1] - 1, 3 * (2 * len(sos) + 1))
+    return sosfiltfilt(sos, x, axis=-1, padlen=max(padlen, 0))
 
 
 def _standardize(vectors: np.ndarray) -> np.ndarray:
@@ -296,6 +306,15 @@ class SearchIndex:
     def decode(self, s: int, lo: int, hi: int) -> np.ndarray:
         """Vectors lo..hi (local numbers) of shard s as the index holds them (decoded codes), float32."""
         return self.quantizer.sa_decode(np.ascontiguousarray(self.codes(s)[lo:hi]))
+
+    def searched_vectors(self, s: int, local) -> np.ndarray:
+        """Vectors `local` (local numbers) of shard s decoded in the space its FAISS index searches (rotated
+        and reduced for pqfs: inner products with `prepare_queries` vectors are the index's scores), float32."""
+        _, inner = self._parts()
+        local = np.asarray(local, np.int64)
+        if not len(local):
+            return np.zeros((0, inner.d), np.float32)
+        return inner.sa_decode(np.ascontiguousarray(self.codes(s)[local]))
 
     def piece_of(self, vectors) -> np.ndarray:
         """Piece (row of `pieces`) of global vector numbers."""
@@ -470,18 +489,18 @@ class _Decoder:
         if corpus not in self.numpy:
             source = self.sources[corpus]
             c = source() if callable(source) else source
-            self.numpy[corpus] = c.dataset.with_format("numpy")
+            self.numpy[corpus] = c.dataset.with_format("arrow")
             self.lengths[corpus] = np.asarray(
                 c.dataset.select_columns(["num_frames"]).to_pandas().num_frames) * FRAME_LENGTH
 
     def rows(self, corpus: int, rows: list[int]) -> None:
-        from tokenized_data.detokenize import decode_rows
+        from tokenized_data.detokenize import decode_rows, numpy_rows
 
         self._open(corpus)
         todo = [r for r in rows if (corpus, r) not in self.cache]
         for lo in range(0, len(todo), DECODE_ROWS):
             batch = todo[lo:lo + DECODE_ROWS]
-            traces = decode_rows(self.codec, self.numpy[corpus][batch], self.k)
+            traces = decode_rows(self.codec, numpy_rows(self.numpy[corpus], batch), self.k)
             for r, trace in zip(batch, traces):
                 self.cache[(corpus, r)] = trace.data.astype(np.float64)
 
@@ -588,7 +607,7 @@ def _file_digest(path: Path) -> str:
 
 def build_index(corpora, out, *, add: bool = False, codec: str | None = None, index_type: str = "auto",
                 band=DEFAULT_BAND, pq_bytes: int = PQ_BYTES, hop: int = HOP_SECONDS, shard_by: str = "station",
-                progress: bool = True, log=None) -> SearchIndex:
+                coarse_codebooks: int = COARSE_CODEBOOKS, progress: bool = True, log=None) -> SearchIndex:
     """`eqcodec index`: index token corpus folder(s) into the folder `out` (see the module docstring).
 
     add: extend the index at `out` with new shards (it must exist unless it is missing, then it is created);
@@ -616,6 +635,9 @@ def build_index(corpora, out, *, add: bool = False, codec: str | None = None, in
         raise InputError(f"unknown index type {index_type!r} ({', '.join(INDEX_TYPES)})")
     if isinstance(hop, bool) or not isinstance(hop, (int, np.integer)) or not 1 <= hop <= WINDOW_SECONDS:
         raise InputError(f"hop must be a whole number of seconds from 1 to {WINDOW_SECONDS} (the window), got {hop!r}")
+    if isinstance(coarse_codebooks, bool) or not isinstance(coarse_codebooks, (int, np.integer)) \
+            or not 1 <= coarse_codebooks <= 8:
+        raise InputError(f"coarse_codebooks must be a whole number from 1 to 8, got {coarse_codebooks!r}")
     out = Path(out)
     old = None
     if out.exists() and out.is_dir() and not any(out.iterdir()):
@@ -631,7 +653,7 @@ def build_index(corpora, out, *, add: bool = False, codec: str | None = None, in
             raise InputError(f"band must be two frequencies 0 < low < high Hz, got {band}")
     params = old.params if old is not None else {
         "window_seconds": WINDOW_SECONDS, "hop_seconds": int(hop), "decimation": DECIMATION,
-        "dims": WINDOW_SECONDS * FRAME_LENGTH // DECIMATION, "coarse_codebooks": COARSE_CODEBOOKS,
+        "dims": WINDOW_SECONDS * FRAME_LENGTH // DECIMATION, "coarse_codebooks": int(coarse_codebooks),
         "band": list(band) if band else None, "normalization": "window mean removed, unit norm (inner product = NCC)"}
     codec_model = load_codec(codec)
     known = [c["path"] for c in old.metadata["corpora"]] if old is not None else []
@@ -882,12 +904,38 @@ class SearchResult:
 
 
 def _ncc_best(data: np.ndarray, template: np.ndarray) -> tuple[int, float]:
-    from obspy.signal.cross_correlation import correlate_template
+    """Lag (sample of `data` where the template's first sample aligns) and value of the best normalized
+    cross-correlation of `template` over `data` (valid lags only)."""
+    lags, scores = ncc_best_batch(np.asarray(data, np.float64)[None], template)
+    return int(lags[0]), float(scores[0])
 
-    cc = correlate_template(data, template, mode="valid", normalize="full", demean=True)
-    cc = np.nan_to_num(np.asarray(cc), nan=0.0)
-    best = int(np.argmax(cc))
-    return best, float(cc[best])
+
+def ncc_best_batch(data: np.ndarray, template: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[n, M] spans and one [L] template (or one per span, [n, L]) -> per span the best lag and its normalized
+    cross-correlation.
+
+    The same correlation as obspy's correlate_template(mode="valid", normalize="full", demean=True): the
+    template demeaned, each data window normalized by its own demeaned energy; a window or template with no
+    energy scores 0. All spans and lags at once (matrix products), where obspy's FFT does one span a call.
+    """
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    t = np.asarray(template, np.float64)
+    t = t - t.mean(axis=-1, keepdims=True)
+    L = t.shape[-1]
+    data = np.asarray(data, np.float64)
+    windows = sliding_window_view(data, L, axis=-1)  # [n, lags, L] (a view)
+    numerator = windows @ t if t.ndim == 1 else np.einsum("nkl,nl->nk", windows, t)  # [n, lags]
+    csum = np.concatenate([np.zeros((len(data), 1)), np.cumsum(data, axis=-1)], axis=-1)
+    csq = np.concatenate([np.zeros((len(data), 1)), np.cumsum(data * data, axis=-1)], axis=-1)
+    window_sum = csum[:, L:] - csum[:, :-L]
+    window_energy = np.maximum(csq[:, L:] - csq[:, :-L] - window_sum ** 2 / L, 0.0)
+    template_energy = np.sum(t * t, axis=-1)
+    denominator = np.sqrt(window_energy * (template_energy[:, None] if t.ndim == 2 else template_energy))
+    tiny = 1e-12 * max(float(denominator.max(initial=0.0)), 1e-300)
+    cc = np.where(denominator > tiny, numerator / np.where(denominator > tiny, denominator, 1.0), 0.0)
+    best = np.argmax(cc, axis=-1)
+    return best, cc[np.arange(len(cc)), best]
 
 
 def _index_codec(index: SearchIndex, codec: str | None):
@@ -918,11 +966,51 @@ def _index_decoder(index: SearchIndex, codec_model) -> _Decoder:
 
 def _filtered_span(decoder: _Decoder, piece, lo: int, hi: int, band) -> np.ndarray:
     """Samples lo..hi of a piece decoded from all codebooks and band-passed (with FILTER_MARGIN to settle)."""
+    return _filtered_spans(decoder, [(piece, lo, hi)], band)[0]
+
+
+def _filtered_spans(decoder: _Decoder, requests, band) -> list[np.ndarray]:
+    """[(piece, lo, hi)] -> samples lo..hi of each piece decoded from all codebooks and band-passed (with
+    FILTER_MARGIN to settle); spans of equal length are filtered together, in one call."""
     from tokenized_data.writer import one_torch_thread
 
-    a, b = max(0, lo - FILTER_MARGIN), min(int(piece.num_samples), hi + FILTER_MARGIN)
+    raw, cuts = [], []
     with one_torch_thread():
-        return bandpass(decoder.span(piece, a, b), band)[lo - a: hi - a]
+        for piece, lo, hi in requests:
+            a, b = max(0, lo - FILTER_MARGIN), min(int(piece.num_samples), hi + FILTER_MARGIN)
+            raw.append(decoder.span(piece, a, b))
+            cuts.append((lo - a, hi - a))
+    out: list = [None] * len(raw)
+    by_length: dict = {}
+    for i, samples in enumerate(raw):
+        by_length.setdefault(len(samples), []).append(i)
+    for members in by_length.values():
+        for i, filtered in zip(members, bandpass(np.stack([raw[i] for i in members]), band)):
+            out[i] = filtered[cuts[i][0]:cuts[i][1]]
+    return out
+
+
+def _anchor_scores(index: SearchIndex, s: int, pieces: np.ndarray, starts: np.ndarray, anchor_offsets,
+                   anchor_weights, queries: np.ndarray, shifts: int) -> np.ndarray:
+    """Coarse score of proposals (global piece numbers, template start in piece samples) in shard s: the
+    weighted mean over the template's anchors of the correlation of the anchor with the indexed window it
+    meets there (weights: `anchor_weights`, summing to 1).
+
+    Anchor a meets, at start p, the first window starting at or after p + a, with the query of that anchor
+    shifted by the difference (`template_queries`: anchor j's shift k is query row j x shifts + k); an anchor
+    off the piece counts 0. The windows' codes are decoded (a gather, no search)."""
+    hop = shifts  # samples between indexed windows
+    first = np.asarray(index.pieces.first_vector, np.int64)[pieces] - index.offsets[s]
+    count = np.asarray(index.pieces.num_vectors, np.int64)[pieces]
+    total = np.zeros(len(pieces))
+    for j, a in enumerate(anchor_offsets):
+        at = np.asarray(starts, np.int64) + int(a)
+        window = -(-at // hop)  # ceil: the first window starting at or after the anchor
+        ok = (at >= 0) & (window < count)
+        vectors = index.searched_vectors(s, first[ok] + window[ok])
+        rows = j * shifts + (window[ok] * hop - at[ok])
+        total[ok] += anchor_weights[j] * np.einsum("nd,nd->n", vectors, queries[rows])
+    return total
 
 
 def run_search(template, index_path, *, top: int = 10, min_score: float | None = None, start=None, end=None,
@@ -980,11 +1068,19 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
     wanted = candidates or max(DEFAULT_CANDIDATES, 20 * top)
     L = len(tpl.samples)
     # Proposals: (piece, template start in piece samples, to the nearest second) -> for each anchor its best
-    # window score; a proposal's coarse score is their mean over all anchors (0 for an anchor not retrieved),
-    # an approximation of the whole template's correlation; its start is that of its best window. A piece lies
+    # retrieved window score; their weighted sum (0 for an anchor not retrieved) picks the proposals whose
+    # every anchor is then scored from the codes (`_anchor_scores`): the coarse score, an approximation of the
+    # whole template's correlation; a proposal's start is that of its best window. A piece lies
     # in one shard, so a shard's proposals are complete once it is searched: the shards are searched one at a
     # time (memory bounded by one shard) and only the `wanted` best proposals so far are kept.
-    _, anchor_number = np.unique(anchors, return_inverse=True)
+    anchor_offsets, anchor_number = np.unique(anchors, return_inverse=True)
+    shifts = int(params["hop_seconds"]) * FRAME_LENGTH
+    # Anchors weighted by their norm: the whole template's correlation is the sum of its windows' correlations,
+    # each scaled by the window's norm (and the archive's there, unknown: taken alike), so a quiet coda window
+    # counts less than the onset
+    width = params["window_seconds"] * FRAME_LENGTH
+    anchor_weights = np.array([np.linalg.norm(filtered[a:a + width]) for a in anchor_offsets])
+    anchor_weights = anchor_weights / anchor_weights.sum()
     anchor_number = anchor_number.ravel()
     number_of_anchors = int(anchor_number.max()) + 1
     ranked: list = []  # ((piece, second), (coarse score, p0))
@@ -1013,7 +1109,8 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
         np.maximum.at(pair_best, pair_of, score_of)
         keys, key_of_pair = np.unique(pairs // number_of_anchors, return_inverse=True)
         key_of_pair = key_of_pair.ravel()
-        total = np.bincount(key_of_pair, weights=pair_best, minlength=len(keys))
+        total = np.bincount(key_of_pair, weights=pair_best * anchor_weights[pairs % number_of_anchors],
+                            minlength=len(keys))
         key_best = np.full(len(keys), -np.inf)
         np.maximum.at(key_best, key_of_pair, pair_best)
         key_of_hit = key_of_pair[pair_of]
@@ -1022,12 +1119,19 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
         start[key_of_hit[is_best][::-1]] = p0_of[is_best][::-1]  # the first best hit of each proposal
         piece_of_key = keys // span
         second_of_key = keys % span + second_of.min()
-        top_keys = np.argsort(-total, kind="stable")[:wanted]
-        ranked += [((int(piece_of_key[k]), int(second_of_key[k])), (float(total[k]) / number_of_anchors,
-                                                                    int(start[k]))) for k in top_keys]
+        # Every anchor scored at each proposal's start, from the codes: an anchor whose window was not among
+        # its nearest counts its true correlation there, not 0 (the best RESCORE_FACTOR x wanted proposals)
+        rescore = np.argsort(-total, kind="stable")[:RESCORE_FACTOR * wanted]
+        total = np.full(len(keys), -np.inf)
+        total[rescore] = _anchor_scores(index, s, piece_of_key[rescore], start[rescore], anchor_offsets,
+                                        anchor_weights, queries, shifts)
+        top_keys = np.argsort(-total, kind="stable")[:min(wanted, len(rescore))]
+        ranked += [((int(piece_of_key[k]), int(second_of_key[k])), (float(total[k]), int(start[k])))
+                   for k in top_keys]
         ranked = sorted(ranked, key=lambda item: -item[1][0])[:wanted]
     decoder = _index_decoder(index, codec_model)
-    pieces = {p: index.pieces.iloc[p] for p in sorted({key[0] for key, _ in ranked})}
+    chosen = sorted({key[0] for key, _ in ranked})
+    pieces = dict(zip(chosen, index.pieces.iloc[chosen].itertuples(index=False)))
     spans = []
     for (piece_id, _), (coarse, p0) in ranked:
         piece = pieces[piece_id]
@@ -1045,11 +1149,17 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
     with one_torch_thread():
         for corpus, rows in sorted(wanted_rows.items()):
             decoder.rows(corpus, sorted(rows))
+    samples = _filtered_spans(decoder, [(pieces[piece_id], lo, hi) for piece_id, lo, hi, _ in spans], band)
     found = []
-    for piece_id, lo, hi, coarse in spans:
-        lag, score = _ncc_best(_filtered_span(decoder, pieces[piece_id], lo, hi, band), filtered)
-        found.append((score, piece_id, lo + lag, coarse))
-    found.sort(key=lambda item: -item[0])
+    by_length: dict = {}
+    for i, x in enumerate(samples):
+        by_length.setdefault(len(x), []).append(i)
+    for members in by_length.values():
+        lags, scores = ncc_best_batch(np.stack([samples[i] for i in members]), filtered)
+        for i, lag, score in zip(members, lags, scores):
+            piece_id, lo, _, coarse = spans[i]
+            found.append((float(score), piece_id, lo + int(lag), coarse))
+    found.sort(key=lambda item: (-item[0], item[1], item[2]))
     separation = max(FRAME_LENGTH, L // 2)
     kept = []
     for score, piece_id, sample, coarse in found:
@@ -1081,6 +1191,12 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
 
 def _iso(t) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _iso_many(seconds) -> list[str]:
+    """POSIX times (s) -> the same strings as _iso, to the microsecond, all at once."""
+    micro = np.rint(np.asarray(seconds, np.float64) * 1e6).astype(np.int64).astype("datetime64[us]")
+    return [text + "Z" for text in np.datetime_as_string(micro, unit="us")]
 
 
 def search(template, index_path, *, top: int = 10, min_score: float | None = None, start=None, end=None,
@@ -1226,12 +1342,13 @@ class _FilteredChunks:
         """reach: longest span asked for (samples); a span that does not fit one chunk is made directly."""
         from collections import OrderedDict
 
-        self.decoder, self.pieces, self.band, self.reach = decoder, pieces, band, reach
+        self.decoder, self.band, self.reach = decoder, band, reach
+        self.pieces = list(pieces.itertuples(index=False))  # attribute access without pandas' cost
         self.size = CHUNK_FRAMES * FRAME_LENGTH
         self.chunks: OrderedDict = OrderedDict()
 
     def span(self, piece_id: int, lo: int, hi: int) -> np.ndarray:
-        piece = self.pieces.iloc[piece_id]
+        piece = self.pieces[piece_id]
         c = lo // self.size
         c0, c1 = c * self.size, min(int(piece.num_samples), (c + 1) * self.size + self.reach)
         if hi > c1:
@@ -1271,7 +1388,6 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
     Window a is the earlier one of a pair on one trace, else the one of the smaller trace id.
     `.attrs["notes"]`: what the stages saw.
     """
-    import obspy
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -1395,21 +1511,37 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
     chosen_pa, chosen_pb = index.piece_of(pool_a[chosen]), index.piece_of(pool_b[chosen])
     chosen_fa = index.frame_of(pool_a[chosen], chosen_pa)
     chosen_fb = index.frame_of(pool_b[chosen], chosen_pb)
+    piece_samples = np.asarray(index.pieces.num_samples, np.int64)
+    batch: list = []  # (pool pair, piece a, piece b, a0, lo, window a, span b)
+
+    def correlate(batch):
+        """Each pair's window a correlated over its span b (spans of equal length in one call)."""
+        by_length: dict = {}
+        for item in batch:
+            by_length.setdefault(len(item[6]), []).append(item)
+        for items in by_length.values():
+            lags, scores = ncc_best_batch(np.stack([it[6] for it in items]), np.stack([it[5] for it in items]))
+            for (i, pa, pb, a0, lo, _, _), lag, score in zip(items, lags, scores):
+                t_a = float(piece_t0[pa]) + a0 / SAMPLING_RATE
+                t_b = float(piece_t0[pb]) + (lo + int(lag)) / SAMPLING_RATE
+                if piece_trace[pa] == piece_trace[pb] and abs(t_b - t_a) < separation - 1e-6:
+                    continue  # the re-rank slid b onto a's own window
+                reranked.append((float(score), float(pool_s[i]), pa, pb, t_a, t_b))
+
     for j in np.lexsort((chosen_fa, chosen_pa)):  # in archive order: the decoded chunks are reused
         i = int(chosen[j])
         pa, pb = int(chosen_pa[j]), int(chosen_pb[j])
         a0 = int(chosen_fa[j]) * FRAME_LENGTH
         window = chunks.span(pa, a0, a0 + width)
         b0 = int(chosen_fb[j]) * FRAME_LENGTH
-        lo, hi = max(0, b0 - NEIGHBOURHOOD), min(int(index.pieces.num_samples.iloc[pb]), b0 + width + NEIGHBOURHOOD)
+        lo, hi = max(0, b0 - NEIGHBOURHOOD), min(int(piece_samples[pb]), b0 + width + NEIGHBOURHOOD)
         if hi - lo < width or not np.any(window):
             continue
-        lag, score = _ncc_best(chunks.span(pb, lo, hi), window)
-        t_a = float(piece_t0[pa]) + a0 / SAMPLING_RATE
-        t_b = float(piece_t0[pb]) + (lo + lag) / SAMPLING_RATE
-        if piece_trace[pa] == piece_trace[pb] and abs(t_b - t_a) < separation - 1e-6:
-            continue  # the re-rank slid b onto a's own window
-        reranked.append((score, float(pool_s[i]), pa, pb, t_a, t_b))
+        batch.append((i, pa, pb, a0, lo, window, chunks.span(pb, lo, hi)))
+        if len(batch) >= PAIR_BATCH:
+            correlate(batch)
+            batch = []
+    correlate(batch)
     kept = []
     if reranked:
         # pairs of one repeat left in several clusters: refined lags equal (to PAIR_SAME_LAG), first windows
@@ -1441,14 +1573,16 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
         kept = [reranked[j] for j in taken]
     corpora = index.metadata["corpora"]
     corpus_of = list(index.pieces.corpus)
-    rows = []
-    for rank, (score, coarse, pa, pb, t_a, t_b) in enumerate(kept, start=1):
-        rows.append({"rank": rank, "trace_id_a": piece_trace[pa], "starttime_a": _iso(obspy.UTCDateTime(t_a)),
-                     "endtime_a": _iso(obspy.UTCDateTime(t_a + (width - 1) / SAMPLING_RATE)),
-                     "trace_id_b": piece_trace[pb], "starttime_b": _iso(obspy.UTCDateTime(t_b)),
-                     "lag_seconds": round(t_b - t_a, 6), "score": round(score, 6), "coarse_score": round(coarse, 6),
-                     "corpus_a": corpora[int(corpus_of[pa])]["path"], "corpus_b": corpora[int(corpus_of[pb])]["path"]})
-    pairs = pd.DataFrame(rows, columns=PAIR_COLUMNS)
+    starts_a = np.array([item[4] for item in kept], np.float64)
+    starts_b = np.array([item[5] for item in kept], np.float64)
+    pairs = pd.DataFrame({
+        "rank": np.arange(1, len(kept) + 1), "trace_id_a": [piece_trace[item[2]] for item in kept],
+        "starttime_a": _iso_many(starts_a), "endtime_a": _iso_many(starts_a + (width - 1) / SAMPLING_RATE),
+        "trace_id_b": [piece_trace[item[3]] for item in kept], "starttime_b": _iso_many(starts_b),
+        "lag_seconds": np.round(starts_b - starts_a, 6), "score": np.round([item[0] for item in kept], 6),
+        "coarse_score": np.round([item[1] for item in kept], 6),
+        "corpus_a": [corpora[int(corpus_of[item[2]])]["path"] for item in kept],
+        "corpus_b": [corpora[int(corpus_of[item[3]])]["path"] for item in kept]}, columns=PAIR_COLUMNS)
     pairs.attrs["notes"] = notes
     return pairs
 

@@ -278,3 +278,47 @@ def test_quantized_index_is_small_and_still_finds_the_event(tmp_path):
     assert index.metadata["bytes"]["codes.npy"] == 9 * len(index) + npy_header
     best = search(event_snippet(), tmp_path / "ivf", top=1).iloc[0]
     assert abs(obspy.UTCDateTime(best.starttime) - (obspy.UTCDateTime(T0) + 900.35)) <= 0.025 + 1e-6
+
+
+# ---------------------------------------------------------------------------- re-rank correlation, coarse decoding
+def test_batched_correlation_equals_obspy_per_span():
+    from obspy.signal.cross_correlation import correlate_template
+
+    from tasks.search import ncc_best_batch
+
+    rng = np.random.default_rng(5)
+    spans = rng.standard_normal((40, 300)) * rng.uniform(0.1, 10, (40, 1)) + rng.uniform(-3, 3, (40, 1))
+    spans[7] = 0.0  # no energy: scores 0, as obspy's nan_to_num'd correlation
+    one = rng.standard_normal(220) + 2.0
+    each = rng.standard_normal((40, 220))
+    each[9] = 0.0
+    for template in (one, each):
+        lags, scores = ncc_best_batch(spans, template)
+        for n in range(len(spans)):
+            t = template if template.ndim == 1 else template[n]
+            cc = np.nan_to_num(np.asarray(correlate_template(spans[n], t, mode="valid", normalize="full",
+                                                             demean=True)))
+            if not np.any(cc):
+                assert scores[n] == 0.0
+                continue
+            assert lags[n] == int(np.argmax(cc))
+            assert scores[n] == pytest.approx(cc.max(), abs=1e-9)
+
+
+def test_coarse_codebooks_are_recorded_and_checked(archive, tmp_path):
+    from tasks.search import COARSE_CODEBOOKS, build_index, load_index, search
+
+    corpus = archive[0.0][0]
+    assert load_index(archive[0.0][1]).params["coarse_codebooks"] == COARSE_CODEBOOKS == 8
+    for bad in (0, 9, 2.5, True):
+        with pytest.raises(InputError, match="coarse_codebooks must be a whole number from 1 to 8"):
+            build_index([corpus], tmp_path / f"bad-{bad}", coarse_codebooks=bad, progress=False)
+        assert not (tmp_path / f"bad-{bad}").exists()
+    index = build_index([corpus], tmp_path / "k2", coarse_codebooks=2, progress=False)
+    assert index.params["coarse_codebooks"] == 2
+    full = load_index(archive[0.0][1])
+    # the same windows, decoded from fewer codebooks: other vectors (the coarse stage sees another signal)
+    assert len(index) == len(full)
+    assert not np.allclose(index.decode(0, 0, 50), full.decode(0, 0, 50))
+    best = search(archive["template"], tmp_path / "k2", top=1).iloc[0]
+    assert best.score > 0.9  # the re-rank decodes all codebooks either way

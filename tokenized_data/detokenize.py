@@ -55,14 +55,42 @@ def check_ids_fit_miniseed(corpus) -> None:
                          f"from the tokenized files); nothing was written. The first: {problems[0]}")
 
 
+def numpy_rows(dataset, indices) -> dict:
+    """Rows `indices` of a corpus dataset as numpy: codes [K, T] int16 and gain [T] uint8 per row (lists),
+    the other columns as arrays; read through Arrow, several times faster than datasets' numpy format for
+    the nested code lists. `dataset` may be given already in Arrow format (dataset.with_format("arrow"))."""
+    table = dataset[list(map(int, indices))] if dataset.format["type"] == "arrow" else \
+        dataset.with_format("arrow")[list(map(int, indices))]
+    frames = table.column("num_frames").to_numpy()
+    rows = {name: table.column(name).to_numpy(zero_copy_only=False)
+            for name in table.column_names if name not in ("codes", "gain")}
+    codes = table.column("codes").combine_chunks()  # list<list<int16>>: K lists of T codes per row
+    per_row = np.diff(codes.offsets.to_numpy())  # K of each row
+    values = codes.flatten().flatten().to_numpy(zero_copy_only=False)
+    gains = table.column("gain").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    rows["codes"], rows["gain"] = [], []
+    start = gain_start = 0
+    for K, T in zip(per_row.tolist(), frames.tolist()):
+        rows["codes"].append(values[start:start + K * T].reshape(K, T))
+        rows["gain"].append(gains[gain_start:gain_start + T])
+        start += K * T
+        gain_start += T
+    return rows
+
+
 def decode_rows(codec, rows: dict, num_codebooks: int | None = None) -> list:
     """Rows of a corpus (a dict of columns, numpy format) -> one obspy Trace per window (40 Hz)."""
     import obspy
 
     traces = []
     lengths = np.asarray(rows["num_frames"])
-    for frames in np.unique(lengths):
-        where = np.flatnonzero(lengths == frames)
+    # the source's rate bounds the band decoded (EncodedWaveform.source_rate), except for augmented copies,
+    # whose time-stretch may have moved content above it
+    augmented = np.asarray(rows.get("augmentation", [""] * len(lengths)), dtype=object) != ""
+    rates = np.where(augmented, SAMPLING_RATE, np.asarray(rows.get("sampling_rate", [SAMPLING_RATE] * len(lengths)),
+                                                          dtype=np.float64))
+    for frames, rate in sorted(set(zip(lengths.tolist(), rates.tolist()))):
+        where = np.flatnonzero((lengths == frames) & (rates == rate))
         for lo in range(0, len(where), DECODE_BATCH):
             batch = where[lo:lo + DECODE_BATCH]
             encoded = EncodedWaveform(
@@ -70,7 +98,7 @@ def decode_rows(codec, rows: dict, num_codebooks: int | None = None) -> list:
                 gain=torch.as_tensor(np.stack([rows["gain"][i] for i in batch])).long(),  # [B, T]
                 scale=torch.as_tensor(np.asarray(rows["scale"])[batch], dtype=torch.float64),
                 offset=torch.as_tensor(np.asarray(rows["offset"])[batch], dtype=torch.float64),
-                length=int(frames) * FRAME_LENGTH)
+                length=int(frames) * FRAME_LENGTH, source_rate=float(rate))
             samples = codec.decode(encoded, num_codebooks).cpu().numpy()  # [B, N]
             for b, i in enumerate(batch):
                 header = {key: str(rows[key][i]) for key in ("network", "station", "location", "channel")}
@@ -92,11 +120,11 @@ def detokenize(corpus, codec, out, num_codebooks: int | None = None, *, progress
     sources = corpus.dataset.select_columns(["source_file"]).to_pandas().source_file
     rows_of = {source: list(rows) for source, rows in sources.groupby(sources, sort=False).groups.items()}
     names = _file_names(list(rows_of))
-    numpy_rows = corpus.dataset.with_format("numpy")
+    arrow_rows = corpus.dataset.with_format("arrow")
     written = []
     for source, rows in tqdm(rows_of.items(), desc="detokenize", unit="file", disable=not progress):
         with one_torch_thread():
-            stream = obspy.Stream(decode_rows(codec, numpy_rows[rows], k))
+            stream = obspy.Stream(decode_rows(codec, numpy_rows(arrow_rows, rows), k))
         stream.merge(method=-1)  # joins windows that follow each other; gaps and overlaps stay
         stream.sort()
         path = out / names[source]
