@@ -105,8 +105,8 @@ from . import synthetic
 from .classical import FORECASTERS, SAMPLE_FORECASTERS, pick_reverberation_period
 from .adaptive import DEFAULT_TAPS, DEFAULT_WINDOW_SECONDS
 from .deconvolve import LM_SAMPLES, Matching, deconvolve_samples, energy_check, make_predictor, subtract
-from .scores import (autocorrelation_reduction_db, horizon_scores, multiple_suppression_db,
-                               primary_correlation)
+from .scores import (autocorrelation_reduction_db, ensemble_quantiles, horizon_scores, multiple_suppression_db,
+                     primary_correlation)
 
 
 # ------------------------------------------------------------------ shared
@@ -354,7 +354,7 @@ def plot_forecast_examples(cases: list[dict], methods: dict, samples: dict, path
         for name, color in zip(bands, ("tab:blue", "tab:red")):
             members = methods[name](case["context"], horizon, samples[name], np.random.default_rng(seed),
                                     source_rate=case.get("source_rate"))
-            low, high = np.quantile(members, [0.05, 0.95], axis=0)
+            low, high = ensemble_quantiles(members, [0.05, 0.95])
             ax.fill_between(t, low, high, color=color, alpha=0.25, lw=0, label=f"{name} 5-95 %")
         ax.plot(np.arange(-shown_context, 0) / SAMPLING_RATE, case["context"][-shown_context:], color="gray",
                 lw=0.6, label="context")

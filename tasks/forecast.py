@@ -44,6 +44,8 @@ from codec.preprocess import FRAME_LENGTH, SAMPLING_RATE, InputError, check_mini
 from lm.generate import context_samples, continue_array, generate_continuations
 from lm.model import SeismicLM, load_lm
 
+from .scores import ensemble_quantiles
+
 #: Quantiles (%) of the band written and drawn.
 BAND_PERCENTILES = (5, 50, 95)
 
@@ -99,7 +101,7 @@ def per_second_rms(waveforms: np.ndarray) -> np.ndarray:
 def forecast_envelope(members: np.ndarray) -> dict:
     """Envelope summary of [S, H * 40] continuations: per-second RMS median and 5/95 % quantiles (lists of H)."""
     rms = per_second_rms(members)  # [S, H]
-    low, median, high = np.percentile(rms, BAND_PERCENTILES, axis=0)
+    low, median, high = ensemble_quantiles(rms, np.asarray(BAND_PERCENTILES) / 100)
     return {"rms_median": median.tolist(), "rms_q05": low.tolist(), "rms_q95": high.tolist()}
 
 
@@ -116,7 +118,8 @@ def summarize(stream, continuations: list, context_seconds: int) -> tuple[dict, 
     envelopes = []
     for i, first in enumerate(continuations[0]):
         members = np.stack([c[i].data for c in continuations])  # [S, H * 40]
-        for name, values in zip(("q05", "median", "q95"), np.percentile(members, BAND_PERCENTILES, axis=0)):
+        for name, values in zip(("q05", "median", "q95"),
+                                ensemble_quantiles(members, np.asarray(BAND_PERCENTILES) / 100)):
             quantile_streams[name][i].data = values
         quantile_streams["mean"][i].data = members.mean(axis=0)
         last_piece = max(stream.select(id=first.id), key=lambda tr: tr.stats.endtime)

@@ -122,11 +122,21 @@ def crps_gaussian(truth: np.ndarray, mean: np.ndarray, std: np.ndarray) -> float
     return float(np.mean(crps))
 
 
+def ensemble_quantiles(members: np.ndarray, probabilities) -> np.ndarray:
+    """Pointwise quantiles [P, H] of an ensemble [S, H] at the Weibull plotting positions p (S + 1) (Hyndman
+    and Fan's type 6): for S exchangeable members, a new draw falls below the p quantile with probability p,
+    so the 5-95 % band holds 90 % of draws for any S >= 19 (below, it is the members' range: (S - 1) / (S + 1)).
+    numpy's default (linear, type 7) narrows the band of small ensembles: 0.9 (S - 1) / (S + 1), 0.84 for
+    S = 32."""
+    return np.quantile(np.asarray(members, dtype=np.float64), probabilities, axis=0, method="weibull")
+
+
 def band_coverage(truth: np.ndarray, members: np.ndarray,
                   lower: float = 0.05, upper: float = 0.95) -> float:
-    """Fraction of points of truth [H] inside the members' [S, H] lower-upper quantile band."""
+    """Fraction of points of truth [H] inside the members' [S, H] lower-upper quantile band
+    (ensemble_quantiles)."""
     members = _as_members(members)
-    low, high = np.quantile(members, [lower, upper], axis=0)
+    low, high = ensemble_quantiles(members, [lower, upper])
     truth = np.asarray(truth, dtype=np.float64)
     return float(np.mean((truth >= low) & (truth <= high)))
 

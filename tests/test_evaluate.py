@@ -171,3 +171,14 @@ def test_help_groups_defaults_and_examples(module_name, subcommands):
             if action.option_strings and action.help not in (None, argparse.SUPPRESS) and not action.required \
                     and not isinstance(action, argparse._HelpAction):
                 assert "default" in action.help, f"{module_name} {sub or ''} {action.dest}: default not shown"
+
+
+def test_the_90_percent_band_of_a_small_ensemble_holds_90_percent_of_new_draws():
+    from tasks.scores import band_coverage
+
+    rng = np.random.default_rng(0)
+    for size in (32, 100):  # members and truth drawn alike: a calibrated ensemble of `size` (19 or more)
+        members, truth = rng.standard_normal((size, 20000)), rng.standard_normal(20000)
+        assert band_coverage(truth, members) == pytest.approx(0.90, abs=0.015)
+        low, high = np.quantile(members, [0.05, 0.95], axis=0)  # numpy's default narrows it
+        assert np.mean((truth >= low) & (truth <= high)) == pytest.approx(0.9 * (size - 1) / (size + 1), abs=0.01)
