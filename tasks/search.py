@@ -137,6 +137,9 @@ DEFAULT_CANDIDATES = 1000
 #: Nearest windows retrieved per query vector in each shard (at most `candidates`): the work per shard and so
 #: per channel-day of archive; a true match is near the top of its anchors' lists (benchmarks: docs/search.md).
 QUERY_NEIGHBOURS = 100
+#: Sub-hop shifts of each anchor searched: every QUERY_SHIFT_STEP-th sample (50 ms); the scoring from the codes
+#: tries the samples between, so a proposal's start is still found to the sample.
+QUERY_SHIFT_STEP = 2
 #: Proposals of a shard whose every anchor is scored from the codes (`_anchor_scores`): this many times the
 #: proposals re-ranked, the best by their retrieved anchors.
 RESCORE_FACTOR = 3
@@ -1065,6 +1068,8 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
                      "query is zero-padded (the re-rank uses the template as it is)")
     queries, offsets, anchors = template_queries(filtered, params)
     queries = index.prepare_queries(queries)
+    # every QUERY_SHIFT_STEP-th shift is searched; the scoring from the codes below uses them all
+    searched = np.flatnonzero((offsets - anchors) % QUERY_SHIFT_STEP == 0)
     wanted = candidates or max(DEFAULT_CANDIDATES, 20 * top)
     L = len(tpl.samples)
     # Proposals: (piece, template start in piece samples, to the nearest second) -> for each anchor its best
@@ -1088,10 +1093,11 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
         if not index.shards[s]["vectors"]:
             continue
         shard = index.shard_index(s)
-        scores, ids = shard.search(queries, int(min(shard.ntotal, neighbours or min(wanted, QUERY_NEIGHBOURS))))
+        scores, ids = shard.search(queries[searched],
+                                   int(min(shard.ntotal, neighbours or min(wanted, QUERY_NEIGHBOURS))))
         del shard
         ok = ids >= 0
-        q_of = np.nonzero(ok)[0]
+        q_of = searched[np.nonzero(ok)[0]]
         vid = ids[ok].astype(np.int64) + index.offsets[s]
         piece_of = index.piece_of(vid)
         p0_of = index.frame_of(vid, piece_of) * FRAME_LENGTH - offsets[q_of]
@@ -1123,8 +1129,13 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
         # its nearest counts its true correlation there, not 0 (the best RESCORE_FACTOR x wanted proposals)
         rescore = np.argsort(-total, kind="stable")[:RESCORE_FACTOR * wanted]
         total = np.full(len(keys), -np.inf)
-        total[rescore] = _anchor_scores(index, s, piece_of_key[rescore], start[rescore], anchor_offsets,
-                                        anchor_weights, queries, shifts)
+        # a start found by a searched shift is within QUERY_SHIFT_STEP - 1 samples of the best: those tried too
+        tried = [(_anchor_scores(index, s, piece_of_key[rescore], start[rescore] + d, anchor_offsets,
+                                 anchor_weights, queries, shifts), d)
+                 for d in range(1 - QUERY_SHIFT_STEP, QUERY_SHIFT_STEP)]
+        best = np.argmax(np.stack([score for score, _ in tried]), axis=0)
+        total[rescore] = np.stack([score for score, _ in tried])[best, np.arange(len(rescore))]
+        start[rescore] += np.array([d for _, d in tried])[best]
         top_keys = np.argsort(-total, kind="stable")[:min(wanted, len(rescore))]
         ranked += [((int(piece_of_key[k]), int(second_of_key[k])), (float(total[k]), int(start[k])))
                    for k in top_keys]
