@@ -137,9 +137,10 @@ DEFAULT_CANDIDATES = 1000
 #: Nearest windows retrieved per query vector in each shard (at most `candidates`): the work per shard and so
 #: per channel-day of archive; a true match is near the top of its anchors' lists (benchmarks: docs/search.md).
 QUERY_NEIGHBOURS = 100
-#: Sub-hop shifts of each anchor searched: every QUERY_SHIFT_STEP-th sample (50 ms); the scoring from the codes
-#: tries the samples between, so a proposal's start is still found to the sample.
-QUERY_SHIFT_STEP = 2
+#: Sub-hop shifts of each anchor searched: every QUERY_SHIFT_STEP-th sample; the scoring from the codes tries
+#: the samples between, so a proposal's start is still found to the sample. 2 (50 ms) halves the scan but lost
+#: recall near 0 dB for a tenth of the query time over a channel-month (docs/search.md): 1, every sample.
+QUERY_SHIFT_STEP = 1
 #: Proposals of a shard whose every anchor is scored from the codes (`_anchor_scores`): this many times the
 #: proposals re-ranked, the best by their retrieved anchors.
 RESCORE_FACTOR = 3
