@@ -18,6 +18,11 @@ by obspy's correlate_template (FFT), top 10 peaks. Both read from the page cache
 written or read). Prints a markdown table, writes JSON.
 
     python benchmarks/search_scale_benchmark.py --out benchmarks/results/search_scale.json
+    python benchmarks/search_scale_benchmark.py --layout channel --out benchmarks/results/search_scale_channel.json
+
+--layout channel lays the same days out as consecutive days of one channel (40 Hz, the 20 Hz days resampled)
+and tokenizes each archive into one corpus, as a station's archive would be: one corpus and one shard to open
+per query instead of one per channel-day.
 """
 from __future__ import annotations
 
@@ -68,6 +73,42 @@ def prepare(work: Path, count: int, progress: bool = False) -> list[dict]:
             tokenize([str(mseed)], corpus, num_proc=1, progress=progress, overwrite=True)
         days.append({"name": stem, "source": name, "copy": copy, "mseed": mseed, "corpus": corpus})
     return days
+
+
+def prepare_channel(work: Path, days: list[dict], sizes: list[int], progress: bool = False) -> tuple[list, dict]:
+    """--layout channel: the same channel-days as consecutive days of ONE channel (XX.ARCH..BHZ, from
+    2020-01-01, at 40 Hz: the 20 Hz days resampled), as an archive holds a station's month; each archive size
+    tokenized into one corpus (as `eqcodec tokenize --sds` makes one for a span). -> (days as prepare()
+    gives them, {size: corpus folder}), cached in work/channel."""
+    import obspy
+
+    from tokenized_data import tokenize
+
+    base, out = obspy.UTCDateTime("2020-01-01"), []
+    for k, day in enumerate(days):
+        mseed = work / "channel" / "days" / f"{k:02d}-ARCH.mseed"
+        if not mseed.is_file():
+            st = obspy.read(str(day["mseed"]))
+            t0 = min(tr.stats.starttime for tr in st)
+            for tr in st:
+                if tr.stats.sampling_rate != 40.0:
+                    tr.data = tr.data.astype(np.float64)
+                    tr.resample(40.0)
+                tr.data = np.round(tr.data).astype(np.int32)
+                tr.stats.starttime = base + 86400 * k + (tr.stats.starttime - t0)
+                tr.stats.network, tr.stats.station, tr.stats.location, tr.stats.channel = "XX", "ARCH", "", "BHZ"
+            mseed.parent.mkdir(parents=True, exist_ok=True)
+            tmp = mseed.with_name(mseed.name + ".tmp")
+            st.write(str(tmp), format="MSEED", encoding="STEIM2")
+            tmp.replace(mseed)
+        out.append({**day, "name": f"{k:02d}-ARCH", "mseed": mseed})
+    corpora = {}
+    for n in sizes:
+        corpus = work / "channel" / "corpora" / f"days-{n}"
+        if not (corpus / "dataset_info.json").is_file():
+            tokenize([str(d["mseed"]) for d in out[:n]], corpus, num_proc=1, progress=progress, overwrite=True)
+        corpora[n] = corpus
+    return out, corpora
 
 
 def steim2_day_bytes(days) -> int:
@@ -165,6 +206,10 @@ def main() -> int:
     parser.add_argument("--index-type", default="auto", help="index type of tasks.search (default: %(default)s)")
     parser.add_argument("--neighbours", type=int, default=None,
                         help="windows retrieved per query vector in each shard (default: the search's own)")
+    parser.add_argument("--layout", choices=("day", "channel"), default="day",
+                        help="day: every channel-day its own corpus and shard (other station codes beyond 8 days); "
+                             "channel: the days as consecutive days of one channel, one corpus and shard per "
+                             "archive (default: %(default)s)")
     parser.add_argument("--out", default="benchmarks/results/search_scale.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -172,6 +217,9 @@ def main() -> int:
     sizes = [int(v) for v in args.sizes.split(",")]
     work = Path(args.work)
     days = prepare(work, max(sizes))
+    channel_corpora = None
+    if args.layout == "channel":
+        days, channel_corpora = prepare_channel(work, days, sizes)
     fresh = work / "tokenize-timing"
     shutil.rmtree(fresh, ignore_errors=True)
     t = time.time()
@@ -182,17 +230,17 @@ def main() -> int:
     rows = []
     for n in sizes:
         archive = days[:n]
-        out = work / f"index-{n}"
+        out = work / (f"index-{n}" if channel_corpora is None else f"channel-index-{n}")
+        corpora = [d["corpus"] for d in archive] if channel_corpora is None else [channel_corpora[n]]
         shutil.rmtree(out, ignore_errors=True)
         t = time.time()
-        index = build_index([d["corpus"] for d in archive], out, index_type=args.index_type, progress=False,
-                            log=lambda line: None)
+        index = build_index(corpora, out, index_type=args.index_type, progress=False, log=lambda line: None)
         build_s = time.time() - t
         by_file = dict(index.metadata["bytes"])
         by_file["index.json"] = (out / "index.json").stat().st_size
         row = {"channel_days": n, "distinct_days": len({d["source"] for d in archive}),
                "channel_hours": round(sum(c["channel_hours"] for c in index.metadata["corpora"]), 2),
-               "steim2_bytes": steim2_day_bytes(archive), "corpus_bytes": sum(folder_bytes(d["corpus"]) for d in archive),
+               "steim2_bytes": steim2_day_bytes(archive), "corpus_bytes": sum(folder_bytes(c) for c in corpora),
                "index_bytes": by_file, "index_total_bytes": sum(by_file.values()), "vectors": len(index),
                "shards": len(index.shards), "index_type": index.metadata["index_type"],
                "code_size": index.metadata["code_size"], "build_s": round(build_s, 2), "token_query_s": [], "mf_query_s": [],
@@ -230,7 +278,10 @@ def main() -> int:
 
     kind = rows[-1]["index_type"]
     result = {"settings": {"index": f"{kind}, {PQ_BYTES} bytes per window (+1 list byte for ivfpqfs), hop "
-                                    f"{HOP_SECONDS} s, shards by station (one per channel-day here)",
+                                    f"{HOP_SECONDS} s, shards by station ("
+                                    + ("one per channel-day here)" if args.layout == "day" else
+                                       "one channel: one corpus and one shard per archive)"),
+                           "layout": args.layout,
                            "neighbours_per_query_vector": args.neighbours or "the search default (= candidates)",
                            "templates": [f"{t.id} {t.stats.starttime} (10 s)" for t in templates],
                            "days": [d["name"] for d in days[:max(sizes)]],

@@ -97,18 +97,24 @@ def log_psd_error(truth: np.ndarray, forecast: np.ndarray) -> float:
 
 
 def crps_ensemble(truth: np.ndarray, members: np.ndarray) -> float:
-    """Mean over sample points of the ensemble CRPS, E|X - y| - E|X - X'| / 2.
+    """Mean over sample points of the fair ensemble CRPS, E|X - y| - E|X - X'| / 2.
 
     truth [H], members [S, H] (or [H] for a deterministic forecast, whose CRPS
-    is then the mean absolute error). The spread term uses sorted members:
-    E|X - X'| = 2 / S^2 * sum_i (2 i - S - 1) x_(i).
+    is then the mean absolute error). E|X - X'| is averaged over the S (S - 1)
+    pairs of distinct members (Ferro 2014's fair CRPS): an unbiased estimate of
+    the CRPS of the distribution the members are drawn from, whatever S, so
+    ensembles of different sizes compare fairly (over all S^2 pairs, self-pairs
+    included, a small ensemble is penalized by E|X - X'| / 2S). With sorted
+    members, sum over distinct pairs |x_i - x_j| = 2 sum_i (2 i - S - 1) x_(i).
     """
     truth = np.asarray(truth, dtype=np.float64)
     members = np.sort(_as_members(members), axis=0)
     s = members.shape[0]
     accuracy = np.mean(np.abs(members - truth), axis=0)
+    if s == 1:
+        return float(np.mean(accuracy))
     ranks = 2 * np.arange(1, s + 1) - s - 1
-    spread = 2.0 / s**2 * np.tensordot(ranks, members, axes=(0, 0))
+    spread = 2.0 / (s * (s - 1)) * np.tensordot(ranks, members, axes=(0, 0))
     return float(np.mean(accuracy - 0.5 * spread))
 
 

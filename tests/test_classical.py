@@ -131,6 +131,18 @@ def test_crps_matches_the_gaussian_closed_form():
     assert crps_ensemble(truth, members) == pytest.approx(crps_gaussian(truth, 0.0, 2.0), rel=0.02)
 
 
+def test_crps_of_a_small_ensemble_is_unbiased():
+    # 8 members per point, 20,000 points: the fair CRPS averages to the distribution's own CRPS, where the
+    # estimator over all S^2 pairs would exceed it by E|X - X'| / 2S = (2 / sqrt(pi)) / 16
+    rng = np.random.default_rng(3)
+    truth, members = rng.standard_normal(20000), rng.standard_normal((8, 20000))
+    expected = crps_gaussian(truth, 0.0, 1.0)
+    assert crps_ensemble(truth, members) == pytest.approx(expected, abs=0.01)
+    all_pairs = np.abs(members[:, None] - members[None]).mean(axis=(0, 1))  # self-pairs included
+    biased = float(np.mean(np.abs(members - truth).mean(axis=0) - 0.5 * all_pairs))
+    assert biased - expected == pytest.approx((2 / np.sqrt(np.pi)) / 16, abs=0.01)
+
+
 def test_coverage_of_the_90_percent_band():
     rng = np.random.default_rng(2)
     members = rng.normal(size=(500, 4000))
