@@ -16,13 +16,16 @@ class EncodedTrace:
 
     encoded: EncodedWaveform with batch size 1 (codes [1, K, T], gain [1, T])
     trace_id: NET.STA.LOC.CHA; starttime: obspy UTCDateTime of sample 0
-    original_sampling_rate: rate of the input before resampling to 40 Hz
     """
 
     encoded: EncodedWaveform
     trace_id: str
     starttime: object
-    original_sampling_rate: float
+
+    @property
+    def original_sampling_rate(self) -> float:
+        """Rate of the input before resampling to 40 Hz (kept with the tokens: encoded.source_rate)."""
+        return self.encoded.source_rate
 
     @property
     def codes(self) -> np.ndarray:
@@ -45,7 +48,7 @@ def encode_samples(codec: EQCodec, trace, samples: np.ndarray, *, beam_width: in
     """Encode `samples`, the trace's data already checked and at 40 Hz (trace_to_codec_input), keeping its id and times."""
     encoded = codec.encode(samples, beam_width=beam_width)
     encoded.source_rate = float(trace.stats.sampling_rate)
-    return EncodedTrace(encoded, trace.id, trace.stats.starttime, float(trace.stats.sampling_rate))
+    return EncodedTrace(encoded, trace.id, trace.stats.starttime)
 
 
 def decode_trace(codec: EQCodec, encoded: EncodedTrace, num_codebooks: int | None = None):

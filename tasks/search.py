@@ -907,11 +907,12 @@ class SearchResult:
     notes: list
 
 
-def _ncc_best(data: np.ndarray, template: np.ndarray) -> tuple[int, float]:
-    """Lag (sample of `data` where the template's first sample aligns) and value of the best normalized
-    cross-correlation of `template` over `data` (valid lags only)."""
-    lags, scores = ncc_best_batch(np.asarray(data, np.float64)[None], template)
-    return int(lags[0]), float(scores[0])
+def _equal_lengths(arrays) -> list[list[int]]:
+    """Positions of `arrays` grouped by length: each group stacks into one batch."""
+    groups: dict = {}
+    for i, x in enumerate(arrays):
+        groups.setdefault(len(x), []).append(i)
+    return list(groups.values())
 
 
 def ncc_best_batch(data: np.ndarray, template: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -985,10 +986,7 @@ def _filtered_spans(decoder: _Decoder, requests, band) -> list[np.ndarray]:
             raw.append(decoder.span(piece, a, b))
             cuts.append((lo - a, hi - a))
     out: list = [None] * len(raw)
-    by_length: dict = {}
-    for i, samples in enumerate(raw):
-        by_length.setdefault(len(samples), []).append(i)
-    for members in by_length.values():
+    for members in _equal_lengths(raw):
         for i, filtered in zip(members, bandpass(np.stack([raw[i] for i in members]), band)):
             out[i] = filtered[cuts[i][0]:cuts[i][1]]
     return out
@@ -1131,12 +1129,12 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
         rescore = np.argsort(-total, kind="stable")[:RESCORE_FACTOR * wanted]
         total = np.full(len(keys), -np.inf)
         # a start found by a searched shift is within QUERY_SHIFT_STEP - 1 samples of the best: those tried too
-        tried = [(_anchor_scores(index, s, piece_of_key[rescore], start[rescore] + d, anchor_offsets,
-                                 anchor_weights, queries, shifts), d)
-                 for d in range(1 - QUERY_SHIFT_STEP, QUERY_SHIFT_STEP)]
-        best = np.argmax(np.stack([score for score, _ in tried]), axis=0)
-        total[rescore] = np.stack([score for score, _ in tried])[best, np.arange(len(rescore))]
-        start[rescore] += np.array([d for _, d in tried])[best]
+        moves = np.arange(1 - QUERY_SHIFT_STEP, QUERY_SHIFT_STEP)
+        scored = np.stack([_anchor_scores(index, s, piece_of_key[rescore], start[rescore] + d, anchor_offsets,
+                                          anchor_weights, queries, shifts) for d in moves])
+        best = np.argmax(scored, axis=0)
+        total[rescore] = scored[best, np.arange(len(rescore))]
+        start[rescore] += moves[best]
         top_keys = np.argsort(-total, kind="stable")[:min(wanted, len(rescore))]
         ranked += [((int(piece_of_key[k]), int(second_of_key[k])), (float(total[k]), int(start[k])))
                    for k in top_keys]
@@ -1163,10 +1161,7 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
             decoder.rows(corpus, sorted(rows))
     samples = _filtered_spans(decoder, [(pieces[piece_id], lo, hi) for piece_id, lo, hi, _ in spans], band)
     found = []
-    by_length: dict = {}
-    for i, x in enumerate(samples):
-        by_length.setdefault(len(x), []).append(i)
-    for members in by_length.values():
+    for members in _equal_lengths(samples):
         lags, scores = ncc_best_batch(np.stack([samples[i] for i in members]), filtered)
         for i, lag, score in zip(members, lags, scores):
             piece_id, lo, _, coarse = spans[i]
@@ -1528,10 +1523,8 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
 
     def correlate(batch):
         """Each pair's window a correlated over its span b (spans of equal length in one call)."""
-        by_length: dict = {}
-        for item in batch:
-            by_length.setdefault(len(item[6]), []).append(item)
-        for items in by_length.values():
+        for members in _equal_lengths([item[6] for item in batch]):
+            items = [batch[k] for k in members]
             lags, scores = ncc_best_batch(np.stack([it[6] for it in items]), np.stack([it[5] for it in items]))
             for (i, pa, pb, a0, lo, _, _), lag, score in zip(items, lags, scores):
                 t_a = float(piece_t0[pa]) + a0 / SAMPLING_RATE

@@ -84,11 +84,11 @@ def decode_rows(codec, rows: dict, num_codebooks: int | None = None) -> list:
 
     traces = []
     lengths = np.asarray(rows["num_frames"])
-    # the source's rate bounds the band decoded (EncodedWaveform.source_rate), except for augmented copies,
-    # whose time-stretch may have moved content above it
-    augmented = np.asarray(rows.get("augmentation", [""] * len(lengths)), dtype=object) != ""
-    rates = np.where(augmented, SAMPLING_RATE, np.asarray(rows.get("sampling_rate", [SAMPLING_RATE] * len(lengths)),
-                                                          dtype=np.float64))
+    # the source's rate bounds the band decoded (EncodedWaveform.source_rate; 40 Hz or more: the full band,
+    # alike), except for augmented copies, whose time-stretch may have moved content above it
+    n = len(lengths)
+    rates = np.minimum(np.asarray(rows.get("sampling_rate", [SAMPLING_RATE] * n), np.float64), SAMPLING_RATE)
+    rates[np.asarray(rows.get("augmentation", [""] * n), dtype=object) != ""] = SAMPLING_RATE
     for frames, rate in sorted(set(zip(lengths.tolist(), rates.tolist()))):
         where = np.flatnonzero((lengths == frames) & (rates == rate))
         for lo in range(0, len(where), DECODE_BATCH):
