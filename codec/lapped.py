@@ -260,6 +260,11 @@ class LappedGainShapeRVQ(nn.Module):
         self.quantizer = quantizer or GainQuantizer()
         self.fit_info = dict(fit_info or {})
 
+    #: A decoded sample depends on the codes of its own frame and of at most this many frames on each side
+    #: (the 2-s windows overlap their neighbours), and on whether those are the trace's first or last frame
+    #: (start and stop windows): a stretch of a long trace decodes exactly from its frames and a margin.
+    decode_context_frames = 1
+
     @property
     def config(self) -> LappedCodecConfig:
         K, C, _ = self.codebooks.shape

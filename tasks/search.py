@@ -498,15 +498,15 @@ class _Decoder:
                 c.dataset.select_columns(["num_frames"]).to_pandas().num_frames) * FRAME_LENGTH
 
     def rows(self, corpus: int, rows: list[int]) -> None:
-        from tokenized_data.detokenize import decode_rows, numpy_rows
+        from tokenized_data.detokenize import decode_row_samples, numpy_rows
 
         self._open(corpus)
         todo = [r for r in rows if (corpus, r) not in self.cache]
         for lo in range(0, len(todo), DECODE_ROWS):
             batch = todo[lo:lo + DECODE_ROWS]
-            traces = decode_rows(self.codec, numpy_rows(self.numpy[corpus], batch), self.k)
-            for r, trace in zip(batch, traces):
-                self.cache[(corpus, r)] = trace.data.astype(np.float64)
+            for r, samples in zip(batch, decode_row_samples(self.codec, numpy_rows(self.numpy[corpus], batch),
+                                                            self.k)):
+                self.cache[(corpus, r)] = samples
 
     def _overlapping(self, piece, lo: int, hi: int) -> list[tuple[int, int]]:
         corpus = int(piece.corpus)
@@ -518,6 +518,42 @@ class _Decoder:
     def rows_of(self, piece, lo: int, hi: int) -> list[int]:
         """The corpus rows that samples lo..hi of a piece are decoded from."""
         return [r for r, _ in self._overlapping(piece, lo, hi)]
+
+    def spans(self, requests) -> list[np.ndarray]:
+        """[(piece, lo, hi)] -> decoded samples lo..hi of each piece, as `span` gives them, from the frames
+        they need only (nothing cached): each overlapping row's frames around the span, with a margin of
+        the codec's decode context and one frame more (the margin's outer frame decodes with a trace's start
+        or stop window: its samples are dropped). A codec that does not state its context decodes whole rows."""
+        from tokenized_data.detokenize import decode_row_samples, numpy_rows
+
+        context = getattr(self.codec, "decode_context_frames", None)
+        margin = None if context is None else int(context) + 1
+        out = [np.zeros(hi - lo) for _, lo, hi in requests]
+        parts: dict = {}  # corpus -> [(request, row, first frame, frames, row samples a..b, at)]
+        for i, (piece, lo, hi) in enumerate(requests):
+            corpus = int(piece.corpus)
+            for r, o in self._overlapping(piece, lo, hi):
+                a, b = max(lo, o) - o, min(hi, o + int(self.lengths[corpus][r])) - o
+                frames = int(self.lengths[corpus][r]) // FRAME_LENGTH
+                f0, f1 = (0, frames) if margin is None else \
+                    (max(0, a // FRAME_LENGTH - margin), min(frames, -(-b // FRAME_LENGTH) + margin))
+                parts.setdefault(corpus, []).append((i, r, f0, f1, a, b, o + a - lo))
+        for corpus, todo in parts.items():
+            wanted = sorted({r for _, r, *_ in todo})
+            for lo in range(0, len(wanted), 16 * DECODE_ROWS):
+                batch = wanted[lo:lo + 16 * DECODE_ROWS]
+                where = {r: j for j, r in enumerate(batch)}
+                rows = numpy_rows(self.numpy[corpus], batch)
+                mine = [part for part in todo if part[1] in where]
+                cut = {"codes": [rows["codes"][where[r]][:, f0:f1] for _, r, f0, f1, *_ in mine],
+                       "gain": [rows["gain"][where[r]][f0:f1] for _, r, f0, f1, *_ in mine],
+                       "num_frames": [f1 - f0 for _, _, f0, f1, *_ in mine]}
+                for key in ("scale", "offset", "sampling_rate", "augmentation"):
+                    if key in rows:
+                        cut[key] = [rows[key][where[r]] for _, r, *_ in mine]
+                for (i, _, f0, _, a, b, at), samples in zip(mine, decode_row_samples(self.codec, cut, self.k)):
+                    out[i][at:at + b - a] = samples[a - f0 * FRAME_LENGTH:b - f0 * FRAME_LENGTH]
+        return out
 
     def span(self, piece, lo: int, hi: int) -> np.ndarray:
         """Decoded samples lo..hi of a piece (rows overlapping the span only)."""
@@ -979,12 +1015,13 @@ def _filtered_spans(decoder: _Decoder, requests, band) -> list[np.ndarray]:
     FILTER_MARGIN to settle); spans of equal length are filtered together, in one call."""
     from tokenized_data.writer import one_torch_thread
 
-    raw, cuts = [], []
+    wider, cuts = [], []
+    for piece, lo, hi in requests:
+        a, b = max(0, lo - FILTER_MARGIN), min(int(piece.num_samples), hi + FILTER_MARGIN)
+        wider.append((piece, a, b))
+        cuts.append((lo - a, hi - a))
     with one_torch_thread():
-        for piece, lo, hi in requests:
-            a, b = max(0, lo - FILTER_MARGIN), min(int(piece.num_samples), hi + FILTER_MARGIN)
-            raw.append(decoder.span(piece, a, b))
-            cuts.append((lo - a, hi - a))
+        raw = decoder.spans(wider)
     out: list = [None] * len(raw)
     for members in _equal_lengths(raw):
         for i, filtered in zip(members, bandpass(np.stack([raw[i] for i in members]), band)):
@@ -1148,17 +1185,7 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
         lo, hi = max(0, p0 - NEIGHBOURHOOD), min(int(piece.num_samples), p0 + L + NEIGHBOURHOOD)
         if hi - lo >= L:
             spans.append((piece_id, lo, hi, coarse))
-    # the corpus rows of all spans decoded together (batches of DECODE_ROWS), then each span correlated
-    wanted_rows: dict = {}
-    for piece_id, lo, hi, _ in spans:
-        piece = pieces[piece_id]
-        a, b = max(0, lo - FILTER_MARGIN), min(int(piece.num_samples), hi + FILTER_MARGIN)
-        wanted_rows.setdefault(int(piece.corpus), set()).update(decoder.rows_of(piece, a, b))
-    from tokenized_data.writer import one_torch_thread
-
-    with one_torch_thread():
-        for corpus, rows in sorted(wanted_rows.items()):
-            decoder.rows(corpus, sorted(rows))
+    # the frames of all spans decoded together (`_Decoder.spans`), then every span correlated at once
     samples = _filtered_spans(decoder, [(pieces[piece_id], lo, hi) for piece_id, lo, hi, _ in spans], band)
     found = []
     for members in _equal_lengths(samples):

@@ -322,3 +322,36 @@ def test_coarse_codebooks_are_recorded_and_checked(archive, tmp_path):
     assert not np.allclose(index.decode(0, 0, 50), full.decode(0, 0, 50))
     best = search(archive["template"], tmp_path / "k2", top=1).iloc[0]
     assert best.score > 0.9  # the re-rank decodes all codebooks either way
+
+
+def test_stretches_decode_from_their_frames_exactly_as_from_whole_rows(archive):
+    """The re-rank decodes only the frames around each proposal (`_Decoder.spans`): the same samples as
+    decoding the whole rows, at row edges and across rows, and also for a codec that states no context."""
+    from tasks.search import _index_codec, _index_decoder, load_index
+
+    index = load_index(archive[0.0][1])
+    decoder = _index_decoder(index, _index_codec(index, None))
+    piece = index.pieces.iloc[0]
+    n = int(piece.num_samples)
+    assert len(piece.rows) >= 2  # the span below crosses from one row into the next
+    boundary = int(piece.offsets[1])
+    rng = np.random.default_rng(3)
+    requests = [(piece, 0, 100), (piece, n - 57, n), (piece, boundary - 400, boundary + 333), (piece, 0, n)]
+    for _ in range(40):
+        lo = int(rng.integers(0, n - 1))
+        requests.append((piece, lo, int(rng.integers(lo + 1, min(n, lo + 2000) + 1))))
+    whole = [decoder.span(p, lo, hi) for p, lo, hi in requests]
+    for stretches in (decoder.spans(requests), _without_context(decoder).spans(requests)):
+        for got, want in zip(stretches, whole):
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
+def _without_context(decoder):
+    """The same decoder with a codec that does not state its decode context (whole rows are decoded)."""
+    import copy
+
+    other = copy.copy(decoder)
+    other.codec = copy.copy(decoder.codec)
+    other.codec.decode_context_frames = None
+    return other

@@ -78,17 +78,16 @@ def numpy_rows(dataset, indices) -> dict:
     return rows
 
 
-def decode_rows(codec, rows: dict, num_codebooks: int | None = None) -> list:
-    """Rows of a corpus (a dict of columns, numpy format) -> one obspy Trace per window (40 Hz)."""
-    import obspy
-
-    traces = []
+def decode_row_samples(codec, rows: dict, num_codebooks: int | None = None) -> list[np.ndarray]:
+    """Rows of a corpus (a dict of columns, numpy format: at least codes, gain, num_frames, scale, offset) ->
+    one float64 array per row: its samples at 40 Hz in physical units."""
     lengths = np.asarray(rows["num_frames"])
     # the source's rate bounds the band decoded (EncodedWaveform.source_rate; 40 Hz or more: the full band,
     # alike), except for augmented copies, whose time-stretch may have moved content above it
     n = len(lengths)
     rates = np.minimum(np.asarray(rows.get("sampling_rate", [SAMPLING_RATE] * n), np.float64), SAMPLING_RATE)
     rates[np.asarray(rows.get("augmentation", [""] * n), dtype=object) != ""] = SAMPLING_RATE
+    out: list = [None] * n
     for frames, rate in sorted(set(zip(lengths.tolist(), rates.tolist()))):
         where = np.flatnonzero((lengths == frames) & (rates == rate))
         for lo in range(0, len(where), DECODE_BATCH):
@@ -101,10 +100,20 @@ def decode_rows(codec, rows: dict, num_codebooks: int | None = None) -> list:
                 length=int(frames) * FRAME_LENGTH, source_rate=float(rate))
             samples = codec.decode(encoded, num_codebooks).cpu().numpy()  # [B, N]
             for b, i in enumerate(batch):
-                header = {key: str(rows[key][i]) for key in ("network", "station", "location", "channel")}
-                header.update(starttime=obspy.UTCDateTime(str(rows["starttime"][i])), sampling_rate=SAMPLING_RATE)
-                traces.append((int(i), obspy.Trace(samples[b].astype(np.float32), header=header)))
-    return [trace for _, trace in sorted(traces, key=lambda item: item[0])]
+                out[i] = samples[b]
+    return out
+
+
+def decode_rows(codec, rows: dict, num_codebooks: int | None = None) -> list:
+    """Rows of a corpus (a dict of columns, numpy format) -> one obspy Trace per window (40 Hz)."""
+    import obspy
+
+    traces = []
+    for i, samples in enumerate(decode_row_samples(codec, rows, num_codebooks)):
+        header = {key: str(rows[key][i]) for key in ("network", "station", "location", "channel")}
+        header.update(starttime=obspy.UTCDateTime(str(rows["starttime"][i])), sampling_rate=SAMPLING_RATE)
+        traces.append(obspy.Trace(samples.astype(np.float32), header=header))
+    return traces
 
 
 def detokenize(corpus, codec, out, num_codebooks: int | None = None, *, progress: bool = True) -> list[Path]:
