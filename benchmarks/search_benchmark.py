@@ -80,18 +80,19 @@ def templates(directory: str, count: int, seconds: float = 10.0):
 
 
 def parse_variant(text: str) -> tuple:
-    """TYPE:PQ_BYTES:HOP[:CANDIDATES[:NEIGHBOURS[:CODEBOOKS]]] -> (type, pq bytes, hop, proposals re-ranked,
-    windows retrieved per query vector, codebooks the coarse windows are decoded from; None: the default)."""
-    kind, pq_bytes, hop, *rest = text.split(":") + ["", "", ""]
-    candidates, neighbours, codebooks = (int(r) if r else None for r in rest[:3])
-    return kind, int(pq_bytes or 0), int(hop), candidates, neighbours, codebooks
+    """TYPE:PQ_BYTES:HOP[:CANDIDATES[:NEIGHBOURS[:CODEBOOKS[:ANCHORS]]]] -> (type, pq bytes, hop, proposals
+    re-ranked, windows retrieved per query vector, codebooks the coarse windows are decoded from, anchors
+    searched; None: the default)."""
+    kind, pq_bytes, hop, *rest = text.split(":") + ["", "", "", ""]
+    candidates, neighbours, codebooks, anchors = (int(r) if r else None for r in rest[:4])
+    return kind, int(pq_bytes or 0), int(hop), candidates, neighbours, codebooks, anchors
 
 
 def variant_label(variant) -> str:
-    kind, pq_bytes, hop, candidates, neighbours, codebooks = variant
+    kind, pq_bytes, hop, candidates, neighbours, codebooks, anchors = variant
     label = f"{kind}-hop{hop}" if kind == "flat" else f"{kind}{pq_bytes}-hop{hop}"
     return (label + (f"-c{candidates}" if candidates else "") + (f"-k{neighbours}" if neighbours else "")
-            + (f"-cb{codebooks}" if codebooks else ""))
+            + (f"-cb{codebooks}" if codebooks else "") + (f"-a{anchors}" if anchors else ""))
 
 
 def top_peaks(cc: np.ndarray, n: int, separation: int) -> list[int]:
@@ -432,7 +433,7 @@ def main() -> int:
         template_hours = hours * len(tpls)
         row["matched_filter"] = {"recall": found_mf / len(truth), "query_s": round(mf_time / len(tpls), 3)}
         for variant in variants:
-            kind, pq_bytes, hop, candidates, neighbours, codebooks = variant
+            kind, pq_bytes, hop, candidates, neighbours, codebooks, anchors = variant
             label = variant_label(variant)
             t = time.time()
             index = build_index([folder / "corpus"], folder / f"index-{label}", index_type=kind, hop=hop,
@@ -445,7 +446,7 @@ def main() -> int:
                 trace = obspy.Trace(tpl.astype(np.float32), header={"sampling_rate": 40.0, "station": "TPL"})
                 t = time.time()
                 matches = search(trace, folder / f"index-{label}", top=depth, candidates=candidates,
-                                 neighbours=neighbours)
+                                 neighbours=neighbours, searched_anchors=anchors)
                 q_time += time.time() - t
                 best, false = true_and_false_scores(
                     [(obspy.UTCDateTime(s), score) for s, score in zip(matches.starttime, matches.score)],

@@ -39,17 +39,19 @@ How it works, in two stages, from the tokens alone (no original samples needed):
    band-passed like the archive. Its 4-s windows hopped by 2 s (anchors; the 8
    loudest) are each taken at every 25-ms shift of one hop (80 shifts for a 2-s
    hop), so that an event off the archive's grid still meets one window of it
-   within half a sample; these vectors are searched in each shard for their
-   100 nearest windows, which propose template start times (one per second and
-   channel). The best proposals by their retrieved windows then have every anchor
-   scored from the codes at their start (the window each anchor meets there,
-   decoded; no search): the coarse score is the mean of the anchors' correlations
-   weighted by the anchors' norms (an approximation of the whole template's
-   correlation at that start). A piece lies in one shard, so each shard's
+   within half a sample; the loudest anchor's vectors (`searched_anchors`, 1) are
+   searched for their 100 nearest windows in every channel-day of windows of a
+   shard (QUERY_NEIGHBOURS_WINDOWS), each proposing a template start time to the
+   sample. The best proposals (RESCORE_FACTOR x `candidates` per channel-day) then
+   have every anchor scored from the codes at their start (the window each anchor
+   meets there, decoded; no search): the coarse score is the mean of the anchors'
+   correlations weighted by the anchors' norms (an approximation of the whole
+   template's correlation at that start); the best start of each second and
+   channel is kept. A piece lies in one shard, so each shard's
    proposals are complete when it has been searched and the best `candidates`
    over all shards are kept.
-3. Re-rank. For each of the best `candidates` proposals (1000) the rows around it are decoded from all
-   codebooks (88 bits/s; the rows of all proposals together), band-passed, and
+3. Re-rank. For each of the best `candidates` proposals (1000) the frames around it are decoded from all
+   codebooks (88 bits/s; the frames of all proposals together), band-passed, and
    the normalized cross-correlation of the FULL template is computed at every
    sample within +-1 s of the proposal (as obspy's correlate_template, all
    proposals in one matrix product): its maximum
@@ -133,16 +135,21 @@ NEIGHBOURHOOD = FRAME_LENGTH
 FILTER_MARGIN = 5 * FRAME_LENGTH
 #: Anchor windows of a template queried (its loudest), and proposals re-ranked by default.
 MAX_ANCHORS = 8
+#: Of them, the loudest searched in the index: each proposal then has every anchor scored from the codes, so
+#: more searched anchors find the same matches for their cost (benchmarks: docs/search.md).
+SEARCHED_ANCHORS = 1
 DEFAULT_CANDIDATES = 1000
-#: Nearest windows retrieved per query vector in each shard (at most `candidates`): the work per shard and so
-#: per channel-day of archive; a true match is near the top of its anchors' lists (benchmarks: docs/search.md).
+#: Nearest windows retrieved per query vector (at most `candidates`) in each QUERY_NEIGHBOURS_WINDOWS windows
+#: of a shard (a channel-day at a 2-s hop): a true match is near the top of its anchors' lists in its day
+#: (benchmarks: docs/search.md), and the work grows with the archive as the look-alikes it must beat do.
 QUERY_NEIGHBOURS = 100
+QUERY_NEIGHBOURS_WINDOWS = 43_200
 #: Sub-hop shifts of each anchor searched: every QUERY_SHIFT_STEP-th sample; the scoring from the codes tries
 #: the samples between, so a proposal's start is still found to the sample. 2 (50 ms) halves the scan but lost
 #: recall near 0 dB for a tenth of the query time over a channel-month (docs/search.md): 1, every sample.
 QUERY_SHIFT_STEP = 1
-#: Proposals of a shard whose every anchor is scored from the codes (`_anchor_scores`): this many times the
-#: proposals re-ranked, the best by their retrieved anchors.
+#: Proposals whose every anchor is scored from the codes (`_anchor_scores`), per channel-day of windows of a
+#: shard: this many times the proposals re-ranked, the best by their retrieved anchors.
 RESCORE_FACTOR = 3
 #: FAISS index types: flat (exact, the float vectors), pq (8-bit sub-quantizers), pqfs (4-bit sub-quantizers,
 #: searched by FAISS's SIMD fast scan). No inverted lists: IVF lists store an 8-byte id per vector, as much
@@ -289,12 +296,16 @@ class SearchIndex:
         return rotation.apply(vectors) if rotation is not None else vectors
 
     def shard_index(self, s: int):
-        """A searchable FAISS index of shard s (its codes in a copy of the quantizer); queries go through
-        `prepare_queries` first."""
+        """A searchable FAISS index of shard s; queries go through `prepare_queries` first."""
+        return self.searchable(self.codes(s))
+
+    def searchable(self, codes: np.ndarray):
+        """A searchable FAISS index of codes (e.g. a stretch of a shard's `codes`) in a copy of the quantizer;
+        the ids it returns are positions in `codes`."""
         faiss = _faiss()
         _, inner = self._parts()
         index = faiss.clone_index(inner)
-        codes = np.ascontiguousarray(self.codes(s))
+        codes = np.ascontiguousarray(codes)
         kind = self.metadata["index_type"]
         if kind == "ivfpqfs":
             index.add_sa_codes(codes, np.arange(len(codes), dtype=np.int64))  # ids: positions in the shard
@@ -487,6 +498,7 @@ class _Decoder:
         self.codec, self.sources, self.k = codec, dict(corpora), num_codebooks
         self.numpy: dict = {}
         self.lengths: dict = {}
+        self.longest: dict = {}
         self.cache: dict = {}
 
     def _open(self, corpus: int) -> None:
@@ -496,6 +508,7 @@ class _Decoder:
             self.numpy[corpus] = c.dataset.with_format("arrow")
             self.lengths[corpus] = np.asarray(
                 c.dataset.select_columns(["num_frames"]).to_pandas().num_frames) * FRAME_LENGTH
+            self.longest[corpus] = int(self.lengths[corpus].max(initial=0))
 
     def rows(self, corpus: int, rows: list[int]) -> None:
         from tokenized_data.detokenize import decode_row_samples, numpy_rows
@@ -511,8 +524,13 @@ class _Decoder:
     def _overlapping(self, piece, lo: int, hi: int) -> list[tuple[int, int]]:
         corpus = int(piece.corpus)
         self._open(corpus)
-        rows, offsets = np.asarray(piece.rows, np.int64), np.asarray(piece.offsets, np.int64)
-        ok = (offsets < hi) & (offsets + self.lengths[corpus][rows] > lo)
+        offsets = np.asarray(piece.offsets, np.int64)
+        # a piece's rows are in time order and none is longer than the corpus's longest: only rows starting
+        # less than that before lo can reach it
+        first = int(np.searchsorted(offsets, lo - self.longest[corpus], side="right"))
+        last = int(np.searchsorted(offsets, hi, side="left"))
+        rows, offsets = np.asarray(piece.rows, np.int64)[first:last], offsets[first:last]
+        ok = offsets + self.lengths[corpus][rows] > lo
         return list(zip(rows[ok].tolist(), offsets[ok].tolist()))
 
     def rows_of(self, piece, lo: int, hi: int) -> list[int]:
@@ -537,8 +555,14 @@ class _Decoder:
                 frames = int(self.lengths[corpus][r]) // FRAME_LENGTH
                 f0, f1 = (0, frames) if margin is None else \
                     (max(0, a // FRAME_LENGTH - margin), min(frames, -(-b // FRAME_LENGTH) + margin))
-                parts.setdefault(corpus, []).append((i, r, f0, f1, a, b, o + a - lo))
+                parts.setdefault(corpus, []).append([i, r, f0, f1, a, b, o + a - lo, frames])
         for corpus, todo in parts.items():
+            # stretches widened to one number of frames where their rows allow: decoded in the same batches
+            width = max(f1 - f0 for _, _, f0, f1, *_ in todo)
+            for part in todo:
+                frames = part[7]
+                part[3] = min(frames, part[2] + width)
+                part[2] = max(0, part[3] - width)
             wanted = sorted({r for _, r, *_ in todo})
             for lo in range(0, len(wanted), 16 * DECODE_ROWS):
                 batch = wanted[lo:lo + 16 * DECODE_ROWS]
@@ -551,7 +575,7 @@ class _Decoder:
                 for key in ("scale", "offset", "sampling_rate", "augmentation"):
                     if key in rows:
                         cut[key] = [rows[key][where[r]] for _, r, *_ in mine]
-                for (i, _, f0, _, a, b, at), samples in zip(mine, decode_row_samples(self.codec, cut, self.k)):
+                for (i, _, f0, _, a, b, at, _), samples in zip(mine, decode_row_samples(self.codec, cut, self.k)):
                     out[i][at:at + b - a] = samples[a - f0 * FRAME_LENGTH:b - f0 * FRAME_LENGTH]
         return out
 
@@ -1054,7 +1078,8 @@ def _anchor_scores(index: SearchIndex, s: int, pieces: np.ndarray, starts: np.nd
 
 def run_search(template, index_path, *, top: int = 10, min_score: float | None = None, start=None, end=None,
                seed_id: str = "*", codec: str | None = None, candidates: int | None = None,
-               neighbours: int | None = None, keep_waveforms: int = 0) -> SearchResult:
+               neighbours: int | None = None, searched_anchors: int | None = None,
+               keep_waveforms: int = 0) -> SearchResult:
     """The search, with what the figure needs; `search` returns its table only.
 
     index_path: an index folder, or a list of them (e.g. one per machine or per network: each searched in
@@ -1068,7 +1093,7 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
         if len(index_path) > 1:
             results = [run_search(template, p, top=top, min_score=min_score, start=start, end=end, seed_id=seed_id,
                                   codec=codec, candidates=candidates, neighbours=neighbours,
-                                  keep_waveforms=keep_waveforms)
+                                  searched_anchors=searched_anchors, keep_waveforms=keep_waveforms)
                        for p in index_path]
             rows = [(score, r, i) for r in results for i, score in enumerate(r.matches.score)]
             rows.sort(key=lambda item: -item[0])
@@ -1086,6 +1111,9 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
         raise InputError(f"top must be a whole number >= 1, got {top!r}")
     if min_score is not None and not -1 <= min_score <= 1:
         raise InputError(f"min_score must lie in [-1, 1] (a correlation), got {min_score}")
+    if searched_anchors is not None and (not isinstance(searched_anchors, (int, np.integer))
+                                         or isinstance(searched_anchors, bool) or searched_anchors < 1):
+        raise InputError(f"searched_anchors must be a whole number >= 1, got {searched_anchors!r}")
     index = load_index(index_path)
     codec_model = _index_codec(index, codec)
     tpl = prepare_template(template, start=start, end=end, seed_id=seed_id)
@@ -1104,8 +1132,6 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
                      "query is zero-padded (the re-rank uses the template as it is)")
     queries, offsets, anchors = template_queries(filtered, params)
     queries = index.prepare_queries(queries)
-    # every QUERY_SHIFT_STEP-th shift is searched; the scoring from the codes below uses them all
-    searched = np.flatnonzero((offsets - anchors) % QUERY_SHIFT_STEP == 0)
     wanted = candidates or max(DEFAULT_CANDIDATES, 20 * top)
     L = len(tpl.samples)
     # Proposals: (piece, template start in piece samples, to the nearest second) -> for each anchor its best
@@ -1124,57 +1150,66 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
     anchor_weights = anchor_weights / anchor_weights.sum()
     anchor_number = anchor_number.ravel()
     number_of_anchors = int(anchor_number.max()) + 1
+    # the loudest `searched_anchors` anchors at every QUERY_SHIFT_STEP-th shift are searched; the scoring from
+    # the codes below uses every anchor and shift
+    searched_anchors = SEARCHED_ANCHORS if searched_anchors is None else searched_anchors
+    loudest = anchor_offsets[np.argsort(-anchor_weights, kind="stable")[:searched_anchors]]
+    searched = np.flatnonzero(((offsets - anchors) % QUERY_SHIFT_STEP == 0) & np.isin(anchors, loudest))
     ranked: list = []  # ((piece, second), (coarse score, p0))
+    k = neighbours or min(wanted, QUERY_NEIGHBOURS)
     for s in range(len(index.shards)):
-        if not index.shards[s]["vectors"]:
+        n = int(index.shards[s]["vectors"])
+        if not n:
             continue
-        shard = index.shard_index(s)
-        scores, ids = shard.search(queries[searched],
-                                   int(min(shard.ntotal, neighbours or min(wanted, QUERY_NEIGHBOURS))))
-        del shard
-        ok = ids >= 0
-        q_of = searched[np.nonzero(ok)[0]]
-        vid = ids[ok].astype(np.int64) + index.offsets[s]
+        # The nearest windows are taken per QUERY_NEIGHBOURS_WINDOWS windows of the shard (a channel-day), not
+        # over the whole shard: a true match ranks among chance look-alikes whose number grows with the shard,
+        # so a fixed list would lose matches as the shard grows, and one long list costs FAISS far more
+        found_scores, found_ids, found_rows = [], [], []
+        codes = index.codes(s)
+        for lo in range(0, n, QUERY_NEIGHBOURS_WINDOWS):
+            chunk = index.searchable(codes[lo:lo + QUERY_NEIGHBOURS_WINDOWS])
+            scores, ids = chunk.search(queries[searched], int(min(chunk.ntotal, k)))
+            ok = ids >= 0
+            found_scores.append(scores[ok])
+            found_ids.append(ids[ok].astype(np.int64) + lo)
+            found_rows.append(np.nonzero(ok)[0])
+        del chunk, codes
+        q_of = searched[np.concatenate(found_rows)]
+        if not len(q_of):
+            continue
+        vid = np.concatenate(found_ids) + index.offsets[s]
         piece_of = index.piece_of(vid)
         p0_of = index.frame_of(vid, piece_of) * FRAME_LENGTH - offsets[q_of]
-        if not len(vid):
-            continue
-        second_of = np.rint(p0_of / FRAME_LENGTH).astype(np.int64)
-        score_of = scores[ok].astype(np.float64)
-        # one sort: proposal (piece, second) and anchor combined in one key; per key and anchor the best score
-        # (np.maximum.at), summed over the anchors; per proposal its best window gives its start p0
-        span = int(second_of.max() - second_of.min()) + 1
-        proposal = piece_of * span + (second_of - second_of.min())
+        score_of = np.concatenate(found_scores).astype(np.float64)
+        # Proposals: (piece, template start to the sample). The anchors of a true match agree on its start
+        # and add up there; per proposal and anchor its best window, weighted by the anchor's norm
+        low = int(p0_of.min())
+        span = int(p0_of.max()) - low + 1
+        proposal = piece_of * span + (p0_of - low)
         pairs, pair_of = np.unique(proposal * number_of_anchors + anchor_number[q_of], return_inverse=True)
-        pair_of = pair_of.ravel()
         pair_best = np.full(len(pairs), -np.inf)
-        np.maximum.at(pair_best, pair_of, score_of)
+        np.maximum.at(pair_best, pair_of.ravel(), score_of)
         keys, key_of_pair = np.unique(pairs // number_of_anchors, return_inverse=True)
-        key_of_pair = key_of_pair.ravel()
-        total = np.bincount(key_of_pair, weights=pair_best * anchor_weights[pairs % number_of_anchors],
+        total = np.bincount(key_of_pair.ravel(), weights=pair_best * anchor_weights[pairs % number_of_anchors],
                             minlength=len(keys))
-        key_best = np.full(len(keys), -np.inf)
-        np.maximum.at(key_best, key_of_pair, pair_best)
-        key_of_hit = key_of_pair[pair_of]
-        is_best = score_of == key_best[key_of_hit]
-        start = np.zeros(len(keys), np.int64)
-        start[key_of_hit[is_best][::-1]] = p0_of[is_best][::-1]  # the first best hit of each proposal
-        piece_of_key = keys // span
-        second_of_key = keys % span + second_of.min()
-        # Every anchor scored at each proposal's start, from the codes: an anchor whose window was not among
-        # its nearest counts its true correlation there, not 0 (the best RESCORE_FACTOR x wanted proposals)
-        rescore = np.argsort(-total, kind="stable")[:RESCORE_FACTOR * wanted]
-        total = np.full(len(keys), -np.inf)
+        # Every anchor scored at the best proposals' starts, from the codes: an anchor whose window was not
+        # among its nearest counts its true correlation there, not 0 (RESCORE_FACTOR x wanted per channel-day)
+        days = math.ceil(n / QUERY_NEIGHBOURS_WINDOWS)
+        rescore = np.argsort(-total, kind="stable")[:RESCORE_FACTOR * wanted * days]
+        piece_r, start_r = keys[rescore] // span, keys[rescore] % span + low
         # a start found by a searched shift is within QUERY_SHIFT_STEP - 1 samples of the best: those tried too
         moves = np.arange(1 - QUERY_SHIFT_STEP, QUERY_SHIFT_STEP)
-        scored = np.stack([_anchor_scores(index, s, piece_of_key[rescore], start[rescore] + d, anchor_offsets,
-                                          anchor_weights, queries, shifts) for d in moves])
+        scored = np.stack([_anchor_scores(index, s, piece_r, start_r + d, anchor_offsets, anchor_weights,
+                                          queries, shifts) for d in moves])
         best = np.argmax(scored, axis=0)
-        total[rescore] = scored[best, np.arange(len(rescore))]
-        start[rescore] += moves[best]
-        top_keys = np.argsort(-total, kind="stable")[:min(wanted, len(rescore))]
-        ranked += [((int(piece_of_key[k]), int(second_of_key[k])), (float(total[k]), int(start[k])))
-                   for k in top_keys]
+        total_r, start_r = scored[best, np.arange(len(rescore))], start_r + moves[best]
+        # one proposal per piece and second (the re-rank searches +-NEIGHBOURHOOD around it): its best start
+        order = np.argsort(-total_r, kind="stable")
+        second_r = piece_r[order] * (span // FRAME_LENGTH + 3) + (start_r[order] - low + FRAME_LENGTH) // FRAME_LENGTH
+        _, first = np.unique(second_r, return_index=True)
+        kept = order[np.sort(first)][:wanted]
+        ranked += [((int(piece_r[j]), int(start_r[j]) // FRAME_LENGTH), (float(total_r[j]), int(start_r[j])))
+                   for j in kept]
         ranked = sorted(ranked, key=lambda item: -item[1][0])[:wanted]
     decoder = _index_decoder(index, codec_model)
     chosen = sorted({key[0] for key, _ in ranked})
@@ -1235,7 +1270,7 @@ def _iso_many(seconds) -> list[str]:
 
 def search(template, index_path, *, top: int = 10, min_score: float | None = None, start=None, end=None,
            seed_id: str = "*", codec: str | None = None, candidates: int | None = None,
-           neighbours: int | None = None):
+           neighbours: int | None = None, searched_anchors: int | None = None):
     """Best matches of `template` (a file path or an obspy Stream/Trace) in the index (a folder, or a list of
     them: their matches merged by score) -> pandas.DataFrame.
 
@@ -1243,10 +1278,12 @@ def search(template, index_path, *, top: int = 10, min_score: float | None = Non
     endtime, score (normalized cross-correlation of the whole template, band-passed, on tokens decoded
     from all codebooks), coarse_score (the FAISS stage's), corpus. `.attrs["notes"]`: e.g. resampling.
     candidates: proposals re-ranked (default max(1000, 20 x top)); neighbours: windows retrieved per query
-    vector in each shard (default: min(candidates, 100)).
+    vector in each shard (default: min(candidates, 100)); searched_anchors: how many of the template's
+    loudest anchor windows are looked up in the index (default SEARCHED_ANCHORS; all are scored).
     """
     return run_search(template, index_path, top=top, min_score=min_score, start=start, end=end,
-                      seed_id=seed_id, codec=codec, candidates=candidates, neighbours=neighbours).matches
+                      seed_id=seed_id, codec=codec, candidates=candidates, neighbours=neighbours,
+                      searched_anchors=searched_anchors).matches
 
 
 def plot_matches(result: SearchResult, path) -> None:

@@ -355,3 +355,46 @@ def _without_context(decoder):
     other.codec = copy.copy(decoder.codec)
     other.codec.decode_context_frames = None
     return other
+
+
+def test_every_searched_anchor_count_finds_the_event_and_bad_counts_are_refused(archive):
+    """Searching one anchor (the default) or all of them proposes the event; the others are scored from the
+    codes either way, so the match and its score are the same."""
+    import obspy
+
+    from tasks.search import MAX_ANCHORS, SEARCHED_ANCHORS, search
+
+    assert SEARCHED_ANCHORS == 1
+    offset = OFFSETS[2]
+    results = [search(archive["template"], archive[offset][1], top=1, searched_anchors=n).iloc[0]
+               for n in (1, 2, MAX_ANCHORS)]
+    for best in results:
+        assert abs(obspy.UTCDateTime(best.starttime) - expected_time(offset)) <= 0.025 + 1e-6
+        assert best.score == pytest.approx(results[0].score, abs=1e-9)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InputError, match="searched_anchors must be a whole number >= 1"):
+            search(archive["template"], archive[offset][1], searched_anchors=bad)
+
+
+def test_a_long_shard_is_searched_a_stretch_of_windows_at_a_time(archive, monkeypatch):
+    """Nearest windows are taken per QUERY_NEIGHBOURS_WINDOWS windows of a shard (a channel-day), so that a
+    long shard keeps the recall of a day: here a stretch of 20 windows, with 1 neighbour each."""
+    import obspy
+
+    from tasks import search as search_module
+
+    sizes = []
+    original = search_module.SearchIndex.searchable
+
+    def counting(self, codes):
+        sizes.append(len(codes))
+        return original(self, codes)
+
+    monkeypatch.setattr(search_module.SearchIndex, "searchable", counting)
+    monkeypatch.setattr(search_module, "QUERY_NEIGHBOURS_WINDOWS", 20)
+    offset = OFFSETS[1]
+    index = search_module.load_index(archive[offset][1])
+    best = search_module.search(archive["template"], archive[offset][1], top=1, neighbours=1).iloc[0]
+    assert sizes == [20] * (len(index) // 20) + ([len(index) % 20] if len(index) % 20 else [])
+    assert abs(obspy.UTCDateTime(best.starttime) - expected_time(offset)) <= 0.025 + 1e-6
+    assert best.score > 0.9
