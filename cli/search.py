@@ -16,7 +16,7 @@ gap-free piece, with gaps or NaN, an index of another codec or a damaged index
 are refused, and nothing is written.
 
 --all-pairs takes no template (FAST's use case): every indexed 4-s window
-(also shifted by 0-0.5 s) is looked up among its nearest FAISS neighbours,
+(also taken 25 ms to 0.5 s later, every sample) is looked up among its nearest FAISS neighbours,
 those on the same trace closer than --min-separation seconds (self-matches and
 their shifts) dropped, its --neighbours best partners kept, (a, b) and (b, a)
 merged, and the runs of pairs of one repeat grouped and ranked by their summed

@@ -62,9 +62,9 @@ How it works, in two stages, from the tokens alone (no original samples needed):
 
 All pairs (`all_pairs`, `eqcodec search --all-pairs`; FAST's use case, no template):
 
-1. Coarse, from the index alone. Every indexed window vector (decoded from its code), also shifted by 0 to
-   half a hop in 50-ms steps (its values moved, zeros after, standardized again: a pair off the hop grid meets
-   within 25 ms), is searched for its nearest vectors in every shard, PAIR_BATCH windows at a time (memory
+1. Coarse. Every indexed window, also taken 1 to 20 samples (25 ms to half a hop) later (made from the
+   decoded samples as the index's vectors are: a pair off the hop grid meets within half a sample), is
+   searched for its nearest vectors in every shard, PAIR_BATCH windows at a time (memory
    bounded by a batch, PAIR_SHARD_CACHE shards and a pool of pairs). Partners on the same trace closer than
    `min_separation` (default: the window, 4 s: self-matches and their shifts) are dropped; each window keeps
    its `neighbours` (10) best partners; (a, b) and (b, a) are one pair (a: the earlier window on one trace,
@@ -1443,7 +1443,8 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
     Coarse stage (the index alone): every indexed window vector is searched for its nearest neighbours
     in the FAISS index (in batches of PAIR_BATCH windows), neighbours on the same trace closer than
     `min_separation` seconds (default: the index's window, 4 s; self-matches and their shifts) dropped;
-    each window is also queried shifted by 0-0.5 s (50-ms steps) so that a pair off the 1-s grid meets;
+    each window is also queried 25 ms to half a hop later (every sample, from the decoded samples) so that
+    a pair off the hop grid meets;
     each window keeps its `neighbours` best partners; (a, b) and (b, a) are one pair, and the pairs of one
     repeat (runs of neighbouring windows: pairs of the same two traces whose first windows lie within one
     hop, 1 s, of each other and whose time offsets differ by at most one hop, chained) form a cluster,
@@ -1488,8 +1489,30 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
         return piece_t0[p] + index.frame_of(v, p)
 
     k = int(min(n, neighbours + 2 * math.ceil(separation / hop) + 1))
-    step = params["decimation"] / SAMPLING_RATE
-    shifts = range(0, int(round(hop / 2 / step)) + 1)  # window a later by s vector samples, up to half a hop
+    # window a is also taken s samples (25 ms) later, up to half a hop: a repeat off the hop grid then meets
+    # one of them within half a sample (shifting the 20-Hz vectors instead leaves up to 25 ms, which costs a
+    # 5-8 Hz repeat much of its correlation)
+    shifts = np.arange(0, int(round(hop / 2 * SAMPLING_RATE)) + 1)
+    chunks = _FilteredChunks(_index_decoder(index, codec_model), index.pieces, band, width + 2 * NEIGHBOURHOOD)
+    piece_samples = np.asarray(index.pieces.num_samples, np.int64)
+
+    def shifted_windows(sa: int, lo: int, hi: int) -> np.ndarray:
+        """Windows lo..hi - 1 of shard sa, each at every shift, made from the decoded samples as the index's
+        own vectors are -> [len(shifts) x (hi - lo), dims], shift-major."""
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        v = np.arange(lo, hi, dtype=np.int64) + index.offsets[sa]
+        piece_v = index.piece_of(v)
+        start_v = index.frame_of(v, piece_v) * FRAME_LENGTH
+        out = np.zeros((len(shifts), len(v), width // params["decimation"]), np.float64)
+        for piece_id in np.unique(piece_v):
+            sel = np.flatnonzero(piece_v == piece_id)
+            a, b = int(start_v[sel[0]]), int(start_v[sel[-1]]) + width + int(shifts[-1])
+            x = chunks.span(int(piece_id), a, min(b, int(piece_samples[piece_id])))
+            view = sliding_window_view(np.pad(x, (0, b - a - len(x))), width)[:, ::params["decimation"]]
+            for j, shift in enumerate(shifts):
+                out[j, sel] = view[start_v[sel] - a + shift]
+        return _standardize(out.reshape(-1, out.shape[-1]))
     # the shards searched for each batch of windows: the last PAIR_SHARD_CACHE ones kept loaded (an index of
     # that many shards or fewer is loaded once; a larger one is read again for each batch: memory stays bounded)
     loaded: OrderedDict = OrderedDict()
@@ -1517,9 +1540,7 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
     batches = [(sa, lo, min(int(shard["vectors"]), lo + PAIR_BATCH)) for sa, shard in enumerate(index.shards)
                for lo in range(0, int(shard["vectors"]), PAIR_BATCH)]
     for sa, lo, hi in tqdm(batches, desc="all pairs", unit="batch", disable=not progress):
-        base = index.decode(sa, lo, hi)
-        queries = index.prepare_queries(np.concatenate([_standardize(np.pad(base[:, s:], ((0, 0), (0, s))))
-                                                        for s in shifts]))
+        queries = index.prepare_queries(shifted_windows(sa, lo, hi))
         windows = np.tile(np.arange(lo, hi, dtype=np.int64) + index.offsets[sa], len(shifts))
         found_a, found_b, found_s = [], [], []
         for sb, shard in enumerate(index.shards):  # every shard's nearest windows: their union holds the nearest
@@ -1556,7 +1577,7 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
             pool_a, pool_b, pool_s = shrink(pool_a, pool_b, pool_s, pool_limit)
     pool_a, pool_b, pool_s = shrink(pool_a, pool_b, pool_s, pool_limit)
     pool_a, pool_b, pool_s = shrink(pool_a, pool_b, pool_s, pool_limit)
-    notes = [f"{n} windows, each at {len(shifts)} shifts of {step * 1000:g} ms, searched for {k} neighbours: "
+    notes = [f"{n} windows, each at {len(shifts)} shifts of {1000 / SAMPLING_RATE:g} ms, searched for {k} neighbours: "
              f"{seen} pairs (each window's {neighbours} best partners, none within {separation:g} s on its own "
              f"trace), {len(pool_a)} distinct pairs pooled"]
     ta, tb = time_of(pool_a), time_of(pool_b)
@@ -1575,14 +1596,12 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
     notes.append(f"{len(best)} clusters of pairs (repeats); the best {len(clusters)} re-ranked "
                  f"({len(chosen)} pairs, up to {PAIR_RERANK_PER_CLUSTER} per cluster)")
 
-    chunks = _FilteredChunks(_index_decoder(index, codec_model), index.pieces, band, width + 2 * NEIGHBOURHOOD)
     piece_trace = list(index.pieces.trace_id)
     reranked = []  # (score, coarse, piece a, piece b, t_a, t_b)
     chosen = np.asarray(chosen, np.int64)
     chosen_pa, chosen_pb = index.piece_of(pool_a[chosen]), index.piece_of(pool_b[chosen])
     chosen_fa = index.frame_of(pool_a[chosen], chosen_pa)
     chosen_fb = index.frame_of(pool_b[chosen], chosen_pb)
-    piece_samples = np.asarray(index.pieces.num_samples, np.int64)
     batch: list = []  # (pool pair, piece a, piece b, a0, lo, window a, span b)
 
     def correlate(batch):

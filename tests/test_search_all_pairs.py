@@ -159,3 +159,25 @@ def test_bad_input_is_refused_and_nothing_is_written(repeats, tmp_path, monkeypa
         assert exit_info.value.code == 2, argv
         assert "error:" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".pairs*")) and not (tmp_path / "p.png").exists()
+
+
+def test_a_repeat_an_odd_number_of_samples_off_the_grid_keeps_its_coarse_score(tmp_path):
+    """Window a is taken at every 40-Hz sample of half a hop: a repeat 70 s + 9 samples later meets a shifted
+    window within half a sample, so its coarse score is about its re-ranked correlation (a vector shifted in
+    50-ms steps stays 25 ms off and loses much of it)."""
+    import obspy
+
+    from tasks.search import build_index
+    from tokenized_data import tokenize
+
+    times = (40.375, 110.6)  # lag 70.225 s: 9 samples past the 1-s grid
+    tokenize([str(noise_with_repeats(tmp_path / "odd.mseed", times, station="ODD", seed=7))], tmp_path / "corpus",
+             num_proc=1, progress=False)
+    build_index([tmp_path / "corpus"], tmp_path / "index", progress=False)
+    from tasks.search import all_pairs
+
+    best = all_pairs(tmp_path / "index").iloc[0]
+    assert abs(best.lag_seconds - (times[1] - times[0])) < SAMPLE / 2 + 1e-6
+    assert obspy.UTCDateTime(best.starttime_a) - obspy.UTCDateTime(T0) == pytest.approx(times[0], abs=8)
+    assert best.score > 0.9
+    assert best.coarse_score > best.score - 0.02, (best.coarse_score, best.score)  # 50-ms steps: 0.04 below
