@@ -533,10 +533,6 @@ class _Decoder:
         ok = offsets + self.lengths[corpus][rows] > lo
         return list(zip(rows[ok].tolist(), offsets[ok].tolist()))
 
-    def rows_of(self, piece, lo: int, hi: int) -> list[int]:
-        """The corpus rows that samples lo..hi of a piece are decoded from."""
-        return [r for r, _ in self._overlapping(piece, lo, hi)]
-
     def spans(self, requests) -> list[np.ndarray]:
         """[(piece, lo, hi)] -> decoded samples lo..hi of each piece, as `span` gives them, from the frames
         they need only (nothing cached): each overlapping row's frames around the span, with a margin of
@@ -1134,12 +1130,12 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
     queries = index.prepare_queries(queries)
     wanted = candidates or max(DEFAULT_CANDIDATES, 20 * top)
     L = len(tpl.samples)
-    # Proposals: (piece, template start in piece samples, to the nearest second) -> for each anchor its best
-    # retrieved window score; their weighted sum (0 for an anchor not retrieved) picks the proposals whose
-    # every anchor is then scored from the codes (`_anchor_scores`): the coarse score, an approximation of the
-    # whole template's correlation; a proposal's start is that of its best window. A piece lies
-    # in one shard, so a shard's proposals are complete once it is searched: the shards are searched one at a
-    # time (memory bounded by one shard) and only the `wanted` best proposals so far are kept.
+    # Proposals: (piece, template start in piece samples) -> for each searched anchor its best retrieved
+    # window score; their weighted sum (0 for an anchor not retrieved) picks the proposals whose every anchor
+    # is then scored from the codes (`_anchor_scores`): the coarse score, an approximation of the whole
+    # template's correlation. A piece lies in one shard, so a shard's proposals are complete once it is
+    # searched: the shards are searched one at a time (memory bounded by one shard) and only the `wanted`
+    # best proposals so far are kept.
     anchor_offsets, anchor_number = np.unique(anchors, return_inverse=True)
     shifts = int(params["hop_seconds"]) * FRAME_LENGTH
     # Anchors weighted by their norm: the whole template's correlation is the sum of its windows' correlations,
@@ -1278,7 +1274,8 @@ def search(template, index_path, *, top: int = 10, min_score: float | None = Non
     endtime, score (normalized cross-correlation of the whole template, band-passed, on tokens decoded
     from all codebooks), coarse_score (the FAISS stage's), corpus. `.attrs["notes"]`: e.g. resampling.
     candidates: proposals re-ranked (default max(1000, 20 x top)); neighbours: windows retrieved per query
-    vector in each shard (default: min(candidates, 100)); searched_anchors: how many of the template's
+    vector in each channel-day of windows of a shard (default: min(candidates, 100)); searched_anchors: how
+    many of the template's
     loudest anchor windows are looked up in the index (default SEARCHED_ANCHORS; all are scored).
     """
     return run_search(template, index_path, top=top, min_score=min_score, start=start, end=end,
@@ -1440,12 +1437,11 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
               candidates: int | None = None, codec: str | None = None, progress: bool = False):
     """Pairs of similar windows within the indexed archive, with no template -> pandas.DataFrame.
 
-    Coarse stage (the index alone): every indexed window vector is searched for its nearest neighbours
-    in the FAISS index (in batches of PAIR_BATCH windows), neighbours on the same trace closer than
-    `min_separation` seconds (default: the index's window, 4 s; self-matches and their shifts) dropped;
-    each window is also queried 25 ms to half a hop later (every sample, from the decoded samples) so that
-    a pair off the hop grid meets;
-    each window keeps its `neighbours` best partners; (a, b) and (b, a) are one pair, and the pairs of one
+    Coarse stage: every indexed window is searched for its nearest neighbours in the FAISS index (in
+    batches of PAIR_BATCH windows), neighbours on the same trace closer than `min_separation` seconds
+    (default: the index's window, 4 s; self-matches and their shifts) dropped; each window is also queried
+    25 ms to half a hop later (every sample, from the decoded samples) so that a pair off the hop grid
+    meets; each window keeps its `neighbours` best partners; (a, b) and (b, a) are one pair, and the pairs of one
     repeat (runs of neighbouring windows: pairs of the same two traces whose first windows lie within one
     hop, 1 s, of each other and whose time offsets differ by at most one hop, chained) form a cluster,
     ranked by the sum of its pairs' coarse scores. The best `candidates` clusters (default
