@@ -1377,29 +1377,55 @@ def _cluster_pairs(ca, cb, ta, dt, width: float, offset_width: float | None = No
     """Cluster label of each pair: single linkage of pairs of the same two traces (codes ca, cb) whose first
     windows (ta) lie within `width` s of each other and whose time offsets (dt = t_b - t_a) differ by at
     most `offset_width` s (default: `width`). With both one hop, a run of neighbouring windows of one repeat
-    is one cluster, while chance pairs, a few neighbours per window, stay far too sparse to chain."""
+    is one cluster, while chance pairs, a few neighbours per window, stay far too sparse to chain. A
+    cluster's label is the position of its first pair.
+
+    The pairs are binned by (traces, ta / width, dt / offset_width); only pairs of neighbouring bins can be
+    linked, so each pair is compared with the pairs of its 9 bins (found by sorting) and the linked pairs'
+    graph is split into connected components (scipy.sparse.csgraph)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     offset_width = width if offset_width is None else offset_width
-    parent = np.arange(len(ta))
+    ta, dt = np.asarray(ta, np.float64), np.asarray(dt, np.float64)
+    n = len(ta)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    ca, cb = np.asarray(ca, np.int64), np.asarray(cb, np.int64)
+    _, traces = np.unique((ca - ca.min()) * (int(cb.max() - cb.min()) + 1) + cb - cb.min(), return_inverse=True)
+    bin_a = np.floor(ta / width).astype(np.int64)
+    bin_d = np.floor(dt / offset_width).astype(np.int64)
+    bin_a, bin_d = bin_a - bin_a.min() + 1, bin_d - bin_d.min() + 1  # room for the neighbour at -1
+    # one integer per bin: (traces, bin_a) ranked densely (with its neighbours), then bin_d: no overflow
+    traces_and_a = traces.ravel() * (int(bin_a.max()) + 2) + bin_a
+    ranks = np.unique(np.concatenate([traces_and_a - 1, traces_and_a, traces_and_a + 1]))
+    span_d = int(bin_d.max()) + 2
 
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    rank_of = {da: np.searchsorted(ranks, traces_and_a + da) * span_d for da in (-1, 0, 1)}
 
-    buckets: dict = {}
-    keys_a, keys_d = np.floor(ta / width).astype(np.int64), np.floor(dt / offset_width).astype(np.int64)
-    for i in np.argsort(ta, kind="stable"):
-        key = (int(ca[i]), int(cb[i]), int(keys_a[i]), int(keys_d[i]))
-        for da in (-1, 0, 1):
-            for dd in (-1, 0, 1):
-                for j in buckets.get((key[0], key[1], key[2] + da, key[3] + dd), ()):
-                    if abs(ta[i] - ta[j]) <= width + 1e-6 and abs(dt[i] - dt[j]) <= offset_width + 1e-6:
-                        ri, rj = root(i), root(j)
-                        if ri != rj:
-                            parent[max(ri, rj)] = min(ri, rj)
-        buckets.setdefault(key, []).append(i)
-    return np.array([root(i) for i in range(len(ta))], dtype=np.int64)
+    def key(da, dd):
+        return rank_of[da] + bin_d + dd
+
+    own = key(0, 0)
+    order = np.argsort(own, kind="stable")
+    sorted_keys = own[order]
+    rows, cols = [np.arange(n)], [np.arange(n)]
+    for da in (-1, 0, 1):
+        for dd in (-1, 0, 1):
+            wanted = key(da, dd)
+            lo = np.searchsorted(sorted_keys, wanted, side="left")
+            count = np.searchsorted(sorted_keys, wanted, side="right") - lo
+            i = np.repeat(np.arange(n), count)
+            j = order[np.repeat(lo - np.cumsum(count) + count, count) + np.arange(int(count.sum()))]
+            linked = (np.abs(ta[i] - ta[j]) <= width + 1e-6) & (np.abs(dt[i] - dt[j]) <= offset_width + 1e-6)
+            rows.append(i[linked])
+            cols.append(j[linked])
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(n, n)).tocsr()
+    _, component = connected_components(graph, directed=False)
+    first = np.full(int(component.max()) + 1, n, np.int64)
+    np.minimum.at(first, component, np.arange(n))
+    return first[component]
 
 
 class _FilteredChunks:

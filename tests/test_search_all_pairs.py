@@ -181,3 +181,27 @@ def test_a_repeat_an_odd_number_of_samples_off_the_grid_keeps_its_coarse_score(t
     assert obspy.UTCDateTime(best.starttime_a) - obspy.UTCDateTime(T0) == pytest.approx(times[0], abs=8)
     assert best.score > 0.9
     assert best.coarse_score > best.score - 0.02, (best.coarse_score, best.score)  # 50-ms steps: 0.04 below
+
+
+def test_pair_clusters_are_the_single_linkage_of_all_pairs():
+    """_cluster_pairs (binned, vectorized) equals single linkage over every two pairs, brute force; a
+    cluster's label is its first pair."""
+    from tasks.search import _cluster_pairs
+
+    rng = np.random.default_rng(11)
+    for width, offset_width in ((1.0, 1.0), (8.0, 0.1), (2.0, None)):
+        n = 400
+        ca, cb = rng.integers(0, 3, n), rng.integers(0, 2, n)
+        ta = np.round(rng.uniform(0, 60, n) * 4) / 4
+        dt = np.round(rng.uniform(-20, 20, n) * 40) / 40
+        ow = width if offset_width is None else offset_width
+        linked = ((ca[:, None] == ca[None]) & (cb[:, None] == cb[None])
+                  & (np.abs(ta[:, None] - ta[None]) <= width + 1e-6) & (np.abs(dt[:, None] - dt[None]) <= ow + 1e-6))
+        label = np.arange(n)
+        for _ in range(n):  # propagate the smallest index along links until nothing changes
+            new = np.where(linked, label[None], n).min(axis=1)
+            if np.array_equal(new, label):
+                break
+            label = new
+        assert np.array_equal(_cluster_pairs(ca, cb, ta, dt, width, offset_width), label)
+        assert len(np.unique(label)) > 10  # not one cluster: the test can tell
