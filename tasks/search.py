@@ -496,18 +496,19 @@ class _Decoder:
     def __init__(self, codec, corpora, num_codebooks: int | None):
         """corpora: {corpus number in the index: TokenCorpus, or a function returning it}."""
         self.codec, self.sources, self.k = codec, dict(corpora), num_codebooks
-        self.numpy: dict = {}
+        self.tables: dict = {}  # corpus -> its rows as a pyarrow Table
         self.lengths: dict = {}
         self.longest: dict = {}
         self.cache: dict = {}
 
     def _open(self, corpus: int) -> None:
-        if corpus not in self.numpy:
+        if corpus not in self.tables:
             source = self.sources[corpus]
+            from tokenized_data.detokenize import arrow_table
+
             c = source() if callable(source) else source
-            self.numpy[corpus] = c.dataset.with_format("arrow")
-            self.lengths[corpus] = np.asarray(
-                c.dataset.select_columns(["num_frames"]).to_pandas().num_frames) * FRAME_LENGTH
+            self.tables[corpus] = arrow_table(c.dataset)
+            self.lengths[corpus] = self.tables[corpus].column("num_frames").to_numpy().astype(np.int64) * FRAME_LENGTH
             self.longest[corpus] = int(self.lengths[corpus].max(initial=0))
 
     def rows(self, corpus: int, rows: list[int]) -> None:
@@ -517,7 +518,7 @@ class _Decoder:
         todo = [r for r in rows if (corpus, r) not in self.cache]
         for lo in range(0, len(todo), DECODE_ROWS):
             batch = todo[lo:lo + DECODE_ROWS]
-            for r, samples in zip(batch, decode_row_samples(self.codec, numpy_rows(self.numpy[corpus], batch),
+            for r, samples in zip(batch, decode_row_samples(self.codec, numpy_rows(self.tables[corpus], batch),
                                                             self.k)):
                 self.cache[(corpus, r)] = samples
 
@@ -563,7 +564,7 @@ class _Decoder:
             for lo in range(0, len(wanted), 16 * DECODE_ROWS):
                 batch = wanted[lo:lo + 16 * DECODE_ROWS]
                 where = {r: j for j, r in enumerate(batch)}
-                rows = numpy_rows(self.numpy[corpus], batch)
+                rows = numpy_rows(self.tables[corpus], batch)
                 mine = [part for part in todo if part[1] in where]
                 cut = {"codes": [rows["codes"][where[r]][:, f0:f1] for _, r, f0, f1, *_ in mine],
                        "gain": [rows["gain"][where[r]][f0:f1] for _, r, f0, f1, *_ in mine],

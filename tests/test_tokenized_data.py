@@ -333,3 +333,23 @@ def test_cli_detokenize_and_usage_errors(tmp_path, example_stream, capsys):
         main(["tokenize", str(source), "--sds", str(tmp_path), "--out", str(tmp_path / "x")])
     assert main(["tokenize", str(source), "--out", str(tmp_path / "corpus"), "--no-progress"]) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_numpy_rows_read_the_same_rows_from_an_arrow_table_and_from_a_selected_dataset():
+    """tokenized_data.detokenize.arrow_table: a corpus's own table, or its rows in order when the dataset maps
+    indices (a selection); numpy_rows reads the same rows from either as from the dataset itself."""
+    from tokenized_data.detokenize import arrow_table, numpy_rows
+    from tokenized_data.random_corpus import random_token_corpus
+
+    dataset = random_token_corpus(12, 20, seed=3).dataset
+    picked = dataset.select([9, 2, 5, 11])  # an index mapping over the same table
+    for source in (dataset, picked):
+        rows = [3, 0, 2] if source is picked else [7, 1, 10]
+        expected = [source[i] for i in rows]
+        for given in (arrow_table(source), source, source.with_format("arrow")):
+            got = numpy_rows(given, rows)
+            for k, row in enumerate(expected):
+                assert np.array_equal(got["codes"][k], np.asarray(row["codes"]))
+                assert np.array_equal(got["gain"][k], np.asarray(row["gain"]))
+                assert got["starttime"][k] == row["starttime"]
+    assert arrow_table(dataset) is dataset.data.table and arrow_table(picked).num_rows == 4

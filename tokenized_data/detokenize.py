@@ -55,12 +55,26 @@ def check_ids_fit_miniseed(corpus) -> None:
                          f"from the tokenized files); nothing was written. The first: {problems[0]}")
 
 
+def arrow_table(dataset):
+    """The rows of a corpus dataset as one pyarrow Table, in order (for `numpy_rows`): the dataset's own table
+    when it has no index mapping (a corpus as saved), else its rows gathered in Arrow format."""
+    if getattr(dataset, "_indices", None) is None:
+        return dataset.data.table
+    return dataset.with_format("arrow")[:]
+
+
 def numpy_rows(dataset, indices) -> dict:
     """Rows `indices` of a corpus dataset as numpy: codes [K, T] int16 and gain [T] uint8 per row (lists),
     the other columns as arrays; read through Arrow, several times faster than datasets' numpy format for
-    the nested code lists. `dataset` may be given already in Arrow format (dataset.with_format("arrow"))."""
-    table = dataset[list(map(int, indices))] if dataset.format["type"] == "arrow" else \
-        dataset.with_format("arrow")[list(map(int, indices))]
+    the nested code lists. `dataset` may be given as a pyarrow Table (`arrow_table`) or already in Arrow
+    format (dataset.with_format("arrow"))."""
+    import pyarrow as pa
+
+    indices = list(map(int, indices))
+    if isinstance(dataset, pa.Table):
+        table = dataset.take(pa.array(indices, pa.int64()))
+    else:
+        table = dataset[indices] if dataset.format["type"] == "arrow" else dataset.with_format("arrow")[indices]
     frames = table.column("num_frames").to_numpy()
     rows = {name: table.column(name).to_numpy(zero_copy_only=False)
             for name in table.column_names if name not in ("codes", "gain")}
