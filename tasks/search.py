@@ -356,6 +356,9 @@ def load_index(path) -> SearchIndex:
     """Read an index folder (metadata, quantizer, piece tables; codes stay on disk until searched);
     InputError naming the file when it is missing, empty, of an older format or corrupt."""
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
     path = Path(path)
     if not path.exists():
@@ -397,19 +400,21 @@ def load_index(path) -> SearchIndex:
             raise InputError(f"{folder / 'shard.json'}: the shard does not match index.json ({info.get('vectors')} "
                              f"vectors, {shard['vectors']} listed; or another quantizer): corrupt index, build it again")
         try:
-            table = pd.read_parquet(folder / "pieces.parquet")
+            table = pq.read_table(folder / "pieces.parquet")
+            held = int(pc.sum(table.column("num_vectors")).as_py() or 0)
         except Exception as err:
             raise InputError(f"{folder / 'pieces.parquet'}: corrupt piece table ({type(err).__name__}: {err}); "
                              "build the index again") from None
-        if int(table.num_vectors.sum()) != shard["vectors"]:
-            raise InputError(f"{folder / 'pieces.parquet'}: its pieces hold {int(table.num_vectors.sum())} vectors, "
+        if held != shard["vectors"]:
+            raise InputError(f"{folder / 'pieces.parquet'}: its pieces hold {held} vectors, "
                              f"index.json says {shard['vectors']} (corrupt shard; build the index again)")
-        table["shard"] = s
-        table["first_vector"] = table.first_vector + offsets[-1]
-        tables.append(table)
+        # the shards' tables joined in Arrow and converted once: a conversion per shard costs more than the read
+        first = pc.add(table.column("first_vector").cast(pa.int64()), offsets[-1])
+        table = table.set_column(table.schema.get_field_index("first_vector"), "first_vector", first)
+        tables.append(table.append_column("shard", pa.array(np.full(len(table), s, np.int64))))
         offsets.append(offsets[-1] + int(shard["vectors"]))
     columns = PIECE_COLUMNS + ["first_vector", "num_vectors", "shard"]
-    pieces = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
+    pieces = pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame(columns=columns)
     if offsets[-1] != metadata.get("vectors"):
         raise InputError(f"{meta_path}: its shards hold {offsets[-1]} vectors, it says {metadata.get('vectors')} "
                          "(corrupt index; build it again)")
