@@ -549,7 +549,9 @@ class _Decoder:
         context = getattr(self.codec, "decode_context_frames", None)
         margin = None if context is None else int(context) + 1
         out = [np.zeros(hi - lo) for _, lo, hi in requests]
-        parts: dict = {}  # corpus -> [(request, row, first frame, frames, row samples a..b, at)]
+        # corpus -> [request, row, first and end frame decoded, row samples a..b wanted, where they go in the
+        # request's output, frames of the row]
+        parts: dict = {}
         for i, (piece, lo, hi) in enumerate(requests):
             corpus = int(piece.corpus)
             for r, o in self._overlapping(piece, lo, hi):
@@ -1281,8 +1283,8 @@ def search(template, index_path, *, top: int = 10, min_score: float | None = Non
     from all codebooks), coarse_score (the FAISS stage's), corpus. `.attrs["notes"]`: e.g. resampling.
     candidates: proposals re-ranked (default max(1000, 20 x top)); neighbours: windows retrieved per query
     vector in each channel-day of windows of a shard (default: min(candidates, 100)); searched_anchors: how
-    many of the template's
-    loudest anchor windows are looked up in the index (default SEARCHED_ANCHORS; all are scored).
+    many of the template's loudest anchor windows are looked up in the index (default SEARCHED_ANCHORS; all
+    are scored).
     """
     return run_search(template, index_path, top=top, min_score=min_score, start=start, end=end,
                       seed_id=seed_id, codec=codec, candidates=candidates, neighbours=neighbours,

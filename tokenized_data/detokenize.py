@@ -64,17 +64,16 @@ def arrow_table(dataset):
 
 
 def numpy_rows(dataset, indices) -> dict:
-    """Rows `indices` of a corpus dataset as numpy: codes [K, T] int16 and gain [T] uint8 per row (lists),
-    the other columns as arrays; read through Arrow, several times faster than datasets' numpy format for
-    the nested code lists. `dataset` may be given as a pyarrow Table (`arrow_table`) or already in Arrow
-    format (dataset.with_format("arrow"))."""
+    """Rows `indices` of a corpus dataset (or of its `arrow_table`) as numpy: codes [K, T] int16 and gain [T]
+    uint8 per row (lists), the other columns as arrays; read through Arrow, several times faster than
+    datasets' numpy format for the nested code lists."""
     import pyarrow as pa
 
     indices = list(map(int, indices))
-    if isinstance(dataset, pa.Table):
-        table = dataset.take(pa.array(indices, pa.int64()))
-    else:
-        table = dataset[indices] if dataset.format["type"] == "arrow" else dataset.with_format("arrow")[indices]
+    if isinstance(dataset, pa.Table) or getattr(dataset, "_indices", None) is None:
+        table = (dataset if isinstance(dataset, pa.Table) else dataset.data.table).take(pa.array(indices, pa.int64()))
+    else:  # a selection: its index mapping applied by datasets
+        table = dataset.with_format("arrow")[indices]
     frames = table.column("num_frames").to_numpy()
     rows = {name: table.column(name).to_numpy(zero_copy_only=False)
             for name in table.column_names if name not in ("codes", "gain")}
@@ -143,11 +142,10 @@ def detokenize(corpus, codec, out, num_codebooks: int | None = None, *, progress
     sources = corpus.dataset.select_columns(["source_file"]).to_pandas().source_file
     rows_of = {source: list(rows) for source, rows in sources.groupby(sources, sort=False).groups.items()}
     names = _file_names(list(rows_of))
-    arrow_rows = corpus.dataset.with_format("arrow")
     written = []
     for source, rows in tqdm(rows_of.items(), desc="detokenize", unit="file", disable=not progress):
         with one_torch_thread():
-            stream = obspy.Stream(decode_rows(codec, numpy_rows(arrow_rows, rows), k))
+            stream = obspy.Stream(decode_rows(codec, numpy_rows(corpus.dataset, rows), k))
         stream.merge(method=-1)  # joins windows that follow each other; gaps and overlaps stay
         stream.sort()
         path = out / names[source]
