@@ -2,11 +2,12 @@
 
     OMP_NUM_THREADS=1 python benchmarks/choose_sampling.py --lm lm/pretrained [--write] \
         [--temperatures 0.9,1.0] [--gain-temperatures 0.5,0.6,0.7,0.85,1.0] [--top-k 0] \
-        [--samples 16] [--cases 24]
+        [--frame-grids 1,4] [--samples 16] [--cases 24]
 
 Settings: the temperature of every stream, the gain stream's own temperature (the gain sets a
 frame's loudness: a too-flat gain distribution makes rare samples tens of dB too loud, which the
-ensemble's mean and spread pay for) and top-k.
+ensemble's mean and spread pay for), top-k and the number of frame grids the members read their
+contexts on (lm.generate.frame_grid_offsets).
 
 Validation cases, from recordings of the LM's TRAINING stations, none of the benchmark's test
 stations (benchmarks/forecast_benchmark.py scores the held-out stations): the nc-events training
@@ -68,6 +69,7 @@ def main(argv=None) -> int:
     parser.add_argument("--temperatures", default="0.9,1.0")
     parser.add_argument("--gain-temperatures", default="0.5,0.6,0.7,0.85,1.0")
     parser.add_argument("--top-k", default="0", help="0: no top-k cut")
+    parser.add_argument("--frame-grids", default="1", help="numbers of frame grids to try")
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--cases", type=int, default=24, help="cases per kind")
     parser.add_argument("--write", action="store_true", help="store the best setting in the LM's generation_config.json")
@@ -80,29 +82,32 @@ def main(argv=None) -> int:
     horizon_n = int(max(HORIZONS) * 40)
     grid = itertools.product([float(t) for t in args.temperatures.split(",")],
                              [float(t) for t in args.gain_temperatures.split(",")],
-                             [int(k) for k in args.top_k.split(",")])
+                             [int(k) for k in args.top_k.split(",")],
+                             [int(g) for g in args.frame_grids.split(",")])
     results = []
-    for temperature, gain_temperature, top_k in grid:
+    for temperature, gain_temperature, top_k, frame_grids in grid:
         per_kind = {}
         for kind, cases in kinds.items():
             crps = []
             for i, case in enumerate(cases):
                 members = forecast_samples(case["context"], lm, codec, CONTEXT_SECONDS, int(max(HORIZONS)),
                                            args.samples, seed=i, temperature=temperature, top_k=top_k,
-                                           gain_temperature=gain_temperature)[:, :horizon_n]
+                                           gain_temperature=gain_temperature,
+                                           frame_grids=frame_grids)[:, :horizon_n]
                 scores = horizon_scores(case["truth"], members, HORIZONS)
                 crps.append(np.mean([scores[h]["crps"] for h in HORIZONS]))
             per_kind[kind] = round(float(np.median(crps)), 4)
         results.append({"temperature": temperature, "gain_temperature": gain_temperature, "top_k": top_k,
+                        "frame_grids": frame_grids,
                         "crps": round(float(np.mean(list(per_kind.values()))), 4), "crps_by_kind": per_kind})
         print(json.dumps(results[-1]), flush=True)
     best = min(results, key=lambda r: r["crps"])
     print(f"best: temperature {best['temperature']}, gain temperature {best['gain_temperature']}, top-k "
-          f"{best['top_k']} (CRPS at 5/10/30 s, mean over kinds of the median over cases: {best['crps']:.3f})")
+          f"{best['top_k']}, {best['frame_grids']} frame grid(s) (CRPS at 5/10/30 s, mean over kinds of the median over cases: {best['crps']:.3f})")
     if args.write:
         config = lm.generation_config
         config.temperature, config.top_k = best["temperature"], best["top_k"]  # 0: no top-k cut
-        config.gain_temperature = best["gain_temperature"]
+        config.gain_temperature, config.frame_grids = best["gain_temperature"], best["frame_grids"]
         config.num_return_sequences = config.num_return_sequences or 32
         config.save_pretrained(args.lm)
         (Path(args.lm) / "sampling_selection.json").write_text(json.dumps(

@@ -39,6 +39,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     sampling.add_argument("--gain-temperature", type=_positive_float,
                           help="temperature of the gain stream alone (default: the LM's generation_config; "
                                "without one there, --temperature)")
+    sampling.add_argument("--frame-grids", type=_positive_int, metavar="G",
+                          help="read the context on G frame grids (sample j: contexts ending j %% G * 40 / G "
+                               "samples early; default: the LM's generation_config)")
     model = parser.add_argument_group("model")
     model.add_argument("--lm", metavar="DIR", help="LM folder, e.g. a fine-tuned RUN/final (default: the shipped lm/pretrained)")
     model.add_argument("--codec", metavar="DIR", help="codec folder (default: the shipped codec/pretrained)")

@@ -9,6 +9,10 @@ in the input's physical units, at 40 Hz.
 Time: a continuation starts exactly where the input ends, one 40 Hz sample
 after its last sample at 40 Hz (the input is resampled to 40 Hz first).
 
+--frame-grids G: sample j reads a context that ends (j mod G) * 40 / G samples
+early, on another frame grid, and is cut to start where the input ends
+(frame_grid_offsets); sample 0 reads the plain context.
+
 Output files (trace ids NET.STA.LOC.CHA are kept unchanged):
     --samples 1:  OUT                      miniSEED, one trace per input trace
     --samples S:  OUT_STEM.s00.SUFFIX ...  one miniSEED file per sample
@@ -56,9 +60,13 @@ def prepare_context(data: np.ndarray, sampling_rate: float, context_seconds: int
     return samples[-context_seconds * FRAME_LENGTH:], float(trend[-1])
 
 
-def _prepared_tail(data, sampling_rate: float, context_seconds: int, label: str, allow_clipped: bool):
-    """detrend_and_resample of the last context + margin seconds of `data`: (samples, trend) at 40 Hz."""
-    wanted = int(math.ceil((context_seconds + RESAMPLING_MARGIN_SECONDS) * sampling_rate))
+def _prepared_tail(data, sampling_rate: float, context_seconds: int, label: str, allow_clipped: bool,
+                   spare_seconds: int = 0):
+    """detrend_and_resample of the last context + spare + margin seconds of `data`: (samples, trend) at 40 Hz.
+
+    spare_seconds: kept before the context for the shifted frame grids (frame_grid_offsets), when the data hold them.
+    """
+    wanted = int(math.ceil((context_seconds + spare_seconds + RESAMPLING_MARGIN_SECONDS) * sampling_rate))
     data = np.asarray(data)[-wanted:]
     check_samples(data, f"{label} (last {context_seconds} s, the context)", allow_clipped=allow_clipped)
     samples, trend = detrend_and_resample(data, sampling_rate, label)
@@ -68,16 +76,23 @@ def _prepared_tail(data, sampling_rate: float, context_seconds: int, label: str,
     return samples, trend
 
 
-def context_samples(trace, context_seconds: int, *, allow_clipped: bool = False):
-    """prepare_context for the end of an obspy Trace: (samples, start time of the continuation, level).
+def _trace_tail(trace, context_seconds: int, *, allow_clipped: bool, spare_seconds: int = 0):
+    """_prepared_tail of an obspy Trace's end: (samples, trend, start time of the continuation).
 
-    The continuation starts one 40 Hz sample after the last sample of the context at 40 Hz.
+    The continuation starts one 40 Hz sample after the last sample of the tail at 40 Hz.
     """
     rate = float(trace.stats.sampling_rate)
-    samples, trend = _prepared_tail(trace.data, rate, context_seconds, trace_label(trace), allow_clipped)
-    used = min(trace.stats.npts, int(math.ceil((context_seconds + RESAMPLING_MARGIN_SECONDS) * rate)))
+    samples, trend = _prepared_tail(trace.data, rate, context_seconds, trace_label(trace), allow_clipped,
+                                    spare_seconds)
+    used = min(trace.stats.npts,
+               int(math.ceil((context_seconds + spare_seconds + RESAMPLING_MARGIN_SECONDS) * rate)))
     start = trace.stats.starttime + (trace.stats.npts - used) / rate
-    continuation_start = start + len(samples) / SAMPLING_RATE
+    return samples, trend, start + len(samples) / SAMPLING_RATE
+
+
+def context_samples(trace, context_seconds: int, *, allow_clipped: bool = False):
+    """prepare_context for the end of an obspy Trace: (samples, start time of the continuation, level)."""
+    samples, trend, continuation_start = _trace_tail(trace, context_seconds, allow_clipped=allow_clipped)
     return samples[-context_seconds * FRAME_LENGTH:], continuation_start, float(trend[-1])
 
 
@@ -177,56 +192,114 @@ def _continue_prepared(contexts: np.ndarray, levels, lm: SeismicLM, codec: Codec
     return waveforms + np.asarray(levels, dtype=np.float64)[:, None, None]  # back to the input's level
 
 
+def frame_grid_offsets(grids: int) -> list[int]:
+    """40 Hz samples by which the context of each frame grid ends before the input: 0, 40/g, 2 * 40/g, ...
+
+    The codec cuts frames on a grid fixed by where the context starts, which bears no relation to the
+    signal. Sampled continuations read from contexts on several grids are a mixture over that arbitrary
+    choice: their spread includes what the tokens of one grid cannot tell apart, and their mean is
+    smoother in time (benchmarks/choose_sampling.py measures it and chooses `grids`).
+    """
+    return [int(round(i * FRAME_LENGTH / grids)) for i in range(grids)]
+
+
+def check_frame_grids(grids) -> None:
+    if not isinstance(grids, (int, np.integer)) or not 1 <= grids <= FRAME_LENGTH:
+        raise InputError(f"frame grids must be a whole number from 1 to {FRAME_LENGTH}, got {grids!r}")
+
+
+def _continue_tails(tails, lm: SeismicLM, codec: Codec, context_seconds: int, seconds: int, *, samples: int,
+                    grids: int, source_rates, seed: int | None, **sampling) -> np.ndarray:
+    """[B, samples, seconds * 40] continuations of prepared tails [(samples [N_b], trend [N_b])] at 40 Hz.
+
+    Sample j reads its context on frame grid j % grids (frame_grid_offsets): the whole seconds that end
+    that many 40 Hz samples before the tail's end, up to context_seconds of them; its continuation is
+    generated one frame longer and cut so that every sample starts one 40 Hz sample after the tail.
+    Grid 0 is the plain context; when the tails hold too little for the shifted grids to read
+    MIN_CONTEXT_SECONDS, every sample uses grid 0.
+    """
+    length = min(len(tail) for tail, _ in tails)
+    offsets = frame_grid_offsets(min(grids, samples))
+    if (length - offsets[-1]) // FRAME_LENGTH < MIN_CONTEXT_SECONDS:
+        offsets = [0]
+    out = np.empty((len(tails), samples, seconds * FRAME_LENGTH))
+    # Grids whose contexts and continuations have the same lengths are generated in one batch.
+    groups: dict[tuple, list[tuple[int, list[int]]]] = {}
+    for grid, offset in enumerate(offsets):
+        members = list(range(grid, samples, len(offsets)))
+        context_s = min(context_seconds, (length - offset) // FRAME_LENGTH)
+        groups.setdefault((context_s, offset > 0, len(members)), []).append((offset, members))
+    for g, ((context_s, shifted, count), grid_members) in enumerate(groups.items()):
+        n = context_s * FRAME_LENGTH
+        contexts = [tail[len(tail) - offset - n : len(tail) - offset] for offset, _ in grid_members for tail, _ in tails]
+        levels = [float(trend[len(trend) - offset - 1]) for offset, _ in grid_members for _, trend in tails]
+        generated = _continue_prepared(np.stack(contexts), levels, lm, codec, seconds + int(shifted), samples=count,
+                                       source_rates=list(source_rates) * len(grid_members),
+                                       seed=None if seed is None else seed + g, **sampling)
+        for i, (offset, members) in enumerate(grid_members):
+            block = generated[i * len(tails) : (i + 1) * len(tails)]
+            out[:, members] = block[:, :, offset : offset + seconds * FRAME_LENGTH]
+    return out
+
+
 def continue_array(samples_40hz: np.ndarray, lm: SeismicLM, codec: Codec, context_seconds: int, seconds: int, *,
                    samples: int = 1, temperature: float | None = None, top_k: int | None = None,
                    top_p: float | None = None, seed: int | None = None, allow_clipped: bool = False,
-                   gain_temperature: float | None = None, source_rate: float | None = None) -> np.ndarray:
+                   gain_temperature: float | None = None, source_rate: float | None = None,
+                   frame_grids: int | None = None) -> np.ndarray:
     """Continue 40 Hz arrays: [N] or [B, N] samples -> [samples, H * 40] or [B, samples, H * 40].
 
     The last context_seconds of each row are the context (prepared as token corpora
     are); continuation sample 0 comes 1/40 s after the row's last sample; the result
     is in the input's units. source_rate: the rate the rows were recorded at before resampling to 40 Hz
-    (None: 40 Hz or more; a slower channel's continuations hold nothing above its Nyquist). No obspy
-    involved: the array API under generate_continuations.
+    (None: 40 Hz or more; a slower channel's continuations hold nothing above its Nyquist).
+    frame_grids: sample j reads its context on frame grid j % frame_grids (_continue_tails; None: the
+    LM's own). No obspy involved: the array API under generate_continuations.
     """
     x = np.asarray(samples_40hz, dtype=np.float64)
     if x.ndim not in (1, 2):
         raise InputError(f"expected [N] or [B, N] samples, got shape {x.shape}")
     check_generation(lm, codec, context_seconds, seconds, samples)
+    grids = lm.sampling_settings(frame_grids=frame_grids)["frame_grids"]
+    check_frame_grids(grids)
     rows = x[None] if x.ndim == 1 else x
-    prepared = [prepare_context(row, SAMPLING_RATE, context_seconds, f"row {i}", allow_clipped=allow_clipped)
-                for i, row in enumerate(rows)]
-    contexts, levels = zip(*prepared)
-    out = _continue_prepared(np.stack(contexts), levels, lm, codec, seconds, samples=samples,
-                             source_rates=[source_rate] * len(contexts), temperature=temperature,
-                             gain_temperature=gain_temperature, top_k=top_k, top_p=top_p, seed=seed)
+    tails = [_prepared_tail(row, SAMPLING_RATE, context_seconds, f"row {i}", allow_clipped, int(grids > 1))
+             for i, row in enumerate(rows)]
+    out = _continue_tails(tails, lm, codec, context_seconds, seconds, samples=samples, grids=grids,
+                          source_rates=[source_rate] * len(tails), seed=seed, temperature=temperature,
+                          gain_temperature=gain_temperature, top_k=top_k, top_p=top_p)
     return out[0] if x.ndim == 1 else out
 
 
 def generate_continuations(stream, lm: SeismicLM, codec: Codec, context_seconds: int, seconds: int, *,
                            samples: int = 1, temperature: float | None = None, top_k: int | None = None,
                            top_p: float | None = None, seed: int | None = None,
-                           allow_clipped: bool = False, gain_temperature: float | None = None) -> list:
+                           allow_clipped: bool = False, gain_temperature: float | None = None,
+                           frame_grids: int | None = None) -> list:
     """Continue every trace of an obspy Stream: returns `samples` obspy Streams.
 
     Stream j holds the j-th sampled continuation of every input channel (same
     ids), `seconds` long at 40 Hz, starting one 40 Hz sample after the input's
     end, in the input's physical units. The context is the last
     `context_seconds` of each channel (MIN_CONTEXT_SECONDS .. lm.config.max_frames).
-    temperature, top_k, top_p, gain_temperature: None takes the LM's own (lm.generation_config).
+    temperature, top_k, top_p, gain_temperature, frame_grids: None takes the LM's own (lm.generation_config).
     """
     import obspy
 
     check_generation(lm, codec, context_seconds, seconds, samples)
+    grids = lm.sampling_settings(frame_grids=frame_grids)["frame_grids"]
+    check_frame_grids(grids)
     if len(stream) == 0:
         raise InputError("the stream holds no trace")
     traces = _last_pieces(stream, context_seconds)
-    contexts, starts, levels = zip(*(context_samples(tr, context_seconds, allow_clipped=allow_clipped)
-                                     for tr in traces))
-    waveforms = _continue_prepared(np.stack(contexts), levels, lm, codec, seconds, samples=samples,
-                                   source_rates=[float(tr.stats.sampling_rate) for tr in traces],
-                                   temperature=temperature, gain_temperature=gain_temperature, top_k=top_k,
-                                   top_p=top_p, seed=seed)
+    tails = [_trace_tail(tr, context_seconds, allow_clipped=allow_clipped, spare_seconds=int(grids > 1))
+             for tr in traces]
+    waveforms = _continue_tails([(s, t) for s, t, _ in tails], lm, codec, context_seconds, seconds,
+                                samples=samples, grids=grids,
+                                source_rates=[float(tr.stats.sampling_rate) for tr in traces], seed=seed,
+                                temperature=temperature, gain_temperature=gain_temperature, top_k=top_k,
+                                top_p=top_p)
+    starts = [start for _, _, start in tails]
     outputs = []
     for j in range(samples):
         out = obspy.Stream()
@@ -286,7 +359,8 @@ def generate_file(input: str, out: str, *, context_seconds: int, seconds: int, p
                   allow_clipped: bool = False, samples: int = 1, temperature: float | None = None,
                   top_k: int | None = None,
                   top_p: float | None = None, seed: int | None = None, lm: str | None = None,
-                  codec: str | None = None, gain_temperature: float | None = None) -> list[Path]:
+                  codec: str | None = None, gain_temperature: float | None = None,
+                  frame_grids: int | None = None) -> list[Path]:
     """`eqcodec generate`: continue every trace of a file; write the continuations (miniSEED) and a plot.
 
     lm / codec are checkpoint folders (None: the shipped ones); sampling settings left None
@@ -304,7 +378,8 @@ def generate_file(input: str, out: str, *, context_seconds: int, seconds: int, p
     coder = load_codec(codec)
     continuations = generate_continuations(
         stream, model, coder, context_seconds, seconds, samples=samples, temperature=temperature,
-        gain_temperature=gain_temperature, top_k=top_k, top_p=top_p, seed=seed, allow_clipped=allow_clipped)
+        gain_temperature=gain_temperature, top_k=top_k, top_p=top_p, seed=seed, allow_clipped=allow_clipped,
+        frame_grids=frame_grids)
 
     # Everything under temporary names first, then renamed: no half-written output.
     writers = {path: (lambda tmp, c=continuation: c.write(str(tmp), format="MSEED"))

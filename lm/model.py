@@ -188,11 +188,13 @@ class SeismicLM(PreTrainedModel):
 
     def sampling_settings(self, temperature: float | None = None, top_k: int | None = None,
                           top_p: float | None = None, samples: int | None = None,
-                          gain_temperature: float | None = None) -> dict:
+                          gain_temperature: float | None = None, frame_grids: int | None = None) -> dict:
         """The given settings, each None replaced by the LM's generation_config value.
 
         gain_temperature: the temperature of the gain stream alone (generation_config's own
         `gain_temperature` field; when it has none, the gain stream takes `temperature`).
+        frame_grids: on how many frame grids the sampled continuations read their context
+        (lm.generate.frame_grid_offsets; generation_config's own `frame_grids` field, else 1).
         """
         config = self.generation_config
         temperature = temperature if temperature is not None else (config.temperature or 1.0)
@@ -201,7 +203,8 @@ class SeismicLM(PreTrainedModel):
         return {"temperature": temperature, "gain_temperature": gain_temperature,
                 "top_k": top_k if top_k is not None else config.top_k,
                 "top_p": top_p if top_p is not None else config.top_p,
-                "samples": samples if samples is not None else (config.num_return_sequences or 1)}
+                "samples": samples if samples is not None else (config.num_return_sequences or 1),
+                "frame_grids": frame_grids if frame_grids is not None else (getattr(config, "frame_grids", None) or 1)}
 
     def _init_weights(self, module: nn.Module) -> None:
         """The backbone's initialisation for every module (GPT-2 scheme: residual projections scaled down with depth)."""

@@ -206,6 +206,7 @@ def lm_prediction(samples: np.ndarray, lag_samples: int, context_samples: int, *
         windows = np.stack([samples[(t - gap - context_frames) * frame : (t - gap) * frame] for t in chunk])
         continuations = continue_array(windows, lm, codec, context_frames, gap, samples=n_samples,
                                        temperature=1.0, gain_temperature=1.0, top_k=0, top_p=1.0,  # its own
+                                       frame_grids=1,  # the windows hold the context only
                                        seed=seed + first, allow_clipped=True)  # [W, S, gap * 40]
         for i, t in enumerate(chunk):
             prediction[t * frame : (t + 1) * frame] = continuations[i, :, -frame:].mean(axis=0)  # frame t

@@ -71,12 +71,13 @@ def load_lm_and_codec(lm_path=None, codec_path=None) -> tuple[SeismicLM, Codec]:
 def forecast_samples(samples_40hz: np.ndarray, lm: SeismicLM, codec: Codec, context_seconds: int,
                      horizon_seconds: int, n_samples: int, seed: int | None = None, top_k: int | None = None,
                      temperature: float | None = None, gain_temperature: float | None = None,
-                     source_rate: float | None = None) -> np.ndarray:
+                     source_rate: float | None = None, frame_grids: int | None = None) -> np.ndarray:
     """[S, H * 40] sampled continuations of a 40 Hz array, in its physical units.
 
     samples_40hz: [N] samples at 40 Hz, N >= context_seconds * 40; its last
-    context_seconds are the context; top_k / temperature / gain_temperature None: the LM's own. Continuation sample 0 comes 1/40 s after
-    samples_40hz[-1]. Raises InputError for bad arguments or NaN in the context.
+    context_seconds are the context; top_k / temperature / gain_temperature / frame_grids None: the
+    LM's own. Continuation sample 0 comes 1/40 s after samples_40hz[-1]. Raises InputError for bad
+    arguments or NaN in the context.
     """
     if not isinstance(horizon_seconds, (int, np.integer)) or horizon_seconds < 1:
         raise InputError(f"the forecast horizon must be a whole number of seconds >= 1, got {horizon_seconds!r}")
@@ -175,11 +176,12 @@ def plot_forecast(stream, quantiles: dict, envelope: dict, context_seconds: int,
 def forecast_file(input: str, out: str, *, context_seconds: int, seconds: int, plot: str | None = None,
                   samples: int | None = None, seed: int = 0, top_k: int | None = None,
                   temperature: float | None = None, lm: str | None = None,
-                  codec: str | None = None, gain_temperature: float | None = None) -> list[Path]:
+                  codec: str | None = None, gain_temperature: float | None = None,
+                  frame_grids: int | None = None) -> list[Path]:
     """`eqcodec forecast`: forecast every trace of a file; write mean, median, 5/95 % quantiles, envelope JSON, plot.
 
     lm / codec are checkpoint folders (None: the shipped ones); samples, top_k,
-    temperature and gain_temperature left None are the LM's own (generation_config.json). Returns the
+    temperature, gain_temperature and frame_grids left None are the LM's own (generation_config.json). Returns the
     paths written; nothing is written when anything fails.
     """
     from transformers.utils import logging as hf_logging
@@ -194,18 +196,19 @@ def forecast_file(input: str, out: str, *, context_seconds: int, seconds: int, p
     paths = output_paths(out)
     paths["plot"] = Path(plot) if plot else out.with_suffix(".png")
     model, coder = load_lm_and_codec(lm, codec)
-    sampling = model.sampling_settings(temperature, top_k, samples=samples, gain_temperature=gain_temperature)
+    sampling = model.sampling_settings(temperature, top_k, samples=samples, gain_temperature=gain_temperature,
+                                       frame_grids=frame_grids)
     samples, top_k, temperature = sampling["samples"], sampling["top_k"], sampling["temperature"]
-    gain_temperature = sampling["gain_temperature"]
+    gain_temperature, frame_grids = sampling["gain_temperature"], sampling["frame_grids"]
     stream = read_stream(input)
     check_miniseed_ids(stream, input)  # the outputs are miniSEED with the input's ids
     continuations = generate_continuations(stream, model, coder, context_seconds, seconds,
                                            samples=samples, temperature=temperature, top_k=top_k, seed=seed,
-                                           gain_temperature=gain_temperature)
+                                           gain_temperature=gain_temperature, frame_grids=frame_grids)
     quantiles, envelope = summarize(stream, continuations, context_seconds)
     envelope["settings"] = {"input": str(input), "context_seconds": context_seconds, "seconds": seconds,
                             "samples": samples, "top_k": top_k, "temperature": temperature,
-                            "gain_temperature": gain_temperature, "seed": seed,
+                            "gain_temperature": gain_temperature, "frame_grids": frame_grids, "seed": seed,
                             "lm_codec_id": model.config.codec_id}
 
     # Everything under temporary names first, then renamed: no half-written output.

@@ -199,3 +199,55 @@ def test_array_api_continues_numpy_rows_as_the_obspy_api_does(example_stream, lm
     assert batch.shape == (2, 2, 3 * 40)
     with pytest.raises(InputError, match="shorter than the 20 s context"):
         continue_array(trace.data[:400], lm, codec, 20, 3)
+
+
+def test_frame_grid_members_start_where_the_input_ends(monkeypatch, lm, codec):
+    """Every grid's member is cut so that it starts one 40 Hz sample after the input, whatever its context's offset.
+
+    A stand-in generator finds where each context lies in the input and "continues" it with the input's
+    own sample positions: every member must then read N, N + 1, ... for an input of N samples.
+    """
+    from lm import generate
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=40 * 30)
+    seen_lengths = []
+
+    def positions(contexts, levels, lm, codec, seconds, *, samples, source_rates=None, **sampling):
+        out = []
+        for context in contexts:
+            n = len(context)
+            match = [np.dot(context, x[e - n : e]) for e in range(n, len(x) + 1)]
+            end = n + int(np.argmax(match))
+            seen_lengths.append(n)
+            out.append(np.repeat((end + np.arange(seconds * 40.0))[None], samples, axis=0))
+        return np.stack(out)
+
+    monkeypatch.setattr(generate, "_continue_prepared", positions)
+    members = generate.continue_array(x, lm, codec, 20, 3, samples=8, frame_grids=4, seed=0)
+    assert members.shape == (8, 120)
+    np.testing.assert_array_equal(members, np.broadcast_to(len(x) + np.arange(120.0), (8, 120)))
+    assert set(seen_lengths) == {20 * 40}  # a 30-s input holds a whole 20-s context for every grid
+    assert generate.frame_grid_offsets(4) == [0, 10, 20, 30]
+
+
+def test_frame_grids_come_from_the_lm_and_are_checked(example_stream, lm, codec):
+    from lm.generate import continue_array
+
+    trace = example_stream.select(component="Z")[0].copy()
+    trace.resample(40.0)
+    one = continue_array(trace.data, lm, codec, 20, 2, samples=4, seed=3, frame_grids=1)
+    four = continue_array(trace.data, lm, codec, 20, 2, samples=4, seed=3, frame_grids=4)
+    assert four.shape == one.shape and np.isfinite(four).all()
+    assert not np.allclose(one[1:], four[1:])  # members 1-3 read shifted contexts
+    lm.generation_config.frame_grids = 4
+    try:
+        np.testing.assert_allclose(continue_array(trace.data, lm, codec, 20, 2, samples=4, seed=3), four)
+    finally:
+        del lm.generation_config.frame_grids
+    short = trace.data[-10 * 40:]  # a 10-s input: the shifted grids would read less than the minimum
+    np.testing.assert_allclose(continue_array(short, lm, codec, 10, 2, samples=4, seed=3, frame_grids=4),
+                               continue_array(short, lm, codec, 10, 2, samples=4, seed=3, frame_grids=1))
+    for bad in (0, 41, 2.5):
+        with pytest.raises(InputError, match="frame grids"):
+            continue_array(trace.data, lm, codec, 20, 2, frame_grids=bad)

@@ -255,7 +255,7 @@ def test_sampling_defaults_are_saved_with_the_lm_and_used_by_generation(tmp_path
     assert (tmp_path / "generation_config.json").is_file()
     # no gain temperature stored: the gain stream takes the temperature
     assert loaded.sampling_settings() == {"temperature": 0.8, "gain_temperature": 0.8, "top_k": 1, "top_p": None,
-                                          "samples": 3}
+                                          "samples": 3, "frame_grids": 1}
     assert loaded.sampling_settings(top_k=7)["top_k"] == 7  # an explicit value wins
     lm.generation_config.gain_temperature = 0.6
     lm.save_pretrained(tmp_path)
@@ -271,3 +271,4 @@ def test_sampling_defaults_are_saved_with_the_lm_and_used_by_generation(tmp_path
     assert (settings["temperature"], settings["top_k"]) == (stored["temperature"], stored["top_k"])
     assert settings["gain_temperature"] == stored.get("gain_temperature", stored["temperature"])
     assert settings["samples"] == stored["num_return_sequences"]
+    assert settings["frame_grids"] == stored.get("frame_grids", 1)
