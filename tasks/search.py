@@ -1057,6 +1057,17 @@ def _filtered_spans(decoder: _Decoder, requests, band) -> list[np.ndarray]:
     return out
 
 
+def _largest(values: np.ndarray, m: int) -> np.ndarray:
+    """Indices of the m largest values, largest first (ties: lower index first), with a partial sort: the
+    proposals of a long shard number hundreds of thousands, of which a few thousand are kept."""
+    if m >= len(values):
+        return np.argsort(-values, kind="stable")
+    kth = np.partition(values, len(values) - m)[len(values) - m]  # the m-th largest value
+    above = np.flatnonzero(values > kth)
+    top = np.concatenate([above, np.flatnonzero(values == kth)[: m - len(above)]])  # ties: lower index first
+    return top[np.lexsort((top, -values[top]))]
+
+
 def _anchor_scores(index: SearchIndex, s: int, pieces: np.ndarray, starts: np.ndarray, anchor_offsets,
                    anchor_weights, queries: np.ndarray, shifts: int) -> np.ndarray:
     """Coarse score of proposals (global piece numbers, template start in piece samples) in shard s: the
@@ -1199,7 +1210,7 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
         # Every anchor scored at the best proposals' starts, from the codes: an anchor whose window was not
         # among its nearest counts its true correlation there, not 0 (RESCORE_FACTOR x wanted per channel-day)
         days = math.ceil(n / QUERY_NEIGHBOURS_WINDOWS)
-        rescore = np.argsort(-total, kind="stable")[:RESCORE_FACTOR * wanted * days]
+        rescore = _largest(total, RESCORE_FACTOR * wanted * days)
         piece_r, start_r = keys[rescore] // span, keys[rescore] % span + low
         # a start found by a searched shift is within QUERY_SHIFT_STEP - 1 samples of the best: those tried too
         moves = np.arange(1 - QUERY_SHIFT_STEP, QUERY_SHIFT_STEP)

@@ -398,3 +398,12 @@ def test_a_long_shard_is_searched_a_stretch_of_windows_at_a_time(archive, monkey
     assert sizes == [20] * (len(index) // 20) + ([len(index) % 20] if len(index) % 20 else [])
     assert abs(obspy.UTCDateTime(best.starttime) - expected_time(offset)) <= 0.025 + 1e-6
     assert best.score > 0.9
+
+
+def test_partial_sort_of_proposals_equals_a_full_sort():
+    from tasks.search import _largest
+
+    rng = np.random.default_rng(1)
+    values = rng.integers(0, 50, size=5000).astype(float)  # many ties
+    for m in (1, 7, 300, 4999, 5000, 6000):
+        np.testing.assert_array_equal(_largest(values, m), np.argsort(-values, kind="stable")[:m])
