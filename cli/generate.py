@@ -41,9 +41,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     sampling.add_argument("--gain-temperature", type=_positive_float, metavar="T",
                           help="temperature of the gain stream alone (default: the LM's generation_config; "
                                "without one there, --temperature)")
-    sampling.add_argument("--frame-grids", type=_positive_int, metavar="G",
-                          help="read the context on G frame grids (sample j: contexts ending j %% G * 40 / G "
-                               "samples early; default: the LM's generation_config)")
+    sampling.add_argument("--frame-grids", type=_positive_int, metavar="G", default=1,
+                          help="read the context on G frame grids (sample j: a context ending j %% G * 40 / G "
+                               "samples early, which need not join the input smoothly) (default: %(default)s)")
     sampling.add_argument("--top-k", type=_positive_int, metavar="K",
                           help="sample among the K most likely tokens only; a K of the codebook size or more "
                                "samples from all (default: the LM's generation_config)")

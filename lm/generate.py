@@ -9,9 +9,11 @@ in the input's physical units, at 40 Hz.
 Time: a continuation starts exactly where the input ends, one 40 Hz sample
 after its last sample at 40 Hz (the input is resampled to 40 Hz first).
 
---frame-grids G: sample j reads a context that ends (j mod G) * 40 / G samples
-early, on another frame grid, and is cut to start where the input ends
-(frame_grid_offsets); sample 0 reads the plain context.
+--frame-grids G (default 1): sample j reads a context that ends (j mod G) * 40 / G
+samples early, on another frame grid, and is cut to start where the input ends
+(frame_grid_offsets). For ensembles whose statistics matter (`eqcodec forecast`
+uses the LM's own G): a shifted sample does not see the input's last samples, so
+it need not join the input smoothly. Sample 0 reads the plain context.
 
 Output files (trace ids NET.STA.LOC.CHA are kept unchanged):
     --samples 1:  OUT                      miniSEED, one trace per input trace
@@ -246,21 +248,21 @@ def continue_array(samples_40hz: np.ndarray, lm: SeismicLM, codec: Codec, contex
                    samples: int = 1, temperature: float | None = None, top_k: int | None = None,
                    top_p: float | None = None, seed: int | None = None, allow_clipped: bool = False,
                    gain_temperature: float | None = None, source_rate: float | None = None,
-                   frame_grids: int | None = None) -> np.ndarray:
+                   frame_grids: int = 1) -> np.ndarray:
     """Continue 40 Hz arrays: [N] or [B, N] samples -> [samples, H * 40] or [B, samples, H * 40].
 
     The last context_seconds of each row are the context (prepared as token corpora
     are); continuation sample 0 comes 1/40 s after the row's last sample; the result
     is in the input's units. source_rate: the rate the rows were recorded at before resampling to 40 Hz
     (None: 40 Hz or more; a slower channel's continuations hold nothing above its Nyquist).
-    frame_grids: sample j reads its context on frame grid j % frame_grids (_continue_tails; None: the
-    LM's own). No obspy involved: the array API under generate_continuations.
+    frame_grids: sample j reads its context on frame grid j % frame_grids (_continue_tails; 1: every
+    sample goes on from the row's last sample). No obspy involved: the array API under generate_continuations.
     """
     x = np.asarray(samples_40hz, dtype=np.float64)
     if x.ndim not in (1, 2):
         raise InputError(f"expected [N] or [B, N] samples, got shape {x.shape}")
     check_generation(lm, codec, context_seconds, seconds, samples)
-    grids = lm.sampling_settings(frame_grids=frame_grids)["frame_grids"]
+    grids = frame_grids
     check_frame_grids(grids)
     rows = x[None] if x.ndim == 1 else x
     tails = [_prepared_tail(row, SAMPLING_RATE, context_seconds, f"row {i}", allow_clipped, int(grids > 1))
@@ -275,19 +277,20 @@ def generate_continuations(stream, lm: SeismicLM, codec: Codec, context_seconds:
                            samples: int = 1, temperature: float | None = None, top_k: int | None = None,
                            top_p: float | None = None, seed: int | None = None,
                            allow_clipped: bool = False, gain_temperature: float | None = None,
-                           frame_grids: int | None = None) -> list:
+                           frame_grids: int = 1) -> list:
     """Continue every trace of an obspy Stream: returns `samples` obspy Streams.
 
     Stream j holds the j-th sampled continuation of every input channel (same
     ids), `seconds` long at 40 Hz, starting one 40 Hz sample after the input's
     end, in the input's physical units. The context is the last
     `context_seconds` of each channel (MIN_CONTEXT_SECONDS .. lm.config.max_frames).
-    temperature, top_k, top_p, gain_temperature, frame_grids: None takes the LM's own (lm.generation_config).
+    temperature, top_k, top_p, gain_temperature: None takes the LM's own (lm.generation_config).
+    frame_grids: as continue_array's (forecasts pass the LM's own, lm.sampling_settings()).
     """
     import obspy
 
     check_generation(lm, codec, context_seconds, seconds, samples)
-    grids = lm.sampling_settings(frame_grids=frame_grids)["frame_grids"]
+    grids = frame_grids
     check_frame_grids(grids)
     if len(stream) == 0:
         raise InputError("the stream holds no trace")
@@ -360,7 +363,7 @@ def generate_file(input: str, out: str, *, context_seconds: int, seconds: int, p
                   top_k: int | None = None,
                   top_p: float | None = None, seed: int | None = None, lm: str | None = None,
                   codec: str | None = None, gain_temperature: float | None = None,
-                  frame_grids: int | None = None) -> list[Path]:
+                  frame_grids: int = 1) -> list[Path]:
     """`eqcodec generate`: continue every trace of a file; write the continuations (miniSEED) and a plot.
 
     lm / codec are checkpoint folders (None: the shipped ones); sampling settings left None

@@ -87,6 +87,7 @@ def forecast_samples(samples_40hz: np.ndarray, lm: SeismicLM, codec: Codec, cont
     if isinstance(context_seconds, (int, np.integer)) and len(samples_40hz) < context_seconds * FRAME_LENGTH:
         raise InputError(f"the array holds {len(samples_40hz) / SAMPLING_RATE:g} s at 40 Hz, shorter than the "
                          f"{context_seconds} s context")
+    frame_grids = lm.sampling_settings(frame_grids=frame_grids)["frame_grids"]
     return continue_array(samples_40hz, lm, codec, context_seconds, horizon_seconds, samples=n_samples,
                           temperature=temperature, gain_temperature=gain_temperature, top_k=top_k, seed=seed,
                           source_rate=source_rate)

@@ -231,8 +231,9 @@ def test_frame_grid_members_start_where_the_input_ends(monkeypatch, lm, codec):
     assert generate.frame_grid_offsets(4) == [0, 10, 20, 30]
 
 
-def test_frame_grids_come_from_the_lm_and_are_checked(example_stream, lm, codec):
+def test_frame_grids_come_from_the_lm_in_forecasts_and_are_checked(example_stream, lm, codec):
     from lm.generate import continue_array
+    from tasks.forecast import forecast_samples
 
     trace = example_stream.select(component="Z")[0].copy()
     trace.resample(40.0)
@@ -240,9 +241,10 @@ def test_frame_grids_come_from_the_lm_and_are_checked(example_stream, lm, codec)
     four = continue_array(trace.data, lm, codec, 20, 2, samples=4, seed=3, frame_grids=4)
     assert four.shape == one.shape and np.isfinite(four).all()
     assert not np.allclose(one[1:], four[1:])  # members 1-3 read shifted contexts
-    lm.generation_config.frame_grids = 4
+    np.testing.assert_allclose(continue_array(trace.data, lm, codec, 20, 2, samples=4, seed=3), one)  # default 1
+    lm.generation_config.frame_grids = 4  # forecasts take the LM's own
     try:
-        np.testing.assert_allclose(continue_array(trace.data, lm, codec, 20, 2, samples=4, seed=3), four)
+        np.testing.assert_allclose(forecast_samples(trace.data, lm, codec, 20, 2, 4, seed=3), four)
     finally:
         del lm.generation_config.frame_grids
     short = trace.data[-10 * 40:]  # a 10-s input: the shifted grids would read less than the minimum
