@@ -90,7 +90,7 @@ def forecast_samples(samples_40hz: np.ndarray, lm: SeismicLM, codec: Codec, cont
     frame_grids = lm.sampling_settings(frame_grids=frame_grids)["frame_grids"]
     return continue_array(samples_40hz, lm, codec, context_seconds, horizon_seconds, samples=n_samples,
                           temperature=temperature, gain_temperature=gain_temperature, top_k=top_k, seed=seed,
-                          source_rate=source_rate)
+                          source_rate=source_rate, frame_grids=frame_grids)
 
 
 def per_second_rms(waveforms: np.ndarray) -> np.ndarray:
