@@ -18,7 +18,11 @@ training loss and its held-out loss agree within a few hundredths of a nat (lm/p
 
 Score of a setting: the CRPS of --samples continuations (units of the context's std) averaged
 over horizons 5, 10 and 30 s, median over the cases of a kind, then the mean over the four kinds
-(each kind counts the same). With --write the best setting goes into the LM folder's
+(each kind counts the same). Choice: the one-standard-error rule. The settings whose score is within
+one standard error of the lowest (a bootstrap over each kind's cases) cannot be told apart by CRPS on
+this many cases; among them, the one whose point forecast (the members' mean) has the lowest relative
+MSE, scored the same way, is chosen. Why: CRPS barely separates a flatter gain distribution, whose
+few far too loud members wreck the mean forecast. With --write the chosen setting goes into the LM folder's
 generation_config.json (transformers.GenerationConfig, plus its `gain_temperature` field), which
 generate / forecast / evaluate read by default, and every score into sampling_selection.json.
 """
@@ -57,6 +61,22 @@ def validation_cases(per_kind: int) -> dict[str, list[dict]]:
     return {kind: spread_subset(cases, per_kind) for kind, cases in kinds.items()}
 
 
+def bootstrap_standard_error(per_case: dict[str, np.ndarray], draws: int = 1000, seed: int = 0) -> float:
+    """Standard error of the score (mean over kinds of the median over a kind's cases), by resampling
+    each kind's cases with replacement."""
+    rng = np.random.default_rng(seed)
+    scores = [np.mean([np.median(rng.choice(v, size=len(v))) for v in per_case.values()]) for _ in range(draws)]
+    return float(np.std(scores))
+
+
+def one_standard_error_choice(results: list[dict]) -> dict:
+    """Among the settings whose CRPS score is within one standard error of the lowest, the lowest relative
+    MSE of the point forecast (ties: the lower CRPS)."""
+    lowest = min(results, key=lambda r: r["crps"])
+    close = [r for r in results if r["crps"] <= lowest["crps"] + lowest["crps_standard_error"]]
+    return min(close, key=lambda r: (r["relative_mse"], r["crps"]))
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -86,9 +106,9 @@ def main(argv=None) -> int:
                              [int(g) for g in args.frame_grids.split(",")])
     results = []
     for temperature, gain_temperature, top_k, frame_grids in grid:
-        per_kind = {}
+        per_kind, per_case, mse_by_kind = {}, {}, {}
         for kind, cases in kinds.items():
-            crps = []
+            crps, mse = [], []
             for i, case in enumerate(cases):
                 members = forecast_samples(case["context"], lm, codec, CONTEXT_SECONDS, int(max(HORIZONS)),
                                            args.samples, seed=i, temperature=temperature, top_k=top_k,
@@ -96,13 +116,19 @@ def main(argv=None) -> int:
                                            frame_grids=frame_grids)[:, :horizon_n]
                 scores = horizon_scores(case["truth"], members, HORIZONS)
                 crps.append(np.mean([scores[h]["crps"] for h in HORIZONS]))
+                mse.append(np.mean([scores[h]["relative_mse"] for h in HORIZONS]))
+            per_case[kind] = np.array(crps)
             per_kind[kind] = round(float(np.median(crps)), 4)
+            mse_by_kind[kind] = round(float(np.median(mse)), 4)
         results.append({"temperature": temperature, "gain_temperature": gain_temperature, "top_k": top_k,
                         "frame_grids": frame_grids,
-                        "crps": round(float(np.mean(list(per_kind.values()))), 4), "crps_by_kind": per_kind})
+                        "crps": round(float(np.mean(list(per_kind.values()))), 4), "crps_by_kind": per_kind,
+                        "crps_standard_error": round(bootstrap_standard_error(per_case), 4),
+                        "relative_mse": round(float(np.mean(list(mse_by_kind.values()))), 4),
+                        "relative_mse_by_kind": mse_by_kind})
         print(json.dumps(results[-1]), flush=True)
-    best = min(results, key=lambda r: r["crps"])
-    print(f"best: temperature {best['temperature']}, gain temperature {best['gain_temperature']}, top-k "
+    best = one_standard_error_choice(results)
+    print(f"chosen (one-standard-error rule): temperature {best['temperature']}, gain temperature {best['gain_temperature']}, top-k "
           f"{best['top_k']}, {best['frame_grids']} frame grid(s) (CRPS at 5/10/30 s, mean over kinds of the median over cases: {best['crps']:.3f})")
     if args.write:
         config = lm.generation_config
@@ -113,7 +139,8 @@ def main(argv=None) -> int:
         (Path(args.lm) / "sampling_selection.json").write_text(json.dumps(
             {"validation": {"nc-events": "training split, picks.csv", "continuous": list(CONTINUOUS_STATIONS)},
              "cases": {kind: len(cases) for kind, cases in kinds.items()}, "samples": args.samples,
-             "horizons_s": HORIZONS, "results": results, "best": best}, indent=1) + "\n")
+             "horizons_s": HORIZONS, "rule": "one standard error of the lowest CRPS score, then the lowest "
+             "relative MSE of the point forecast", "results": results, "best": best}, indent=1) + "\n")
         print(f"wrote {Path(args.lm) / 'generation_config.json'}")
     return 0
 
