@@ -48,20 +48,6 @@ MIN_CONTEXT_SECONDS = 10
 RESAMPLING_MARGIN_SECONDS = 2
 
 
-def prepare_context(data: np.ndarray, sampling_rate: float, context_seconds: int, label: str = "context",
-                    *, allow_clipped: bool = False) -> tuple[np.ndarray, float]:
-    """The last `context_seconds` of gap-free samples, prepared as token corpora are (detrend_and_resample).
-
-    Returns ([C * 40] float64 detrended samples at 40 Hz, level): `level` is the
-    removed trend's value at the context's end, added back to continuations so
-    that they are in the input's units and go on from where the context ends.
-    Only the context (and a 2-s resampling margin) is checked: NaN or a constant
-    signal there raise InputError; earlier samples do not matter.
-    """
-    samples, trend = _prepared_tail(data, sampling_rate, context_seconds, label, allow_clipped)
-    return samples[-context_seconds * FRAME_LENGTH:], float(trend[-1])
-
-
 def _prepared_tail(data, sampling_rate: float, context_seconds: int, label: str, allow_clipped: bool,
                    spare_seconds: int = 0):
     """detrend_and_resample of the last context + spare + margin seconds of `data`: (samples, trend) at 40 Hz.
@@ -93,7 +79,13 @@ def _trace_tail(trace, context_seconds: int, *, allow_clipped: bool, spare_secon
 
 
 def context_samples(trace, context_seconds: int, *, allow_clipped: bool = False):
-    """prepare_context for the end of an obspy Trace: (samples, start time of the continuation, level)."""
+    """The last `context_seconds` of an obspy Trace, prepared as token corpora are (detrend_and_resample).
+
+    Returns ([C * 40] float64 detrended samples at 40 Hz, start time of the continuation, level): `level` is
+    the removed trend's value at the context's end, added back to continuations so that they are in the
+    input's units and go on from where the context ends. Only the context (and a 2-s resampling margin) is
+    checked: NaN or a constant signal there raise InputError; earlier samples do not matter.
+    """
     samples, trend, continuation_start = _trace_tail(trace, context_seconds, allow_clipped=allow_clipped)
     return samples[-context_seconds * FRAME_LENGTH:], continuation_start, float(trend[-1])
 
@@ -176,7 +168,7 @@ def continue_codes(lm: SeismicLM, encoded: EncodedWaveform, num_frames: int, *, 
 
 def _continue_prepared(contexts: np.ndarray, levels, lm: SeismicLM, codec: Codec, seconds: int, *,
                        samples: int, source_rates=None, **sampling) -> np.ndarray:
-    """[B, C * 40] prepared contexts (prepare_context) -> [B, samples, seconds * 40] continuations in input units.
+    """[B, C * 40] prepared contexts (_prepared_tail's samples) -> [B, samples, seconds * 40] continuations in input units.
 
     source_rates: [B] rates the contexts were recorded at (None: 40 Hz or more): a continuation of a slower
     channel is decoded with nothing above its Nyquist, as its context (EncodedWaveform.source_rate)."""
@@ -262,12 +254,11 @@ def continue_array(samples_40hz: np.ndarray, lm: SeismicLM, codec: Codec, contex
     if x.ndim not in (1, 2):
         raise InputError(f"expected [N] or [B, N] samples, got shape {x.shape}")
     check_generation(lm, codec, context_seconds, seconds, samples)
-    grids = frame_grids
-    check_frame_grids(grids)
+    check_frame_grids(frame_grids)
     rows = x[None] if x.ndim == 1 else x
-    tails = [_prepared_tail(row, SAMPLING_RATE, context_seconds, f"row {i}", allow_clipped, int(grids > 1))
+    tails = [_prepared_tail(row, SAMPLING_RATE, context_seconds, f"row {i}", allow_clipped, int(frame_grids > 1))
              for i, row in enumerate(rows)]
-    out = _continue_tails(tails, lm, codec, context_seconds, seconds, samples=samples, grids=grids,
+    out = _continue_tails(tails, lm, codec, context_seconds, seconds, samples=samples, grids=frame_grids,
                           source_rates=[source_rate] * len(tails), seed=seed, temperature=temperature,
                           gain_temperature=gain_temperature, top_k=top_k, top_p=top_p)
     return out[0] if x.ndim == 1 else out
@@ -290,15 +281,14 @@ def generate_continuations(stream, lm: SeismicLM, codec: Codec, context_seconds:
     import obspy
 
     check_generation(lm, codec, context_seconds, seconds, samples)
-    grids = frame_grids
-    check_frame_grids(grids)
+    check_frame_grids(frame_grids)
     if len(stream) == 0:
         raise InputError("the stream holds no trace")
     traces = _last_pieces(stream, context_seconds)
-    tails = [_trace_tail(tr, context_seconds, allow_clipped=allow_clipped, spare_seconds=int(grids > 1))
+    tails = [_trace_tail(tr, context_seconds, allow_clipped=allow_clipped, spare_seconds=int(frame_grids > 1))
              for tr in traces]
     waveforms = _continue_tails([(s, t) for s, t, _ in tails], lm, codec, context_seconds, seconds,
-                                samples=samples, grids=grids,
+                                samples=samples, grids=frame_grids,
                                 source_rates=[float(tr.stats.sampling_rate) for tr in traces], seed=seed,
                                 temperature=temperature, gain_temperature=gain_temperature, top_k=top_k,
                                 top_p=top_p)
