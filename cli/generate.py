@@ -43,7 +43,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                                "without one there, --temperature)")
     sampling.add_argument("--frame-grids", type=_positive_int, metavar="G", default=1,
                           help="read the context on G frame grids (sample j: a context ending j %% G * 40 / G "
-                               "samples early, which need not join the input smoothly) (default: %(default)s)")
+                               "samples early, its miss at the input's last sample carried into its first second) "
+                               "(default: %(default)s)")
     sampling.add_argument("--top-k", type=_positive_int, metavar="K",
                           help="sample among the K most likely tokens only; a K of the codebook size or more "
                                "samples from all (default: the LM's generation_config)")

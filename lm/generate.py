@@ -11,9 +11,11 @@ after its last sample at 40 Hz (the input is resampled to 40 Hz first).
 
 --frame-grids G (default 1): sample j reads a context that ends (j mod G) * 40 / G
 samples early, on another frame grid, and is cut to start where the input ends
-(frame_grid_offsets). For ensembles whose statistics matter (`eqcodec forecast`
-uses the LM's own G): a shifted sample does not see the input's last samples, so
-it need not join the input smoothly. Sample 0 reads the plain context.
+(frame_grid_offsets); meant for ensembles whose statistics matter (`eqcodec forecast`
+uses the LM's own G). A shifted sample does not read the input's last samples: its
+miss at the input's last sample is carried into its first second as far as the
+input's own autocorrelation says it persists, tapered to zero within the second.
+Sample 0 reads the plain context.
 
 Output files (trace ids NET.STA.LOC.CHA are kept unchanged):
     --samples 1:  OUT                      miniSEED, one trace per input trace
@@ -208,7 +210,8 @@ def _continue_tails(tails, lm: SeismicLM, codec: Codec, context_seconds: int, se
 
     Sample j reads its context on frame grid j % grids (frame_grid_offsets): the whole seconds that end
     that many 40 Hz samples before the tail's end, up to context_seconds of them; its continuation is
-    generated one frame longer and cut so that every sample starts one 40 Hz sample after the tail.
+    generated one frame longer and cut so that every sample starts one 40 Hz sample after the tail;
+    a shifted sample's miss at the tail's last sample is carried into its first frame (_join_weights).
     Grid 0 is the plain context; when the tails hold too little for the shifted grids to read
     MIN_CONTEXT_SECONDS, every sample uses grid 0.
     """
@@ -233,7 +236,31 @@ def _continue_tails(tails, lm: SeismicLM, codec: Codec, context_seconds: int, se
         for i, (offset, members) in enumerate(grid_members):
             block = generated[i * len(tails) : (i + 1) * len(tails)]
             out[:, members] = block[:, :, offset : offset + seconds * FRAME_LENGTH]
+            if offset:
+                last = np.array([tail[-1] + trend[-1] for tail, trend in tails])  # the input's last sample [B]
+                miss = last[:, None] - block[:, :, offset - 1]  # [B, members]
+                carry = np.stack([_join_weights(tail, seconds * FRAME_LENGTH) for tail, _ in tails])  # [B, H * 40]
+                out[:, members] += miss[:, :, None] * carry[:, None, :]
     return out
+
+
+def _join_weights(tail: np.ndarray, length: int) -> np.ndarray:
+    """[length] weights by which a shifted grid's miss at the input's last sample is carried after it.
+
+    A shifted frame grid's sample was generated over the input's last samples without reading them.
+    How much of its miss at the last sample persists t samples later is the input's own autocorrelation
+    at lag t (the least-squares carry for a miss that is as correlated in time as the signal): most of
+    it on a smooth microseism, little on a broadband coda. A raised cosine ends the carry within one
+    frame, after which every sample is the LM's own.
+    """
+    recent = tail[-10 * FRAME_LENGTH :] - tail[-10 * FRAME_LENGTH :].mean()
+    power = float(np.dot(recent, recent))
+    t = np.arange(1, FRAME_LENGTH)
+    rho = np.array([np.dot(recent[:-lag], recent[lag:]) for lag in t]) / power if power > 0 else np.zeros(len(t))
+    weights = np.zeros(length)
+    n = min(length, len(t))
+    weights[:n] = (rho * 0.5 * (1 + np.cos(np.pi * t / FRAME_LENGTH)))[:n]
+    return weights
 
 
 def continue_array(samples_40hz: np.ndarray, lm: SeismicLM, codec: Codec, context_seconds: int, seconds: int, *,

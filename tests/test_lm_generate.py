@@ -224,11 +224,34 @@ def test_frame_grid_members_start_where_the_input_ends(monkeypatch, lm, codec):
         return np.stack(out)
 
     monkeypatch.setattr(generate, "_continue_prepared", positions)
+    monkeypatch.setattr(generate, "_join_weights", lambda tail, length: np.zeros(length))  # no signal to join
     members = generate.continue_array(x, lm, codec, 20, 3, samples=8, frame_grids=4, seed=0)
     assert members.shape == (8, 120)
     np.testing.assert_array_equal(members, np.broadcast_to(len(x) + np.arange(120.0), (8, 120)))
     assert set(seen_lengths) == {20 * 40}  # a 30-s input holds a whole 20-s context for every grid
     assert generate.frame_grid_offsets(4) == [0, 10, 20, 30]
+
+
+def test_shifted_grid_members_join_a_smooth_input_and_are_untouched_after_one_frame(monkeypatch, lm, codec):
+    """A stand-in generator continues every context with a wrong constant. The plain grid's member keeps it;
+    on a smooth input (a 4-s oscillation) each shifted member starts at the input's last sample; on white
+    noise, whose last sample says nothing of the next, little is carried; after 1 s all are the constant."""
+    from lm import generate
+
+    def constant(contexts, levels, lm, codec, seconds, *, samples, source_rates=None, **sampling):
+        return np.full((len(contexts), samples, seconds * 40), wrong)
+
+    monkeypatch.setattr(generate, "_continue_prepared", constant)
+    t = np.arange(40 * 30) / 40
+    smooth = 3 * np.sin(2 * np.pi * t / 4 + 1.0)
+    noise = np.random.default_rng(1).normal(size=t.size)
+    wrong = 7.0
+    for x, carried in ((smooth, (0.95, 1.0)), (noise, (-0.2, 0.2))):
+        members = generate.continue_array(x, lm, codec, 20, 3, samples=8, frame_grids=4, seed=0)
+        np.testing.assert_array_equal(members[:, 40:], wrong)
+        np.testing.assert_array_equal(members[[0, 4]], wrong)  # grid 0 reads the input's last sample itself
+        share = (wrong - members[[1, 2, 3, 5, 6, 7], 0]) / (wrong - x[-1])  # of the miss, carried to sample 1
+        assert np.all((carried[0] < share) & (share < carried[1])), share
 
 
 def test_frame_grids_come_from_the_lm_in_forecasts_and_are_checked(example_stream, lm, codec):
