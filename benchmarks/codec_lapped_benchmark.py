@@ -77,13 +77,17 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-SHARED = Path("/work/shared/data")
+SHARED = REPO.parent / "shared" / "data"
 NC_EVENTS = SHARED / "nc-events"
 PUBLIC = SHARED / "public-recordings"
 OUT_DIR = REPO / "benchmarks" / "results" / "codec_lapped"

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-RECORDINGS = Path("/work/shared/data/public-recordings/ispaq")
+RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "data" / "public-recordings" / "ispaq"
 #: The continuous days of ../shared (whole or nearly whole days; II.KAPI day 005 holds 2 h only: not used).
 REAL_DAYS = ["US.OXF..BHZ.2002.110.M", "TA.109C..BHE.2016.249.M", "IU.ANMO.00.BHZ.2013.006",
              "IU.ANMO.00.BHZ.2010.058.M", "IU.ANMO.00.BH1.2010.058.M", "IU.ANMO.00.BH2.2010.058.M",
