@@ -24,7 +24,8 @@ this many cases; among them, the one whose point forecast (the members' mean) ha
 MSE, scored the same way, is chosen. Why: CRPS barely separates a flatter gain distribution, whose
 few far too loud members wreck the mean forecast. With --write the chosen setting goes into the LM folder's
 generation_config.json (transformers.GenerationConfig, plus its `gain_temperature` field), which
-generate / forecast / evaluate read by default, and every score into sampling_selection.json.
+generate / forecast / evaluate read by default, and every score into sampling_selection.json (with the
+90 % band coverage per kind, mean over cases and horizons: recorded, not part of the rule).
 """
 
 from __future__ import annotations
@@ -106,9 +107,9 @@ def main(argv=None) -> int:
                              [int(g) for g in args.frame_grids.split(",")])
     results = []
     for temperature, gain_temperature, top_k, frame_grids in grid:
-        per_kind, per_case, mse_by_kind = {}, {}, {}
+        per_kind, per_case, mse_by_kind, coverage_by_kind = {}, {}, {}, {}
         for kind, cases in kinds.items():
-            crps, mse = [], []
+            crps, mse, coverage = [], [], []
             for i, case in enumerate(cases):
                 members = forecast_samples(case["context"], lm, codec, CONTEXT_SECONDS, int(max(HORIZONS)),
                                            args.samples, seed=i, temperature=temperature, top_k=top_k,
@@ -117,15 +118,18 @@ def main(argv=None) -> int:
                 scores = horizon_scores(case["truth"], members, HORIZONS)
                 crps.append(np.mean([scores[h]["crps"] for h in HORIZONS]))
                 mse.append(np.mean([scores[h]["relative_mse"] for h in HORIZONS]))
+                coverage.append(np.mean([scores[h]["coverage_90"] for h in HORIZONS]))
             per_case[kind] = np.array(crps)
             per_kind[kind] = round(float(np.median(crps)), 4)
             mse_by_kind[kind] = round(float(np.median(mse)), 4)
+            coverage_by_kind[kind] = round(float(np.mean(coverage)), 3)
         results.append({"temperature": temperature, "gain_temperature": gain_temperature, "top_k": top_k,
                         "frame_grids": frame_grids,
                         "crps": round(float(np.mean(list(per_kind.values()))), 4), "crps_by_kind": per_kind,
                         "crps_standard_error": round(bootstrap_standard_error(per_case), 4),
                         "relative_mse": round(float(np.mean(list(mse_by_kind.values()))), 4),
-                        "relative_mse_by_kind": mse_by_kind})
+                        "relative_mse_by_kind": mse_by_kind,
+                        "coverage_90_by_kind": coverage_by_kind})  # for the record: the rule does not read it
         print(json.dumps(results[-1]), flush=True)
     best = one_standard_error_choice(results)
     print(f"chosen (one-standard-error rule): temperature {best['temperature']}, gain temperature {best['gain_temperature']}, top-k "
