@@ -263,17 +263,33 @@ class SeismicLM(PreTrainedModel):
                                cache=hidden.cache if use_cache else None)
 
     # ------------------------------------------------------------------ generation
-    def next_logits(self, tokens: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
-        """The generation step: [B, S, L] delayed steps that follow the cached ones -> [B, sum(vocab_sizes)].
+    def next_logits(self, tokens: torch.Tensor, cache: DynamicCache, head: torch.Tensor | None = None) -> torch.Tensor:
+        """The generation step: [B, S, L] delayed steps that follow the cached ones -> [B, sum(vocab_sizes)] float32.
 
         The logits of the step after the last one, every stream's head in one
         product (stream s in columns sum(vocab_sizes[:s]) ..). The same numbers
         as forward(tokens, cache=cache, use_cache=True).logits[s][:, -1], without
         forward's checks, per-stream products and output objects: at batch 1 a
         step is short, and such per-call overheads are a visible part of it.
+        head: the head's weight to use (default lm_head's; generate_frames passes generation_head()'s).
         """
+        head = self.lm_head.weight if head is None else head
         hidden = self.backbone(inputs_embeds=self.embed(tokens), cache=cache, use_cache=True).last_hidden_state
-        return F.linear(hidden[:, -1], self.lm_head.weight)
+        return F.linear(hidden[:, -1].to(head.dtype), head).float()
+
+    def generation_head(self) -> torch.Tensor:
+        """The head's weight [sum(vocab_sizes), hidden] as generation steps use it: a bfloat16 copy where the
+        CPU multiplies bfloat16 natively (oneDNN, accumulating in float32), else lm_head's own.
+
+        Why: the head (every stream's vocabulary side by side) is the largest product of a generation step,
+        markedly faster in bfloat16 at the batch sizes of forecasts, while the rounding barely moves the
+        predicted distributions (the LM card gives both figures; benchmarks/lm_vs_musicgen.py measures the
+        speed). Teacher-forced scoring (forward) keeps float32.
+        """
+        weight = self.lm_head.weight
+        if weight.device.type == "cpu" and weight.dtype == torch.float32 and _native_bfloat16():
+            return weight.detach().to(torch.bfloat16).contiguous()
+        return weight
 
     @torch.inference_mode()
     def generate_frames(self, context: torch.Tensor, num_frames: int, *, temperature: float = 1.0,
@@ -288,7 +304,8 @@ class SeismicLM(PreTrainedModel):
         (empty where not yet known). Step j of the loop predicts delayed step j
         from the steps before it (KV cache), then writes the sampled tokens of
         the streams that hold a new frame there; the others (context, or past
-        the last frame) keep theirs. Sampling: temperature (gain_temperature for
+        the last frame) keep theirs; the head's product in bfloat16 where the CPU has it (generation_head).
+        Sampling: temperature (gain_temperature for
         the gain stream; None: the same), then top-k, then top-p. When the sequence outgrows the trained window
         (config.max_positions) the cache is rebuilt from the last max_frames / 2 frames.
         """
@@ -307,7 +324,7 @@ class SeismicLM(PreTrainedModel):
         was_training = self.training
         self.eval()
         lay_out_for_generation(self)
-        cache, positions = None, 0
+        cache, positions, head = None, 0, self.generation_head()
         for step in range(C, delayed.shape[-1]):
             if cache is None or positions + 1 > self.config.max_positions:
                 # (Re)build the cache from frames first_frame.. : BOS + delayed steps before `step`.
@@ -318,11 +335,19 @@ class SeismicLM(PreTrainedModel):
                 cache, positions = DynamicCache(), 0
             else:
                 inputs = delayed[:, :, step - 1 : step]
-            logits = self.next_logits(inputs, cache)
+            logits = self.next_logits(inputs, cache, head)
             positions += inputs.shape[-1]
             delayed[:, :, step] = torch.where(to_sample[:, step], sample(logits), delayed[:, :, step])
         self.train(was_training)
         return self.delay.revert(delayed)[:, :, C:]
+
+
+def _native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): elsewhere bfloat16 is emulated, slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def lay_out_for_generation(model: nn.Module) -> None:

@@ -105,9 +105,13 @@ def test_kv_cache_matches_full_forward(lm):
         torch.testing.assert_close(torch.cat([p[s] for p in pieces], dim=1), full[s], rtol=1e-4, atol=1e-5)
 
 
-def test_greedy_generation_follows_the_full_forward_argmax(lm):
+def test_greedy_generation_follows_the_full_forward_argmax(lm, monkeypatch):
     """With top_k=1, every generated token is the argmax of a full (uncached) forward pass over
-    context + generated frames: the cached loop keeps the delay bookkeeping right."""
+    context + generated frames: the cached loop keeps the delay bookkeeping right. (The head in float32,
+    as forward's: a random model's near-ties would otherwise round either way.)"""
+    from lm import model as lm_model
+
+    monkeypatch.setattr(lm_model, "_native_bfloat16", lambda: False)
     context = random_frames(lm, 2, 6)
     new = lm.generate_frames(context, 5, top_k=1)
     assert new.shape == (2, 9, 5)
@@ -182,6 +186,37 @@ def test_generation_fast_path_gives_the_logits_of_the_plain_forward(codec):
         steps = [fast.next_logits(inputs[:, :, :prompt], cache)]
         steps += [fast.next_logits(inputs[:, :, j : j + 1], cache) for j in range(prompt, inputs.shape[-1])]
     torch.testing.assert_close(torch.stack(steps, dim=1), plain[:, prompt - 1 :], rtol=1e-5, atol=1e-4)
+
+
+def test_generation_head_is_bfloat16_only_where_native_and_keeps_the_distributions(codec, monkeypatch):
+    """The head's product in generation steps: a bfloat16 copy where the CPU has native bfloat16, lm_head's own
+    float32 weight where it has not; the bfloat16 logits give the shipped LM's next-token distributions on real
+    tokens within a small KL divergence of float32's, and float32 logits either way."""
+    import obspy
+    from transformers import DynamicCache
+
+    from lm import model as lm_model
+    from lm.generate import context_samples
+    from tokenized_data import to_streams
+
+    shipped = load_lm()
+    monkeypatch.setattr(lm_model, "_native_bfloat16", lambda: False)
+    assert shipped.generation_head() is shipped.lm_head.weight
+    monkeypatch.setattr(lm_model, "_native_bfloat16", lambda: True)
+    head = shipped.generation_head()
+    assert head.dtype == torch.bfloat16 and head.shape == shipped.lm_head.weight.shape
+
+    encoded = codec.encode(np.stack([context_samples(trace, 20)[0] for trace in obspy.read()]))
+    inputs, _ = shipped.prepare_batch(to_streams(encoded.codes, encoded.gain))
+    with torch.inference_mode():
+        exact = shipped.next_logits(inputs, DynamicCache())
+        rounded = shipped.next_logits(inputs, DynamicCache(), head)
+    assert rounded.dtype == torch.float32
+    for logits_exact, logits_rounded in zip(exact.split(shipped.config.vocab_sizes, -1),
+                                            rounded.split(shipped.config.vocab_sizes, -1)):
+        kl = torch.sum(logits_exact.softmax(-1) * (logits_exact.log_softmax(-1) - logits_rounded.log_softmax(-1)), -1)
+        assert float(kl.max()) < 1e-3, kl
+        assert not torch.equal(logits_exact, logits_rounded)  # the product did run in bfloat16
 
 
 def test_model_still_trains_after_generating():
