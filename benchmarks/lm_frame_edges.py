@@ -29,16 +29,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 DATA = REPO.parent / "shared" / "data"
-FRAME = 40
 
 
 def edge_and_join(context: np.ndarray, members: np.ndarray, offsets: list[int]) -> tuple[float, float]:
     """(edge ratio, join ratio) of members [S, N] continuing `context`; member j on offsets[j % len(offsets)]."""
+    from codec.preprocess import FRAME_LENGTH
+
     across, inside = [], []
     for j, member in enumerate(members):
         steps = np.diff(member)  # steps[i] = member[i + 1] - member[i]
         # A member whose context ended o samples early has its frame boundaries o samples earlier.
-        at_edge = (np.arange(len(steps)) + 1 + offsets[j % len(offsets)]) % FRAME == 0
+        at_edge = (np.arange(len(steps)) + 1 + offsets[j % len(offsets)]) % FRAME_LENGTH == 0
         across.append(steps[at_edge])
         inside.append(steps[~at_edge])
     inside_rms = np.sqrt(np.mean(np.concatenate(inside) ** 2))

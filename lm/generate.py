@@ -220,6 +220,9 @@ def _continue_tails(tails, lm: SeismicLM, codec: Codec, context_seconds: int, se
     if (length - offsets[-1]) // FRAME_LENGTH < MIN_CONTEXT_SECONDS:
         offsets = [0]
     out = np.empty((len(tails), samples, seconds * FRAME_LENGTH))
+    if len(offsets) > 1:  # what the shifted grids' samples are joined to (_join_weights), the same for every grid
+        last = np.array([tail[-1] + trend[-1] for tail, trend in tails])  # the input's last sample [B]
+        carry = np.stack([_join_weights(tail, seconds * FRAME_LENGTH) for tail, _ in tails])  # [B, H * 40]
     # Grids whose contexts and continuations have the same lengths are generated in one batch.
     groups: dict[tuple, list[tuple[int, list[int]]]] = {}
     for grid, offset in enumerate(offsets):
@@ -237,9 +240,7 @@ def _continue_tails(tails, lm: SeismicLM, codec: Codec, context_seconds: int, se
             block = generated[i * len(tails) : (i + 1) * len(tails)]
             out[:, members] = block[:, :, offset : offset + seconds * FRAME_LENGTH]
             if offset:
-                last = np.array([tail[-1] + trend[-1] for tail, trend in tails])  # the input's last sample [B]
                 miss = last[:, None] - block[:, :, offset - 1]  # [B, members]
-                carry = np.stack([_join_weights(tail, seconds * FRAME_LENGTH) for tail, _ in tails])  # [B, H * 40]
                 out[:, members] += miss[:, :, None] * carry[:, None, :]
     return out
 
