@@ -322,14 +322,16 @@ class SearchIndex:
         """Vectors lo..hi (local numbers) of shard s as the index holds them (decoded codes), float32."""
         return self.quantizer.sa_decode(np.ascontiguousarray(self.codes(s)[lo:hi]))
 
-    def searched_vectors(self, s: int, local) -> np.ndarray:
+    def searched_vectors(self, s: int, local, codes: np.ndarray | None = None) -> np.ndarray:
         """Vectors `local` (local numbers) of shard s decoded in the space its FAISS index searches (rotated
-        and reduced for pqfs: inner products with `prepare_queries` vectors are the index's scores), float32."""
+        and reduced for pqfs: inner products with `prepare_queries` vectors are the index's scores), float32.
+        codes: the shard's `codes` already read into memory (a gather from the memory map is slow)."""
         _, inner = self._parts()
         local = np.asarray(local, np.int64)
         if not len(local):
             return np.zeros((0, inner.d), np.float32)
-        return inner.sa_decode(np.ascontiguousarray(self.codes(s)[local]))
+        codes = self.codes(s) if codes is None else codes
+        return inner.sa_decode(np.ascontiguousarray(codes[local]))
 
     def piece_of(self, vectors) -> np.ndarray:
         """Piece (row of `pieces`) of global vector numbers."""
@@ -501,41 +503,49 @@ class _Decoder:
     def __init__(self, codec, corpora, num_codebooks: int | None):
         """corpora: {corpus number in the index: TokenCorpus, or a function returning it}."""
         self.codec, self.sources, self.k = codec, dict(corpora), num_codebooks
-        self.tables: dict = {}  # corpus -> its rows as a pyarrow Table
+        self.tables: dict = {}  # corpus -> its rows (tokenized_data.detokenize.TableRows)
         self.lengths: dict = {}
         self.longest: dict = {}
         self.cache: dict = {}
+        self.piece_arrays: dict = {}
 
     def _open(self, corpus: int) -> None:
         if corpus not in self.tables:
             source = self.sources[corpus]
-            from tokenized_data.detokenize import arrow_table
+            from tokenized_data.detokenize import TableRows, arrow_table
 
             c = source() if callable(source) else source
-            self.tables[corpus] = arrow_table(c.dataset)
-            self.lengths[corpus] = self.tables[corpus].column("num_frames").to_numpy().astype(np.int64) * FRAME_LENGTH
+            self.tables[corpus] = TableRows(arrow_table(c.dataset))
+            self.lengths[corpus] = self.tables[corpus].columns["num_frames"].astype(np.int64) * FRAME_LENGTH
             self.longest[corpus] = int(self.lengths[corpus].max(initial=0))
 
     def rows(self, corpus: int, rows: list[int]) -> None:
-        from tokenized_data.detokenize import decode_row_samples, numpy_rows
+        from tokenized_data.detokenize import decode_row_samples
 
         self._open(corpus)
         todo = [r for r in rows if (corpus, r) not in self.cache]
         for lo in range(0, len(todo), DECODE_ROWS):
             batch = todo[lo:lo + DECODE_ROWS]
-            for r, samples in zip(batch, decode_row_samples(self.codec, numpy_rows(self.tables[corpus], batch),
-                                                            self.k)):
+            for r, samples in zip(batch, decode_row_samples(self.codec, self.tables[corpus].rows(batch), self.k)):
                 self.cache[(corpus, r)] = samples
+
+    def _piece_arrays(self, piece) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, offsets) of a piece as arrays, converted once per piece (a long piece lists thousands of rows;
+        a piece is known by its corpus and first row: pieces of a corpus share no row)."""
+        key = (int(piece.corpus), int(piece.rows[0]), len(piece.rows))
+        if key not in self.piece_arrays:
+            self.piece_arrays[key] = (np.asarray(piece.rows, np.int64), np.asarray(piece.offsets, np.int64))
+        return self.piece_arrays[key]
 
     def _overlapping(self, piece, lo: int, hi: int) -> list[tuple[int, int]]:
         corpus = int(piece.corpus)
         self._open(corpus)
-        offsets = np.asarray(piece.offsets, np.int64)
+        rows, offsets = self._piece_arrays(piece)
         # a piece's rows are in time order and none is longer than the corpus's longest: only rows starting
         # less than that before lo can reach it
         first = int(np.searchsorted(offsets, lo - self.longest[corpus], side="right"))
         last = int(np.searchsorted(offsets, hi, side="left"))
-        rows, offsets = np.asarray(piece.rows, np.int64)[first:last], offsets[first:last]
+        rows, offsets = rows[first:last], offsets[first:last]
         ok = offsets + self.lengths[corpus][rows] > lo
         return list(zip(rows[ok].tolist(), offsets[ok].tolist()))
 
@@ -544,7 +554,7 @@ class _Decoder:
         they need only (nothing cached): each overlapping row's frames around the span, with a margin of
         the codec's decode context and one frame more (the margin's outer frame decodes with a trace's start
         or stop window: its samples are dropped). A codec that does not state its context decodes whole rows."""
-        from tokenized_data.detokenize import decode_row_samples, numpy_rows
+        from tokenized_data.detokenize import decode_row_samples
 
         context = getattr(self.codec, "decode_context_frames", None)
         margin = None if context is None else int(context) + 1
@@ -571,7 +581,7 @@ class _Decoder:
             for lo in range(0, len(wanted), 16 * DECODE_ROWS):
                 batch = wanted[lo:lo + 16 * DECODE_ROWS]
                 where = {r: j for j, r in enumerate(batch)}
-                rows = numpy_rows(self.tables[corpus], batch)
+                rows = self.tables[corpus].rows(batch)
                 mine = [part for part in todo if part[1] in where]
                 cut = {"codes": [rows["codes"][where[r]][:, f0:f1] for _, r, f0, f1, *_ in mine],
                        "gain": [rows["gain"][where[r]][f0:f1] for _, r, f0, f1, *_ in mine],
@@ -985,16 +995,19 @@ def ncc_best_batch(data: np.ndarray, template: np.ndarray) -> tuple[np.ndarray, 
 
     The same correlation as obspy's correlate_template(mode="valid", normalize="full", demean=True): the
     template demeaned, each data window normalized by its own demeaned energy; a window or template with no
-    energy scores 0. All spans and lags at once (matrix products), where obspy's FFT does one span a call.
+    energy scores 0. All spans at once (one batched FFT), where obspy's FFT does one span a call.
     """
-    from numpy.lib.stride_tricks import sliding_window_view
+    from scipy import fft
 
     t = np.asarray(template, np.float64)
     t = t - t.mean(axis=-1, keepdims=True)
     L = t.shape[-1]
     data = np.asarray(data, np.float64)
-    windows = sliding_window_view(data, L, axis=-1)  # [n, lags, L] (a view)
-    numerator = windows @ t if t.ndim == 1 else np.einsum("nkl,nl->nk", windows, t)  # [n, lags]
+    M = data.shape[-1]
+    # circular correlation over a length >= M: the valid lags 0..M-L never wrap
+    size = fft.next_fast_len(M, real=True)
+    spectrum = fft.rfft(data, size, axis=-1) * np.conj(fft.rfft(t, size, axis=-1))
+    numerator = fft.irfft(spectrum, size, axis=-1)[:, :M - L + 1]  # [n, lags]
     csum = np.concatenate([np.zeros((len(data), 1)), np.cumsum(data, axis=-1)], axis=-1)
     csq = np.concatenate([np.zeros((len(data), 1)), np.cumsum(data * data, axis=-1)], axis=-1)
     window_sum = csum[:, L:] - csum[:, :-L]
@@ -1068,15 +1081,16 @@ def _largest(values: np.ndarray, m: int) -> np.ndarray:
     return top[np.lexsort((top, -values[top]))]
 
 
-def _anchor_scores(index: SearchIndex, s: int, pieces: np.ndarray, starts: np.ndarray, anchor_offsets,
-                   anchor_weights, queries: np.ndarray, shifts: int) -> np.ndarray:
+def _anchor_scores(index: SearchIndex, s: int, codes: np.ndarray, pieces: np.ndarray, starts: np.ndarray,
+                   anchor_offsets, anchor_weights, queries: np.ndarray, shifts: int) -> np.ndarray:
     """Coarse score of proposals (global piece numbers, template start in piece samples) in shard s: the
     weighted mean over the template's anchors of the correlation of the anchor with the indexed window it
     meets there (weights: `anchor_weights`, summing to 1).
 
     Anchor a meets, at start p, the first window starting at or after p + a, with the query of that anchor
     shifted by the difference (`template_queries`: anchor j's shift k is query row j x shifts + k); an anchor
-    off the piece counts 0. The windows' codes are decoded (a gather, no search)."""
+    off the piece counts 0. The windows' codes (`codes`: shard s's, in memory) are decoded (a gather, no
+    search)."""
     hop = shifts  # samples between indexed windows
     first = np.asarray(index.pieces.first_vector, np.int64)[pieces] - index.offsets[s]
     count = np.asarray(index.pieces.num_vectors, np.int64)[pieces]
@@ -1085,7 +1099,7 @@ def _anchor_scores(index: SearchIndex, s: int, pieces: np.ndarray, starts: np.nd
         at = np.asarray(starts, np.int64) + int(a)
         window = -(-at // hop)  # ceil: the first window starting at or after the anchor
         ok = (at >= 0) & (window < count)
-        vectors = index.searched_vectors(s, first[ok] + window[ok])
+        vectors = index.searched_vectors(s, first[ok] + window[ok], codes)
         rows = j * shifts + (window[ok] * hop - at[ok])
         total[ok] += anchor_weights[j] * np.einsum("nd,nd->n", vectors, queries[rows])
     return total
@@ -1180,7 +1194,7 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
         # over the whole shard: a true match ranks among chance look-alikes whose number grows with the shard,
         # so a fixed list would lose matches as the shard grows, and one long list costs FAISS far more
         found_scores, found_ids, found_rows = [], [], []
-        codes = index.codes(s)
+        codes = np.ascontiguousarray(index.codes(s))  # read once: the scan and the scoring below gather from it
         for lo in range(0, n, QUERY_NEIGHBOURS_WINDOWS):
             chunk = index.searchable(codes[lo:lo + QUERY_NEIGHBOURS_WINDOWS])
             scores, ids = chunk.search(queries[searched], int(min(chunk.ntotal, k)))
@@ -1188,7 +1202,7 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
             found_scores.append(scores[ok])
             found_ids.append(ids[ok].astype(np.int64) + lo)
             found_rows.append(np.nonzero(ok)[0])
-        del chunk, codes
+        del chunk
         q_of = searched[np.concatenate(found_rows)]
         if not len(q_of):
             continue
@@ -1214,8 +1228,8 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
         piece_r, start_r = keys[rescore] // span, keys[rescore] % span + low
         # a start found by a searched shift is within QUERY_SHIFT_STEP - 1 samples of the best: those tried too
         moves = np.arange(1 - QUERY_SHIFT_STEP, QUERY_SHIFT_STEP)
-        scored = np.stack([_anchor_scores(index, s, piece_r, start_r + d, anchor_offsets, anchor_weights,
-                                          queries, shifts) for d in moves])
+        scored = np.stack([_anchor_scores(index, s, codes, piece_r, start_r + d, anchor_offsets,
+                                          anchor_weights, queries, shifts) for d in moves])
         best = np.argmax(scored, axis=0)
         total_r, start_r = scored[best, np.arange(len(rescore))], start_r + moves[best]
         # one proposal per piece and second (the re-rank searches +-NEIGHBOURHOOD around it): its best start

@@ -157,6 +157,19 @@ def test_encoded_shapes_and_length(coders, length):
     assert lapped.decode(encoded, 2).shape == (2, length)
 
 
+def test_decode_is_the_inverse_transform_of_the_summed_codewords_times_the_gain(coders):
+    """The decoder's one-lookup sum of the first k codewords (embedding_bag) against the definition: the
+    codewords added one by one, times the dequantized gain, inverse-transformed."""
+    lapped, _ = coders
+    length = 1000
+    encoded = lapped.encode(np.stack(synthetic_traces(2, length, seed=6)))
+    for k in (1, 3, 4):
+        shapes = sum(lapped.codebooks[q][encoded.codes[:, q]].double() for q in range(k))  # [B, T, 40]
+        coefficients = shapes * lapped.quantizer.dequantize(encoded.gain, encoded.scale)[..., None]
+        expected = mdctlib.imdct(coefficients, length) + encoded.offset.double()[:, None]
+        assert torch.allclose(lapped.decode(encoded, k), expected, rtol=1e-5, atol=1e-5 * expected.abs().max())
+
+
 def test_decoded_output_has_no_steps_at_frame_edges(coders):
     lapped, block = coders
     x = synthetic_traces(1, 20000, seed=20, wander=0.0)[0]  # stationary: 500 frame edges

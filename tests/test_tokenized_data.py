@@ -353,3 +353,31 @@ def test_numpy_rows_read_the_same_rows_from_an_arrow_table_and_from_a_selected_d
                 assert np.array_equal(got["gain"][k], np.asarray(row["gain"]))
                 assert got["starttime"][k] == row["starttime"]
     assert arrow_table(dataset) is dataset.data.table and arrow_table(picked).num_rows == 4
+
+
+def test_table_rows_read_the_rows_numpy_rows_reads_without_copying():
+    """TableRows (the search's scattered reads): the same codes, gains and decoding columns as numpy_rows,
+    from a table of several chunks, from a sliced one and from a selection; codes and gains are views."""
+    import pyarrow as pa
+
+    from tokenized_data.detokenize import TableRows, arrow_table, numpy_rows
+    from tokenized_data.random_corpus import random_token_corpus
+
+    dataset = random_token_corpus(12, 20, seed=4).dataset
+    table = arrow_table(dataset)
+    chunked = pa.Table.from_batches(table.to_batches(max_chunksize=5))  # 3 chunks
+    sliced = pa.concat_tables([table.slice(3, 4), table.slice(9, 3)])  # chunks that do not start at offset 0
+    picked = arrow_table(dataset.select([9, 2, 5, 11]))
+    for given in (table, chunked, sliced, picked):
+        reader = TableRows(given)
+        assert len(reader) == given.num_rows
+        rows = [given.num_rows - 1, 0, 2, 2]
+        want, got = numpy_rows(given, rows), reader.rows(rows)
+        for k in range(len(rows)):
+            assert np.array_equal(got["codes"][k], want["codes"][k]) and got["codes"][k].shape == want["codes"][k].shape
+            assert np.array_equal(got["gain"][k], want["gain"][k])
+        for name in TableRows.COLUMNS:
+            if name in want:
+                assert np.array_equal(np.asarray(got[name]), np.asarray(want[name]))
+    assert chunked.column("codes").num_chunks == 3
+    assert TableRows(chunked).codes(7).base is not None  # a view into the chunk's values

@@ -91,6 +91,67 @@ def numpy_rows(dataset, indices) -> dict:
     return rows
 
 
+class TableRows:
+    """Rows of a corpus's pyarrow Table (its `arrow_table`) read as `numpy_rows` gives them, without copying:
+    a row's codes [K, T] and gain [T] are views into the table's buffers (memory-mapped for a saved corpus),
+    the decoding columns (num_frames, scale, offset, sampling_rate, augmentation) arrays read once. For
+    reading many scattered rows again and again (the similarity search's re-rank): `take` copies each time."""
+
+    COLUMNS = ("num_frames", "scale", "offset", "sampling_rate", "augmentation")
+
+    def __init__(self, table):
+        self.columns = {name: table.column(name).to_numpy(zero_copy_only=False)
+                        for name in self.COLUMNS if name in table.column_names}
+        codes, gain = table.column("codes"), table.column("gain")
+        # per row: its chunk, and where its codes and gains start in that chunk's flat values
+        self.code_values, self.gain_values, chunk_of, code_start, gain_start, per_row = [], [], [], [], [], []
+        for c, (code_chunk, gain_chunk) in enumerate(zip(*_chunks_aligned(codes, gain))):
+            outer = code_chunk.offsets.to_numpy()  # row -> its first inner list (sliced chunks: not from 0)
+            inner = code_chunk.values.offsets.to_numpy()  # inner list -> its first value
+            self.code_values.append(code_chunk.values.values.to_numpy(zero_copy_only=False))
+            self.gain_values.append(gain_chunk.values.to_numpy(zero_copy_only=False))
+            chunk_of.append(np.full(len(code_chunk), c))
+            code_start.append(inner[outer[:-1]])
+            per_row.append(np.diff(outer))
+            gain_start.append(gain_chunk.offsets.to_numpy()[:-1])
+        join = (lambda parts: np.concatenate(parts).astype(np.int64)) if chunk_of else \
+            (lambda parts: np.zeros(0, np.int64))
+        self.chunk_of, self.code_start, self.gain_start, self.K = map(join, (chunk_of, code_start, gain_start,
+                                                                            per_row))
+
+    def __len__(self) -> int:
+        return len(self.chunk_of)
+
+    def codes(self, row: int) -> np.ndarray:
+        """[K, T] int16 codes of a row (a view)."""
+        K, T = int(self.K[row]), int(self.columns["num_frames"][row])
+        a = int(self.code_start[row])
+        return self.code_values[int(self.chunk_of[row])][a:a + K * T].reshape(K, T)
+
+    def gain(self, row: int) -> np.ndarray:
+        """[T] uint8 gains of a row (a view)."""
+        a = int(self.gain_start[row])
+        return self.gain_values[int(self.chunk_of[row])][a:a + int(self.columns["num_frames"][row])]
+
+    def rows(self, indices) -> dict:
+        """Rows `indices` as `numpy_rows` gives them (the decoding columns only)."""
+        indices = np.asarray(list(map(int, indices)), np.int64)
+        out = {name: values[indices] for name, values in self.columns.items()}
+        out["codes"] = [self.codes(r) for r in indices.tolist()]
+        out["gain"] = [self.gain(r) for r in indices.tolist()]
+        return out
+
+
+def _chunks_aligned(*columns):
+    """The chunks of ChunkedArrays of equal length, cut at the same rows (a Table's columns may be chunked
+    differently)."""
+    import pyarrow as pa
+
+    if len({tuple(len(c) for c in col.chunks) for col in columns}) == 1:
+        return [col.chunks for col in columns]
+    return [[pa.concat_arrays(col.chunks)] if col.num_chunks else [] for col in columns]
+
+
 def decode_row_samples(codec, rows: dict, num_codebooks: int | None = None) -> list[np.ndarray]:
     """Rows of a corpus (a dict of columns, numpy format: at least codes, gain, num_frames, scale, offset) ->
     one float64 array per row: its samples at 40 Hz in physical units."""
