@@ -333,6 +333,34 @@ class SearchIndex:
         codes = self.codes(s) if codes is None else codes
         return inner.sa_decode(np.ascontiguousarray(codes[local]))
 
+    def code_tables(self, queries: np.ndarray) -> np.ndarray | None:
+        """Lookup tables of prepared query rows (`prepare_queries`) for scoring codes without decoding them:
+        [q, code size, 256] float32, tables[r, b, c] the inner product of query r with the codewords that code
+        byte b holds when its value is c (one 8-bit sub-quantizer, or two 4-bit ones: low nibble first, as
+        FAISS packs them), so that a vector's inner product with query r is the sum over its code bytes
+        (`code_scores`). None for index types whose codes are not plain product-quantizer codes (flat,
+        ivfpqfs): score those by `searched_vectors`."""
+        if self.metadata["index_type"] not in ("pq", "pqfs"):
+            return None
+        faiss = _faiss()
+        pq = self._parts()[1].pq
+        centroids = faiss.vector_to_array(pq.centroids).reshape(pq.M, pq.ksub, pq.dsub)
+        lut = np.einsum("rmd,mcd->rmc", np.asarray(queries, np.float32).reshape(len(queries), pq.M, pq.dsub),
+                        centroids)  # [q, M, ksub]
+        if pq.nbits == 8:
+            return np.ascontiguousarray(lut, np.float32)
+        value = np.arange(256)
+        return np.ascontiguousarray(lut[:, 0::2, value & 15] + lut[:, 1::2, value >> 4], np.float32)
+
+    @staticmethod
+    def code_scores(tables: np.ndarray, rows: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Inner products of codes [n, code size] uint8 with query rows [n] (`code_tables`), [n] float32."""
+        size = tables.shape[1]
+        index_type = np.int32 if tables.size < 2 ** 31 else np.int64
+        where = (np.asarray(rows, index_type) * (size * 256))[:, None] + np.arange(0, size * 256, 256, dtype=index_type)
+        where += codes
+        return tables.reshape(-1)[where].sum(axis=1)
+
     def piece_of(self, vectors) -> np.ndarray:
         """Piece (row of `pieces`) of global vector numbers."""
         first = np.asarray(self.pieces.first_vector, np.int64)
@@ -1081,15 +1109,26 @@ def _largest(values: np.ndarray, m: int) -> np.ndarray:
     return top[np.lexsort((top, -values[top]))]
 
 
+def _gather_rows(codes: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """codes[rows] for a [n, size] uint8 array, gathered as one word per row where a word holds one (numpy's
+    row gather of a few bytes each is several times slower)."""
+    word = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}.get(codes.shape[1])
+    if word is None or not codes.flags.c_contiguous:
+        return codes[rows]
+    return codes.view(word)[:, 0][rows].view(np.uint8).reshape(len(rows), codes.shape[1])
+
+
 def _anchor_scores(index: SearchIndex, s: int, codes: np.ndarray, pieces: np.ndarray, starts: np.ndarray,
-                   anchor_offsets, anchor_weights, queries: np.ndarray, shifts: int) -> np.ndarray:
+                   anchor_offsets, anchor_weights, queries: np.ndarray, shifts: int,
+                   tables: np.ndarray | None = None) -> np.ndarray:
     """Coarse score of proposals (global piece numbers, template start in piece samples) in shard s: the
     weighted mean over the template's anchors of the correlation of the anchor with the indexed window it
     meets there (weights: `anchor_weights`, summing to 1).
 
     Anchor a meets, at start p, the first window starting at or after p + a, with the query of that anchor
     shifted by the difference (`template_queries`: anchor j's shift k is query row j x shifts + k); an anchor
-    off the piece counts 0. The windows' codes (`codes`: shard s's, in memory) are decoded (a gather, no
+    off the piece counts 0. The windows' codes (`codes`: shard s's, in memory) are scored by the queries'
+    lookup tables (`tables`: `SearchIndex.code_tables`), or decoded where the index has none (a gather, no
     search)."""
     hop = shifts  # samples between indexed windows
     first = np.asarray(index.pieces.first_vector, np.int64)[pieces] - index.offsets[s]
@@ -1099,9 +1138,13 @@ def _anchor_scores(index: SearchIndex, s: int, codes: np.ndarray, pieces: np.nda
         at = np.asarray(starts, np.int64) + int(a)
         window = -(-at // hop)  # ceil: the first window starting at or after the anchor
         ok = (at >= 0) & (window < count)
-        vectors = index.searched_vectors(s, first[ok] + window[ok], codes)
+        local = first[ok] + window[ok]
         rows = j * shifts + (window[ok] * hop - at[ok])
-        total[ok] += anchor_weights[j] * np.einsum("nd,nd->n", vectors, queries[rows])
+        if tables is not None:
+            total[ok] += anchor_weights[j] * index.code_scores(tables, rows, _gather_rows(codes, local))
+        else:
+            vectors = index.searched_vectors(s, local, codes)
+            total[ok] += anchor_weights[j] * np.einsum("nd,nd->n", vectors, queries[rows])
     return total
 
 
@@ -1161,6 +1204,7 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
                      "query is zero-padded (the re-rank uses the template as it is)")
     queries, offsets, anchors = template_queries(filtered, params)
     queries = index.prepare_queries(queries)
+    tables = index.code_tables(queries)
     wanted = candidates or max(DEFAULT_CANDIDATES, 20 * top)
     L = len(tpl.samples)
     # Proposals: (piece, template start in piece samples) -> for each searched anchor its best retrieved
@@ -1229,7 +1273,7 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
         # a start found by a searched shift is within QUERY_SHIFT_STEP - 1 samples of the best: those tried too
         moves = np.arange(1 - QUERY_SHIFT_STEP, QUERY_SHIFT_STEP)
         scored = np.stack([_anchor_scores(index, s, codes, piece_r, start_r + d, anchor_offsets,
-                                          anchor_weights, queries, shifts) for d in moves])
+                                          anchor_weights, queries, shifts, tables) for d in moves])
         best = np.argmax(scored, axis=0)
         total_r, start_r = scored[best, np.arange(len(rescore))], start_r + moves[best]
         # one proposal per piece and second (the re-rank searches +-NEIGHBOURHOOD around it): its best start

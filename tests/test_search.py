@@ -280,6 +280,33 @@ def test_quantized_index_is_small_and_still_finds_the_event(tmp_path):
     assert abs(obspy.UTCDateTime(best.starttime) - (obspy.UTCDateTime(T0) + 900.35)) <= 0.025 + 1e-6
 
 
+def test_code_lookup_tables_score_codes_as_the_decoded_vectors_and_faiss_do(tmp_path):
+    """SearchIndex.code_tables / code_scores (the scoring of proposals from the codes): for 8-bit (pq) and
+    4-bit (pqfs) codes, the inner products of the decoded vectors with the queries, and FAISS's own scores
+    of the windows it retrieves; index types without plain PQ codes have no tables."""
+    from tasks.search import _gather_rows, build_index
+
+    corpus = make_corpus(tmp_path, "corpus", 900.35, seconds=1100, seed=3)
+    rng = np.random.default_rng(2)
+    for kind, hop in (("pqfs", 2), ("pq", 1)):
+        index = build_index([corpus], tmp_path / kind, index_type=kind, hop=hop, progress=False)
+        queries = index.prepare_queries(rng.standard_normal((6, 80)).astype(np.float32))
+        tables = index.code_tables(queries)
+        codes = np.ascontiguousarray(index.codes(0))
+        assert tables.shape == (6, codes.shape[1], 256)
+        local = rng.integers(0, len(codes), 500)
+        rows = rng.integers(0, 6, 500)
+        assert np.array_equal(_gather_rows(codes, local), codes[local])
+        decoded = np.einsum("nd,nd->n", index.searched_vectors(0, local, codes), queries[rows])
+        np.testing.assert_allclose(index.code_scores(tables, rows, codes[local]), decoded, rtol=1e-4, atol=1e-5)
+        scores, ids = index.shard_index(0).search(queries, 5)  # fast scan rounds its tables to 8 bits
+        for r in range(6):
+            np.testing.assert_allclose(index.code_scores(tables, np.full(5, r), codes[ids[r]]), scores[r],
+                                       atol=0.02 * np.abs(scores[r]).max())
+    flat = build_index([corpus], tmp_path / "flat", index_type="flat", progress=False)
+    assert flat.code_tables(flat.prepare_queries(np.zeros((1, 80), np.float32))) is None
+
+
 # ---------------------------------------------------------------------------- re-rank correlation, coarse decoding
 def test_batched_correlation_equals_obspy_per_span():
     from obspy.signal.cross_correlation import correlate_template
