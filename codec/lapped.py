@@ -376,12 +376,14 @@ class LappedGainShapeRVQ(nn.Module):
         keep = HOP if limit is None else int(math.floor(limit * HOP / 20.0 + 1e-9))
         y = torch.zeros(B, T * HOP + HOP, dtype=torch.float64)
         K, C, _ = self.codebooks.shape
-        table = self.codebooks.reshape(K * C, HOP)  # codeword c of codebook q is row q C + c
+        # codeword c of codebook q is row q C + c; in float64, where the sum of a frame's k float32 codewords
+        # is exact (the same samples in any order of summation)
+        table = self.codebooks[:k].double().reshape(k * C, HOP)
         first_row = (torch.arange(k) * C)[None, :, None]
         for t0, t1 in _chunks(T, chunk_frames):
-            # the k codewords of each frame summed in one lookup (float32: an order below the codes' error)
+            # the k codewords of each frame summed in one lookup
             rows = (codes[:, :k, t0:t1].long() + first_row).transpose(1, 2).reshape(-1, k)  # [B (t1 - t0), k]
-            shapes = nn.functional.embedding_bag(rows, table, mode="sum").reshape(B, t1 - t0, HOP).double()
+            shapes = nn.functional.embedding_bag(rows, table, mode="sum").reshape(B, t1 - t0, HOP)
             shapes[..., keep:] = 0
             frames = mdctlib.imdct_frames(shapes * G[:, t0:t1, None], HOP, first=t0 == 0, last=t1 == T)
             y[:, t0 * HOP : t1 * HOP + HOP] += mdctlib.overlap_add(frames, HOP)

@@ -131,8 +131,9 @@ DEFAULT_BAND = (1.0, 8.0)
 MIN_TEMPLATE_SECONDS = 2.0
 #: Re-rank neighbourhood: +- this many samples (1 s) around each proposal.
 NEIGHBOURHOOD = FRAME_LENGTH
-#: Samples decoded beyond the neighbourhood on each side so that the band-pass settles (5 s).
-FILTER_MARGIN = 5 * FRAME_LENGTH
+#: Samples decoded beyond the neighbourhood on each side so that the band-pass settles (2.5 s: the 4-pole
+#: 1-8 Hz Butterworth's edge transient has died out; what a wider margin changes: docs/search.md).
+FILTER_MARGIN = FRAME_LENGTH * 5 // 2
 #: Anchor windows of a template queried (its loudest), and proposals re-ranked by default.
 MAX_ANCHORS = 8
 #: Of them, the loudest searched in the index: each proposal then has every anchor scored from the codes, so
@@ -565,6 +566,20 @@ class _Decoder:
             self.piece_arrays[key] = (np.asarray(piece.rows, np.int64), np.asarray(piece.offsets, np.int64))
         return self.piece_arrays[key]
 
+    def _overlapping_many(self, piece, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows of a piece overlapping each span lo[i]..hi[i] (piece samples), all spans at once ->
+        (span number, row, its offset in the piece), one entry per overlap, in span and then time order."""
+        corpus = int(piece.corpus)
+        self._open(corpus)
+        rows, offsets = self._piece_arrays(piece)
+        first = np.searchsorted(offsets, lo - self.longest[corpus], side="right")  # as in _overlapping
+        last = np.searchsorted(offsets, hi, side="left")
+        count = np.maximum(last - first, 0)
+        which = np.repeat(np.arange(len(lo)), count)
+        position = np.repeat(first - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
+        ok = offsets[position] + self.lengths[corpus][rows[position]] > lo[which]
+        return which[ok], rows[position[ok]], offsets[position[ok]]
+
     def _overlapping(self, piece, lo: int, hi: int) -> list[tuple[int, int]]:
         corpus = int(piece.corpus)
         self._open(corpus)
@@ -590,14 +605,26 @@ class _Decoder:
         # corpus -> [request, row, first and end frame decoded, row samples a..b wanted, where they go in the
         # request's output, frames of the row]
         parts: dict = {}
+        of_piece: dict = {}  # the requests of each piece, handled together
         for i, (piece, lo, hi) in enumerate(requests):
+            of_piece.setdefault((int(piece.corpus), int(piece.rows[0])), (piece, []))[1].append(i)
+        for piece, members in of_piece.values():
             corpus = int(piece.corpus)
-            for r, o in self._overlapping(piece, lo, hi):
-                a, b = max(lo, o) - o, min(hi, o + int(self.lengths[corpus][r])) - o
-                frames = int(self.lengths[corpus][r]) // FRAME_LENGTH
-                f0, f1 = (0, frames) if margin is None else \
-                    (max(0, a // FRAME_LENGTH - margin), min(frames, -(-b // FRAME_LENGTH) + margin))
-                parts.setdefault(corpus, []).append([i, r, f0, f1, a, b, o + a - lo, frames])
+            lo = np.array([requests[i][1] for i in members], np.int64)
+            hi = np.array([requests[i][2] for i in members], np.int64)
+            which, r, o = self._overlapping_many(piece, lo, hi)
+            length = self.lengths[corpus][r]
+            a, b = np.maximum(lo[which], o) - o, np.minimum(hi[which], o + length) - o
+            frames = length // FRAME_LENGTH
+            if margin is None:
+                f0, f1 = np.zeros_like(frames), frames
+            else:
+                f0 = np.maximum(0, a // FRAME_LENGTH - margin)
+                f1 = np.minimum(frames, -(-b // FRAME_LENGTH) + margin)
+            at = o + a - lo[which]
+            request = np.asarray(members)[which]
+            parts.setdefault(corpus, []).extend(
+                list(part) for part in zip(*(v.tolist() for v in (request, r, f0, f1, a, b, at, frames))))
         for corpus, todo in parts.items():
             # stretches widened to one number of frames where their rows allow: decoded in the same batches
             width = max(f1 - f0 for _, _, f0, f1, *_ in todo)
@@ -617,7 +644,9 @@ class _Decoder:
                 for key in ("scale", "offset", "sampling_rate", "augmentation"):
                     if key in rows:
                         cut[key] = [rows[key][where[r]] for _, r, *_ in mine]
-                for (i, _, f0, _, a, b, at, _), samples in zip(mine, decode_row_samples(self.codec, cut, self.k)):
+                # short stretches: all of a batch in one decode call
+                for (i, _, f0, _, a, b, at, _), samples in zip(mine, decode_row_samples(self.codec, cut, self.k,
+                                                                                       batch_size=len(mine))):
                     out[i][at:at + b - a] = samples[a - f0 * FRAME_LENGTH:b - f0 * FRAME_LENGTH]
         return out
 

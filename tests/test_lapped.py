@@ -167,7 +167,7 @@ def test_decode_is_the_inverse_transform_of_the_summed_codewords_times_the_gain(
         shapes = sum(lapped.codebooks[q][encoded.codes[:, q]].double() for q in range(k))  # [B, T, 40]
         coefficients = shapes * lapped.quantizer.dequantize(encoded.gain, encoded.scale)[..., None]
         expected = mdctlib.imdct(coefficients, length) + encoded.offset.double()[:, None]
-        assert torch.allclose(lapped.decode(encoded, k), expected, rtol=1e-5, atol=1e-5 * expected.abs().max())
+        assert torch.allclose(lapped.decode(encoded, k), expected, rtol=1e-9, atol=1e-9 * expected.abs().max())
 
 
 def test_decoded_output_has_no_steps_at_frame_edges(coders):

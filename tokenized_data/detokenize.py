@@ -152,9 +152,11 @@ def _chunks_aligned(*columns):
     return [[pa.concat_arrays(col.chunks)] if col.num_chunks else [] for col in columns]
 
 
-def decode_row_samples(codec, rows: dict, num_codebooks: int | None = None) -> list[np.ndarray]:
+def decode_row_samples(codec, rows: dict, num_codebooks: int | None = None,
+                       batch_size: int = DECODE_BATCH) -> list[np.ndarray]:
     """Rows of a corpus (a dict of columns, numpy format: at least codes, gain, num_frames, scale, offset) ->
-    one float64 array per row: its samples at 40 Hz in physical units."""
+    one float64 array per row: its samples at 40 Hz in physical units. Rows of one length are decoded
+    `batch_size` at a time."""
     lengths = np.asarray(rows["num_frames"])
     # the source's rate bounds the band decoded (EncodedWaveform.source_rate; 40 Hz or more: the full band,
     # alike), except for augmented copies, whose time-stretch may have moved content above it
@@ -164,8 +166,8 @@ def decode_row_samples(codec, rows: dict, num_codebooks: int | None = None) -> l
     out: list = [None] * n
     for frames, rate in sorted(set(zip(lengths.tolist(), rates.tolist()))):
         where = np.flatnonzero((lengths == frames) & (rates == rate))
-        for lo in range(0, len(where), DECODE_BATCH):
-            batch = where[lo:lo + DECODE_BATCH]
+        for lo in range(0, len(where), batch_size):
+            batch = where[lo:lo + batch_size]
             encoded = EncodedWaveform(
                 codes=torch.as_tensor(np.stack([rows["codes"][i] for i in batch])).long(),  # [B, K, T]
                 gain=torch.as_tensor(np.stack([rows["gain"][i] for i in batch])).long(),  # [B, T]
