@@ -40,11 +40,11 @@ How it works, in two stages, from the tokens alone (no original samples needed):
    loudest) are each taken at every 25-ms shift of one hop (80 shifts for a 2-s
    hop), so that an event off the archive's grid still meets one window of it
    within half a sample; the loudest anchor's vectors (`searched_anchors`, 1) are
-   searched for their 100 nearest windows in every channel-day of windows of a
+   searched for their 30 nearest windows in every channel-day of windows of a
    shard (QUERY_NEIGHBOURS_WINDOWS), each proposing a template start time to the
    sample. The best proposals (RESCORE_FACTOR x `candidates` per channel-day) then
    have every anchor scored from the codes at their start (the window each anchor
-   meets there, decoded; no search): the coarse score is the mean of the anchors'
+   meets there, scored from its code; no search): the coarse score is the mean of the anchors'
    correlations weighted by the anchors' norms (an approximation of the whole
    template's correlation at that start); the best start of each second and
    channel is kept. A piece lies in one shard, so each shard's
@@ -142,8 +142,9 @@ SEARCHED_ANCHORS = 1
 DEFAULT_CANDIDATES = 1000
 #: Nearest windows retrieved per query vector (at most `candidates`) in each QUERY_NEIGHBOURS_WINDOWS windows
 #: of a shard (a channel-day at a 2-s hop): a true match is near the top of its anchors' lists in its day
-#: (benchmarks: docs/search.md), and the work grows with the archive as the look-alikes it must beat do.
-QUERY_NEIGHBOURS = 100
+#: (benchmarks: docs/search.md), and the work grows with the archive as the look-alikes it must beat do. The
+#: 80 shifts of an anchor retrieve overlapping lists, so a short list per shift loses nothing that 100 found.
+QUERY_NEIGHBOURS = 30
 QUERY_NEIGHBOURS_WINDOWS = 43_200
 #: Sub-hop shifts of each anchor searched: every QUERY_SHIFT_STEP-th sample; the scoring from the codes tries
 #: the samples between, so a proposal's start is still found to the sample. 2 (50 ms) halves the scan but lost
@@ -1380,7 +1381,7 @@ def search(template, index_path, *, top: int = 10, min_score: float | None = Non
     endtime, score (normalized cross-correlation of the whole template, band-passed, on tokens decoded
     from all codebooks), coarse_score (the FAISS stage's), corpus. `.attrs["notes"]`: e.g. resampling.
     candidates: proposals re-ranked (default max(1000, 20 x top)); neighbours: windows retrieved per query
-    vector in each channel-day of windows of a shard (default: min(candidates, 100)); searched_anchors: how
+    vector in each channel-day of windows of a shard (default: min(candidates, 30)); searched_anchors: how
     many of the template's loudest anchor windows are looked up in the index (default SEARCHED_ANCHORS; all
     are scored).
     """
