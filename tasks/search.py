@@ -1298,7 +1298,8 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
         # Every anchor scored at the best proposals' starts, from the codes: an anchor whose window was not
         # among its nearest counts its true correlation there, not 0 (RESCORE_FACTOR x wanted per channel-day)
         days = math.ceil(n / QUERY_NEIGHBOURS_WINDOWS)
-        rescore = _largest(total, RESCORE_FACTOR * wanted * days)
+        limit = RESCORE_FACTOR * wanted * days
+        rescore = _largest(total, limit) if limit < len(total) else np.arange(len(total))  # all: order is free
         piece_r, start_r = keys[rescore] // span, keys[rescore] % span + low
         # a start found by a searched shift is within QUERY_SHIFT_STEP - 1 samples of the best: those tried too
         moves = np.arange(1 - QUERY_SHIFT_STEP, QUERY_SHIFT_STEP)
