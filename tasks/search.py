@@ -1566,6 +1566,50 @@ class _FilteredChunks:
         return self.chunks[key][lo - c0: hi - c0]
 
 
+def _best_partners(windows, partners, scores, time_of, trace_of, separation: float, neighbours: int):
+    """Each window's `neighbours` best partners, row by row (a row: one window's neighbours over all its
+    shifts and shards). windows [W]; partners [W, C] (window numbers, -1 where none), scores [W, C].
+    Partners on the window's own trace within `separation` s dropped, each partner kept once (its best
+    score). -> flat arrays a, b, s, t_a, t_b, trace_a, trace_b of the pairs kept, ordered by window, then
+    by score (best first), then by partner."""
+    valid = partners >= 0
+    b = np.where(valid, partners, 0)
+    ta, tb = time_of(windows)[:, None], time_of(b)
+    ca, cb = trace_of(windows)[:, None], trace_of(b)
+    drop = ~valid | ((ca == cb) & (np.abs(ta - tb) < separation - 1e-6))
+    b = np.where(valid, b, -1)
+    order = np.lexsort((-scores, b), axis=1)  # by partner, its best score first: a partner's repeats follow it
+    b, scores, drop, tb, cb = (np.take_along_axis(x, order, axis=1) for x in (b, scores, drop, tb, cb))
+    drop[:, 1:] |= b[:, 1:] == b[:, :-1]
+    scores = np.where(drop, -np.inf, scores)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :neighbours]  # ties: the smaller partner first
+    b, scores, tb, cb = (np.take_along_axis(x, order, axis=1) for x in (b, scores, tb, cb))
+    keep = np.isfinite(scores)
+    rows = np.broadcast_to(np.arange(len(windows))[:, None], keep.shape)[keep]
+    return (windows[rows], b[keep], scores[keep], ta[rows, 0], tb[keep], ca[rows, 0], cb[keep])
+
+
+def _best_of_clusters(labels: np.ndarray, scores: np.ndarray, wanted: int) -> tuple[np.ndarray, int]:
+    """The pairs to re-rank: the PAIR_RERANK_PER_CLUSTER best pairs (by coarse score) of each of the `wanted`
+    clusters with the most evidence -> (pair positions, best cluster first and its best pair first; number
+    of clusters). A cluster's evidence is the sum of its pairs' coarse scores (a repeat is a run of window
+    pairs, a chance likeness mostly one pair), as FAST counts the fingerprints two windows share; clusters of
+    equal evidence are taken in the order of their best pairs."""
+    if len(labels) == 0:
+        return np.zeros(0, np.int64), 0
+    rank = np.empty(len(scores), np.int64)
+    rank[np.argsort(-scores, kind="stable")] = np.arange(len(scores))  # each pair's place, best first
+    order = np.lexsort((rank, labels))  # by cluster, its best pair first
+    cluster, first = np.unique(labels[order], return_index=True)
+    within = np.arange(len(order)) - np.repeat(first, np.diff(np.append(first, len(order))))
+    evidence = np.bincount(labels, weights=np.clip(scores, 0, None).astype(np.float64))[cluster]
+    taken = np.lexsort((rank[order[first]], -evidence))[:wanted]  # the clusters re-ranked, best first
+    place = np.full(int(labels.max()) + 1, -1, np.int64)
+    place[cluster[taken]] = np.arange(len(taken))
+    pick = order[(within < PAIR_RERANK_PER_CLUSTER) & (place[labels[order]] >= 0)]
+    return pick[np.lexsort((rank[pick], place[labels[pick]]))], len(cluster)
+
+
 def all_pairs(index_path, *, top: int | None = None, min_score: float | None = None,
               min_separation: float | None = None, neighbours: int = PAIR_NEIGHBOURS,
               candidates: int | None = None, codec: str | None = None, progress: bool = False):
@@ -1671,33 +1715,20 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
                for lo in range(0, int(shard["vectors"]), PAIR_BATCH)]
     for sa, lo, hi in tqdm(batches, desc="all pairs", unit="batch", disable=not progress):
         queries = index.prepare_queries(shifted_windows(sa, lo, hi))
-        windows = np.tile(np.arange(lo, hi, dtype=np.int64) + index.offsets[sa], len(shifts))
-        found_a, found_b, found_s = [], [], []
+        windows = np.arange(lo, hi, dtype=np.int64) + index.offsets[sa]
+        found_b, found_s = [], []  # per shard: [windows, shifts x kk], a window's row over all its shifts
         for sb, shard in enumerate(index.shards):  # every shard's nearest windows: their union holds the nearest
             if not shard["vectors"]:
                 continue
             db = shard_index(sb)
             kk = int(min(k, db.ntotal))
             scores, ids = db.search(queries, kk)
-            found_a.append(np.repeat(windows, kk))
-            found_b.append(ids.ravel().astype(np.int64) + np.where(ids.ravel() >= 0, index.offsets[sb], 0))
-            found_s.append(scores.ravel())
-        a, b, s = np.concatenate(found_a), np.concatenate(found_b), np.concatenate(found_s)
-        ok = b >= 0
-        a, b, s = a[ok], b[ok], s[ok]
-        ta, tb, ca, cb = time_of(a), time_of(b), trace_of(a), trace_of(b)
-        ok = ~((ca == cb) & (np.abs(ta - tb) < separation - 1e-6))
-        a, b, s, ta, tb, ca, cb = a[ok], b[ok], s[ok], ta[ok], tb[ok], ca[ok], cb[ok]
-        # each window's `neighbours` best partners (over all its shifts)
-        order = np.argsort(-s, kind="stable")
-        _, first = np.unique(a[order] * n + b[order], return_index=True)
-        pick = order[first]
-        a, b, s, ta, tb, ca, cb = a[pick], b[pick], s[pick], ta[pick], tb[pick], ca[pick], cb[pick]
-        order = np.lexsort((-s, a))
-        a, b, s, ta, tb, ca, cb = a[order], b[order], s[order], ta[order], tb[order], ca[order], cb[order]
-        group_start = np.searchsorted(a, a, side="left")
-        ok = np.arange(len(a)) - group_start < neighbours
-        a, b, s, ta, tb, ca, cb = a[ok], b[ok], s[ok], ta[ok], tb[ok], ca[ok], cb[ok]
+            ids = ids.astype(np.int64) + np.where(ids >= 0, index.offsets[sb], 0)
+            found_b.append(ids.reshape(len(shifts), len(windows), kk).transpose(1, 0, 2).reshape(len(windows), -1))
+            found_s.append(scores.reshape(len(shifts), len(windows), kk).transpose(1, 0, 2).reshape(len(windows), -1))
+        a, b, s, ta, tb, ca, cb = _best_partners(windows, np.concatenate(found_b, axis=1),
+                                                 np.concatenate(found_s, axis=1), time_of, trace_of,
+                                                 separation, neighbours)
         swap = (cb < ca) | ((cb == ca) & (tb < ta))
         a, b = np.where(swap, b, a), np.where(swap, a, b)
         seen += len(a)
@@ -1706,24 +1737,13 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
         if len(pool_a) > 2 * pool_limit:
             pool_a, pool_b, pool_s = shrink(pool_a, pool_b, pool_s, pool_limit)
     pool_a, pool_b, pool_s = shrink(pool_a, pool_b, pool_s, pool_limit)
-    pool_a, pool_b, pool_s = shrink(pool_a, pool_b, pool_s, pool_limit)
     notes = [f"{n} windows, each at {len(shifts)} shifts of {1000 / SAMPLING_RATE:g} ms, searched for {k} neighbours: "
              f"{seen} pairs (each window's {neighbours} best partners, none within {separation:g} s on its own "
              f"trace), {len(pool_a)} distinct pairs pooled"]
     ta, tb = time_of(pool_a), time_of(pool_b)
     labels = _cluster_pairs(trace_of(pool_a), trace_of(pool_b), ta, tb - ta, hop)
-    best: dict = {}
-    for i in np.argsort(-pool_s, kind="stable"):  # the best pairs of each cluster
-        members = best.setdefault(int(labels[i]), [])
-        if len(members) < PAIR_RERANK_PER_CLUSTER:
-            members.append(int(i))
-    # a cluster's evidence: the sum of its pairs' coarse scores (a repeat is a run of window pairs, a chance
-    # likeness mostly one pair), as FAST counts the fingerprints two windows share
-    evidence = np.bincount(labels, weights=np.clip(pool_s, 0, None).astype(np.float64))
-    clusters = sorted(best.items(), key=lambda item: -evidence[item[0]])[:wanted]
-    clusters = [members for _, members in clusters]
-    chosen = [i for members in clusters for i in members]
-    notes.append(f"{len(best)} clusters of pairs (repeats); the best {len(clusters)} re-ranked "
+    chosen, clusters = _best_of_clusters(labels, pool_s, wanted)
+    notes.append(f"{clusters} clusters of pairs (repeats); the best {min(clusters, wanted)} re-ranked "
                  f"({len(chosen)} pairs, up to {PAIR_RERANK_PER_CLUSTER} per cluster)")
 
     piece_trace = list(index.pieces.trace_id)
@@ -1771,12 +1791,12 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
         t_a = np.array([item[4] for item in reranked])
         lags = np.array([item[5] - item[4] for item in reranked])
         labels = _cluster_pairs(ra, rb, t_a, lags, 2 * width_s, PAIR_SAME_LAG)
-        best_of: dict = {}
-        for j in sorted(range(len(reranked)), key=lambda j: -reranked[j][0]):
-            best_of.setdefault(int(labels[j]), j)
+        order = np.argsort(-np.array([item[0] for item in reranked]), kind="stable")
+        _, first = np.unique(labels[order], return_index=True)
         taken: list = []
         near: dict = {}  # (traces, 2-window bin of t_a, 1-window bin of the lag) -> pairs taken
-        for j in sorted(best_of.values(), key=lambda j: -reranked[j][0]):
+        for j in order[np.sort(first)]:  # the best pair of each cluster, best first
+            j = int(j)
             if min_score is not None and reranked[j][0] < min_score:
                 break
             bins = (int(ra[j]), int(rb[j]), int(t_a[j] // (2 * width_s)), int(lags[j] // width_s))

@@ -205,3 +205,53 @@ def test_pair_clusters_are_the_single_linkage_of_all_pairs():
             label = new
         assert np.array_equal(_cluster_pairs(ca, cb, ta, dt, width, offset_width), label)
         assert len(np.unique(label)) > 10  # not one cluster: the test can tell
+
+
+def test_best_partners_equals_a_plain_loop_over_each_window():
+    """_best_partners (row-wise, vectorized): per window, partners on its own trace within the separation
+    and missing ones (-1) dropped, each partner once at its best score, the best `neighbours` kept, best
+    first and the smaller partner first among equal scores: as a plain loop over windows does it."""
+    from tasks.search import _best_partners
+
+    rng = np.random.default_rng(5)
+    windows = np.arange(30, 90)
+    partners = rng.integers(-1, 120, (len(windows), 40))
+    scores = np.round(rng.uniform(-0.2, 1.0, partners.shape), 1).astype(np.float32)  # ties on purpose
+    time_of = lambda v: np.asarray(v, np.float64) % 50  # noqa: E731  (two traces of 50 windows, 1 s apart)
+    trace_of = lambda v: np.asarray(v) // 50  # noqa: E731
+    neighbours, separation = 6, 4.0
+    got = _best_partners(windows, partners, scores, time_of, trace_of, separation, neighbours)
+    want = []
+    for w, row_b, row_s in zip(windows, partners, scores):
+        best: dict = {}
+        for b, s in zip(row_b, row_s):
+            if b < 0 or (trace_of(b) == trace_of(w) and abs(time_of(b) - time_of(w)) < separation - 1e-6):
+                continue
+            best[int(b)] = max(best.get(int(b), -np.inf), float(s))
+        ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))[:neighbours]
+        want += [(int(w), b, s) for b, s in ranked]
+    assert [(int(a), int(b), float(s)) for a, b, s in zip(got[0], got[1], got[2])] == want
+    assert np.array_equal(got[3], time_of(got[0])) and np.array_equal(got[4], time_of(got[1]))
+    assert np.array_equal(got[5], trace_of(got[0])) and np.array_equal(got[6], trace_of(got[1]))
+    assert len(want) > 100  # some windows lost partners to the rules, most kept six
+
+
+def test_best_of_clusters_takes_the_best_pairs_of_the_clusters_with_most_evidence():
+    """_best_of_clusters: up to PAIR_RERANK_PER_CLUSTER best pairs of each of the `wanted` clusters with the
+    largest sum of (positive) coarse scores, ties between clusters by their best pair; as a dict loop."""
+    from tasks.search import PAIR_RERANK_PER_CLUSTER, _best_of_clusters
+
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 80, 600)
+    scores = np.round(rng.uniform(-0.3, 1.0, 600), 1).astype(np.float32)  # clusters of equal evidence too
+    for wanted in (1, 25, 1000):
+        best: dict = {}
+        for i in np.argsort(-scores, kind="stable"):
+            members = best.setdefault(int(labels[i]), [])
+            if len(members) < PAIR_RERANK_PER_CLUSTER:
+                members.append(int(i))
+        evidence = np.bincount(labels, weights=np.clip(scores, 0, None).astype(np.float64))
+        ranked = sorted(best.items(), key=lambda item: -evidence[item[0]])[:wanted]
+        chosen, clusters = _best_of_clusters(labels, scores, wanted)
+        assert clusters == len(best)
+        assert chosen.tolist() == [i for _, members in ranked for i in members]
