@@ -320,6 +320,45 @@ class SearchIndex:
             index = faiss.IndexPQFastScan(index)
         return index
 
+    def pair_searchable(self, s: int):
+        """A FAISS index of shard s for all-pairs, whose queries are all the shard's own windows.
+
+        A pqfs shard of more than PAIR_LISTS_MIN windows gets inverted lists made for the occasion: the
+        decoded codes are clustered (spherical k-means, about PAIR_LISTS_PER_ROOT x sqrt(windows) lists), each
+        code goes, unchanged, to the list of its nearest centroid, and a query scans the PAIR_PROBES lists
+        nearest to it. All pairs then costs about windows^1.5 instead of windows^2 (a scan of every code by
+        every window), at a cost of the pairs whose two windows fall in lists far apart: windows alike enough
+        to matter are near each other. Nothing is stored: the lists take a fraction of a second to make.
+        Other shards: `shard_index`."""
+        faiss = _faiss()
+        n = int(self.shards[s]["vectors"])
+        if self.metadata["index_type"] != "pqfs" or n <= PAIR_LISTS_MIN:
+            return self.shard_index(s)
+        codes = np.ascontiguousarray(self.codes(s))
+        _, flat = self._parts()
+        pq = faiss.downcast_index(flat).pq
+        decoded = flat.sa_decode(codes)  # [n, quantized_dims], the rotated vectors the codes stand for
+        lists = int(min(round(PAIR_LISTS_PER_ROOT * math.sqrt(n)), n // 16))
+        kmeans = faiss.Kmeans(decoded.shape[1], lists, niter=10, spherical=True, seed=1, max_points_per_centroid=64,
+                              min_points_per_centroid=1)
+        kmeans.train(decoded)
+        coarse = faiss.IndexFlatIP(decoded.shape[1])
+        coarse.add(kmeans.centroids)
+        _, assigned = coarse.search(decoded, 1)
+        lists_index = faiss.IndexIVFPQ(coarse, decoded.shape[1], lists, pq.M, pq.nbits, faiss.METRIC_INNER_PRODUCT)
+        lists_index.by_residual = False  # codes of the vectors themselves: the shard's codes as they are
+        lists_index.pq = pq
+        lists_index.is_trained = True
+        # a code with its list number in front (little-endian), as FAISS's add_sa_codes takes it
+        list_numbers = assigned.astype("<i8").view(np.uint8).reshape(n, 8)[:, :lists_index.coarse_code_size()]
+        lists_index.add_sa_codes(np.ascontiguousarray(np.concatenate([list_numbers, codes], axis=1)),
+                                 np.arange(n, dtype=np.int64))  # ids: positions in the shard
+        index = faiss.IndexIVFPQFastScan(lists_index)  # the same lists, laid out for the SIMD scan
+        index.nprobe = PAIR_PROBES
+        index.implem = 10  # FAISS's query-blocked scan: faster here than its automatic choice (docs/search.md)
+        index.referenced_objects = [coarse]  # the centroids are not owned by the index: kept alive with it
+        return index
+
     def decode(self, s: int, lo: int, hi: int) -> np.ndarray:
         """Vectors lo..hi (local numbers) of shard s as the index holds them (decoded codes), float32."""
         return self.quantizer.sa_decode(np.ascontiguousarray(self.codes(s)[lo:hi]))
@@ -1445,7 +1484,7 @@ PAIR_BATCH = 2048
 #: Clusters re-ranked by default: max(DEFAULT_PAIR_CANDIDATES, PAIR_CANDIDATES_PER_SECOND x seconds indexed, 20 x top);
 #: pairs pooled before clustering: PAIR_POOL_FACTOR x that, at most PAIR_POOL_LIMIT (20 bytes a pair).
 DEFAULT_PAIR_CANDIDATES = 2000
-PAIR_CANDIDATES_PER_SECOND = 4
+PAIR_CANDIDATES_PER_SECOND = 2
 #: Shards kept loaded by all_pairs while it searches them for each batch of windows.
 PAIR_SHARD_CACHE = 16
 PAIR_POOL_FACTOR = 50
@@ -1456,6 +1495,11 @@ PAIR_POOL_LIMIT = 10_000_000
 PAIR_RERANK_PER_CLUSTER = 3
 #: Re-ranked pairs of one repeat agree on their lag to within this many seconds (4 samples).
 PAIR_SAME_LAG = 0.1
+#: All pairs over a pqfs shard of more than PAIR_LISTS_MIN windows searches it through inverted lists made for
+#: the occasion (SearchIndex.pair_searchable): PAIR_LISTS_PER_ROOT x sqrt(windows) lists, PAIR_PROBES probed.
+PAIR_LISTS_MIN = 5_000
+PAIR_LISTS_PER_ROOT = 4.0
+PAIR_PROBES = 8
 #: Decoded corpus rows kept in memory while re-ranking pairs; band-passed chunks of pieces (1 h each,
 #: 1.2 MB) kept, least recently used dropped.
 PAIR_CACHE_ROWS = 256
@@ -1566,16 +1610,16 @@ class _FilteredChunks:
         return self.chunks[key][lo - c0: hi - c0]
 
 
-def _best_partners(windows, partners, scores, time_of, trace_of, separation: float, neighbours: int):
+def _best_partners(windows, partners, scores, locate, separation: float, neighbours: int):
     """Each window's `neighbours` best partners, row by row (a row: one window's neighbours over all its
     shifts and shards). windows [W]; partners [W, C] (window numbers, -1 where none), scores [W, C].
     Partners on the window's own trace within `separation` s dropped, each partner kept once (its best
-    score). -> flat arrays a, b, s, t_a, t_b, trace_a, trace_b of the pairs kept, ordered by window, then
-    by score (best first), then by partner."""
+    score). locate: window numbers -> (trace codes, times in s). -> flat arrays a, b, s, t_a, t_b, trace_a,
+    trace_b of the pairs kept, ordered by window, then by score (best first), then by partner."""
     valid = partners >= 0
     b = np.where(valid, partners, 0)
-    ta, tb = time_of(windows)[:, None], time_of(b)
-    ca, cb = trace_of(windows)[:, None], trace_of(b)
+    (ca, ta), (cb, tb) = locate(windows), locate(b)
+    ca, ta = ca[:, None], ta[:, None]
     drop = ~valid | ((ca == cb) & (np.abs(ta - tb) < separation - 1e-6))
     b = np.where(valid, b, -1)
     order = np.lexsort((-scores, b), axis=1)  # by partner, its best score first: a partner's repeats follow it
@@ -1655,12 +1699,10 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
     piece_trace_code = np.asarray(trace_codes, np.int64).ravel()
     piece_t0 = np.asarray(index.pieces.t0, np.float64)
 
-    def trace_of(v):
-        return piece_trace_code[index.piece_of(v)]
-
-    def time_of(v):
+    def locate(v):
+        """(trace code, start time in s) of window numbers v."""
         p = index.piece_of(v)
-        return piece_t0[p] + index.frame_of(v, p)
+        return piece_trace_code[p], piece_t0[p] + index.frame_of(v, p)
 
     k = int(min(n, neighbours + 2 * math.ceil(separation / hop) + 1))
     # window a is also taken s samples (25 ms) later, up to half a hop: a repeat off the hop grid then meets
@@ -1693,7 +1735,7 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
 
     def shard_index(s):
         if s not in loaded:
-            loaded[s] = index.shard_index(s)
+            loaded[s] = index.pair_searchable(s)
             while len(loaded) > PAIR_SHARD_CACHE:
                 loaded.popitem(last=False)
         loaded.move_to_end(s)
@@ -1701,6 +1743,7 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
 
     pool_a, pool_b, pool_s = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     seen = 0
+    listed: dict = {}  # shard -> (inverted lists, lists probed) where the search went through lists
 
     def shrink(a, b, s, limit):
         """Symmetric duplicates merged (best score kept), then the `limit` best pairs."""
@@ -1721,13 +1764,15 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
             if not shard["vectors"]:
                 continue
             db = shard_index(sb)
+            if hasattr(db, "nlist"):
+                listed[sb] = (int(db.nlist), int(db.nprobe))
             kk = int(min(k, db.ntotal))
             scores, ids = db.search(queries, kk)
             ids = ids.astype(np.int64) + np.where(ids >= 0, index.offsets[sb], 0)
             found_b.append(ids.reshape(len(shifts), len(windows), kk).transpose(1, 0, 2).reshape(len(windows), -1))
             found_s.append(scores.reshape(len(shifts), len(windows), kk).transpose(1, 0, 2).reshape(len(windows), -1))
         a, b, s, ta, tb, ca, cb = _best_partners(windows, np.concatenate(found_b, axis=1),
-                                                 np.concatenate(found_s, axis=1), time_of, trace_of,
+                                                 np.concatenate(found_s, axis=1), locate,
                                                  separation, neighbours)
         swap = (cb < ca) | ((cb == ca) & (tb < ta))
         a, b = np.where(swap, b, a), np.where(swap, a, b)
@@ -1740,8 +1785,11 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
     notes = [f"{n} windows, each at {len(shifts)} shifts of {1000 / SAMPLING_RATE:g} ms, searched for {k} neighbours: "
              f"{seen} pairs (each window's {neighbours} best partners, none within {separation:g} s on its own "
              f"trace), {len(pool_a)} distinct pairs pooled"]
-    ta, tb = time_of(pool_a), time_of(pool_b)
-    labels = _cluster_pairs(trace_of(pool_a), trace_of(pool_b), ta, tb - ta, hop)
+    if listed:
+        notes.append(f"{len(listed)} of {len(index.shards)} shards searched through inverted lists of their codes "
+                     f"({', '.join(sorted({f'{lists} lists, {probes} probed' for lists, probes in listed.values()}))})")
+    (ca, ta), (cb, tb) = locate(pool_a), locate(pool_b)
+    labels = _cluster_pairs(ca, cb, ta, tb - ta, hop)
     chosen, clusters = _best_of_clusters(labels, pool_s, wanted)
     notes.append(f"{clusters} clusters of pairs (repeats); the best {min(clusters, wanted)} re-ranked "
                  f"({len(chosen)} pairs, up to {PAIR_RERANK_PER_CLUSTER} per cluster)")

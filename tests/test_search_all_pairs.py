@@ -220,7 +220,7 @@ def test_best_partners_equals_a_plain_loop_over_each_window():
     time_of = lambda v: np.asarray(v, np.float64) % 50  # noqa: E731  (two traces of 50 windows, 1 s apart)
     trace_of = lambda v: np.asarray(v) // 50  # noqa: E731
     neighbours, separation = 6, 4.0
-    got = _best_partners(windows, partners, scores, time_of, trace_of, separation, neighbours)
+    got = _best_partners(windows, partners, scores, lambda v: (trace_of(v), time_of(v)), separation, neighbours)
     want = []
     for w, row_b, row_s in zip(windows, partners, scores):
         best: dict = {}
@@ -255,3 +255,38 @@ def test_best_of_clusters_takes_the_best_pairs_of_the_clusters_with_most_evidenc
         chosen, clusters = _best_of_clusters(labels, scores, wanted)
         assert clusters == len(best)
         assert chosen.tolist() == [i for _, members in ranked for i in members]
+
+
+def test_all_pairs_through_inverted_lists_of_the_codes_finds_what_the_scan_of_every_code_finds(
+        repeats, tmp_path, monkeypatch):
+    """A pqfs shard of more than PAIR_LISTS_MIN windows is searched through k-means lists of its own codes
+    (SearchIndex.pair_searchable): a neighbour found through them scores as in the scan of every code (the
+    same codes), most queries find the scan's best neighbour, and all pairs finds every repeat pair."""
+    import tasks.search as S
+
+    S.build_index([repeats.parent / "corpus"], tmp_path / "index", index_type="pqfs", hop=1, progress=False)
+    index = S.load_index(tmp_path / "index")
+    monkeypatch.setattr(S, "PAIR_LISTS_MIN", 100)
+    monkeypatch.setattr(S, "PAIR_PROBES", 2)
+    n = int(index.shards[0]["vectors"])
+    lists, scan = index.pair_searchable(0), index.shard_index(0)
+    assert n > 100 and lists.nlist >= 4 * lists.nprobe and lists.ntotal == scan.ntotal == n
+    rng = np.random.default_rng(3)
+    vectors = index.decode(0, 0, n)
+    queries = index.prepare_queries(vectors + 0.3 * rng.standard_normal(vectors.shape) / np.sqrt(vectors.shape[1]))
+    s_lists, i_lists = lists.search(queries, 5)
+    s_all, i_all = scan.search(queries, n)
+    score_of = np.full((n, n), np.nan, np.float32)
+    np.put_along_axis(score_of, i_all, s_all, axis=1)
+    found = i_lists >= 0
+    assert found[:, 0].all()
+    assert np.allclose(s_lists[found], np.take_along_axis(score_of, np.where(found, i_lists, 0), axis=1)[found],
+                       atol=0.02)
+    assert np.mean(i_lists[:, 0] == i_all[:, 0]) > 0.8
+    pairs = S.all_pairs(tmp_path / "index")
+    assert "through inverted lists" in " ".join(pairs.attrs["notes"])
+    strong = pairs[pairs.score > 0.8]
+    assert len(strong) == len(expected_pairs())
+    for (sa, a), (sb, b) in expected_pairs():
+        assert (np.abs(strong.lag_seconds[(strong.trace_id_a == f"XX.{sa}..HHZ")
+                                          & (strong.trace_id_b == f"XX.{sb}..HHZ")] - (b - a)) < SAMPLE).any()
