@@ -1593,21 +1593,49 @@ class _FilteredChunks:
         self.size = CHUNK_FRAMES * FRAME_LENGTH
         self.chunks: OrderedDict = OrderedDict()
 
-    def span(self, piece_id: int, lo: int, hi: int) -> np.ndarray:
-        piece = self.pieces[piece_id]
-        c = lo // self.size
-        c0, c1 = c * self.size, min(int(piece.num_samples), (c + 1) * self.size + self.reach)
-        if hi > c1:
-            return _filtered_span(self.decoder, piece, lo, hi, self.band)
+    def _bounds(self, piece_id: int, c: int) -> tuple[int, int]:
+        """First and end sample of chunk c of a piece: CHUNK_FRAMES frames and `reach` samples more."""
+        return c * self.size, min(int(self.pieces[piece_id].num_samples), (c + 1) * self.size + self.reach)
+
+    def _chunk(self, piece_id: int, c: int) -> np.ndarray:
+        """The band-passed samples of chunk c of a piece (cached)."""
+        c0, c1 = self._bounds(piece_id, c)
         key = (piece_id, c)
         if key not in self.chunks:
             if len(self.decoder.cache) > PAIR_CACHE_ROWS:
                 self.decoder.cache.clear()
-            self.chunks[key] = _filtered_span(self.decoder, piece, c0, c1, self.band)
+            self.chunks[key] = _filtered_span(self.decoder, self.pieces[piece_id], c0, c1, self.band)
             while len(self.chunks) > PAIR_CACHE_CHUNKS:
                 self.chunks.popitem(last=False)
         self.chunks.move_to_end(key)
-        return self.chunks[key][lo - c0: hi - c0]
+        return self.chunks[key]
+
+    def span(self, piece_id: int, lo: int, hi: int) -> np.ndarray:
+        c0, c1 = self._bounds(piece_id, lo // self.size)
+        if hi > c1:  # past the chunk's reach: made on its own
+            return _filtered_span(self.decoder, self.pieces[piece_id], lo, hi, self.band)
+        return self._chunk(piece_id, lo // self.size)[lo - c0: hi - c0]
+
+    def spans(self, piece_ids: np.ndarray, los: np.ndarray, length: int) -> np.ndarray:
+        """[m, length]: span i starts at sample los[i] of piece piece_ids[i] (and lies within it); the spans
+        of one chunk are sliced from it at once."""
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        out = np.empty((len(los), length), np.float64)
+        chunk = los // self.size
+        order = np.lexsort((chunk, piece_ids))
+        keys = np.stack([piece_ids[order], chunk[order]], axis=1)
+        starts = np.flatnonzero(np.r_[True, np.any(keys[1:] != keys[:-1], axis=1)])
+        for group in np.split(order, starts[1:]):
+            piece_id, c = int(piece_ids[group[0]]), int(chunk[group[0]])
+            c0, c1 = self._bounds(piece_id, c)
+            inside = los[group] + length <= c1
+            if inside.any():
+                view = sliding_window_view(self._chunk(piece_id, c), length)
+                out[group[inside]] = view[los[group[inside]] - c0]
+            for i in group[~inside]:  # past the chunk's reach: made on its own
+                out[i] = self.span(piece_id, int(los[i]), int(los[i]) + length)
+        return out
 
 
 def _best_partners(windows, partners, scores, locate, separation: float, neighbours: int):
@@ -1795,57 +1823,50 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
                  f"({len(chosen)} pairs, up to {PAIR_RERANK_PER_CLUSTER} per cluster)")
 
     piece_trace = list(index.pieces.trace_id)
-    reranked = []  # (score, coarse, piece a, piece b, t_a, t_b)
+    # the re-rank, in archive order of window a (the decoded chunks are reused), PAIR_BATCH pairs at a time
     chosen = np.asarray(chosen, np.int64)
     chosen_pa, chosen_pb = index.piece_of(pool_a[chosen]), index.piece_of(pool_b[chosen])
     chosen_fa = index.frame_of(pool_a[chosen], chosen_pa)
     chosen_fb = index.frame_of(pool_b[chosen], chosen_pb)
-    batch: list = []  # (pool pair, piece a, piece b, a0, lo, window a, span b)
-
-    def correlate(batch):
-        """Each pair's window a correlated over its span b (spans of equal length in one call)."""
-        for members in _equal_lengths([item[6] for item in batch]):
-            items = [batch[k] for k in members]
-            lags, scores = ncc_best_batch(np.stack([it[6] for it in items]), np.stack([it[5] for it in items]))
-            for (i, pa, pb, a0, lo, _, _), lag, score in zip(items, lags, scores):
-                t_a = float(piece_t0[pa]) + a0 / SAMPLING_RATE
-                t_b = float(piece_t0[pb]) + (lo + int(lag)) / SAMPLING_RATE
-                if piece_trace[pa] == piece_trace[pb] and abs(t_b - t_a) < separation - 1e-6:
-                    continue  # the re-rank slid b onto a's own window
-                reranked.append((float(score), float(pool_s[i]), pa, pb, t_a, t_b))
-
-    for j in np.lexsort((chosen_fa, chosen_pa)):  # in archive order: the decoded chunks are reused
-        i = int(chosen[j])
-        pa, pb = int(chosen_pa[j]), int(chosen_pb[j])
-        a0 = int(chosen_fa[j]) * FRAME_LENGTH
-        window = chunks.span(pa, a0, a0 + width)
-        b0 = int(chosen_fb[j]) * FRAME_LENGTH
-        lo, hi = max(0, b0 - NEIGHBOURHOOD), min(int(piece_samples[pb]), b0 + width + NEIGHBOURHOOD)
-        if hi - lo < width or not np.any(window):
-            continue
-        batch.append((i, pa, pb, a0, lo, window, chunks.span(pb, lo, hi)))
-        if len(batch) >= PAIR_BATCH:
-            correlate(batch)
-            batch = []
-    correlate(batch)
-    kept = []
-    if reranked:
+    order = np.lexsort((chosen_fa, chosen_pa))
+    pair, pa, pb = chosen[order], chosen_pa[order], chosen_pb[order]
+    a0, b0 = chosen_fa[order] * FRAME_LENGTH, chosen_fb[order] * FRAME_LENGTH
+    lo, hi = np.maximum(0, b0 - NEIGHBOURHOOD), np.minimum(piece_samples[pb], b0 + width + NEIGHBOURHOOD)
+    fits = hi - lo >= width
+    pair, pa, pb, a0, lo, hi = (x[fits] for x in (pair, pa, pb, a0, lo, hi))
+    columns: dict = {name: [] for name in ("score", "pair", "pa", "pb", "t_a", "t_b")}
+    for start in range(0, len(pair), PAIR_BATCH):
+        block = slice(start, start + PAIR_BATCH)
+        windows = chunks.spans(pa[block], a0[block], width)
+        for length in np.unique((hi - lo)[block]):  # spans b of one length in one batched correlation
+            sel = np.flatnonzero((hi - lo)[block] == length)
+            sel = sel[np.any(windows[sel], axis=1)]
+            if not len(sel):
+                continue
+            at = start + sel
+            lags, scores = ncc_best_batch(chunks.spans(pb[at], lo[at], int(length)), windows[sel])
+            t_a = piece_t0[pa[at]] + a0[at] / SAMPLING_RATE
+            t_b = piece_t0[pb[at]] + (lo[at] + lags) / SAMPLING_RATE
+            # a pair the re-rank slid onto a's own window is dropped
+            own = (piece_trace_code[pa[at]] == piece_trace_code[pb[at]]) & (np.abs(t_b - t_a) < separation - 1e-6)
+            for name, values in zip(columns, (scores, pair[at], pa[at], pb[at], t_a, t_b)):
+                columns[name].append(values[~own])
+    score, pair, pa, pb, t_a, t_b = (np.concatenate(v) if v else np.zeros(0) for v in columns.values())
+    pa, pb, pair = pa.astype(np.int64), pb.astype(np.int64), pair.astype(np.int64)
+    taken: list = []
+    if len(score):
         # pairs of one repeat left in several clusters: refined lags equal (to PAIR_SAME_LAG), first windows
         # within two windows of each other, linked; the best of each, then any pair of the same two traces
         # within two windows and with a lag within a window of a better one dropped
-        codes = {name: c for c, name in enumerate(sorted(set(piece_trace)))}
-        ra = np.array([codes[piece_trace[item[2]]] for item in reranked])
-        rb = np.array([codes[piece_trace[item[3]]] for item in reranked])
-        t_a = np.array([item[4] for item in reranked])
-        lags = np.array([item[5] - item[4] for item in reranked])
+        ra, rb = piece_trace_code[pa], piece_trace_code[pb]
+        lags = t_b - t_a
         labels = _cluster_pairs(ra, rb, t_a, lags, 2 * width_s, PAIR_SAME_LAG)
-        order = np.argsort(-np.array([item[0] for item in reranked]), kind="stable")
+        order = np.argsort(-score, kind="stable")
         _, first = np.unique(labels[order], return_index=True)
-        taken: list = []
         near: dict = {}  # (traces, 2-window bin of t_a, 1-window bin of the lag) -> pairs taken
         for j in order[np.sort(first)]:  # the best pair of each cluster, best first
             j = int(j)
-            if min_score is not None and reranked[j][0] < min_score:
+            if min_score is not None and score[j] < min_score:
                 break
             bins = (int(ra[j]), int(rb[j]), int(t_a[j] // (2 * width_s)), int(lags[j] // width_s))
             if any(abs(t_a[o] - t_a[j]) < 2 * width_s and abs(lags[o] - lags[j]) < width_s
@@ -1856,19 +1877,18 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
             near.setdefault(bins, []).append(j)
             if top is not None and len(taken) >= top:
                 break
-        kept = [reranked[j] for j in taken]
+    kept = np.asarray(taken, np.int64)
     corpora = index.metadata["corpora"]
     corpus_of = list(index.pieces.corpus)
-    starts_a = np.array([item[4] for item in kept], np.float64)
-    starts_b = np.array([item[5] for item in kept], np.float64)
+    starts_a, starts_b = t_a[kept].astype(np.float64), t_b[kept].astype(np.float64)
     pairs = pd.DataFrame({
-        "rank": np.arange(1, len(kept) + 1), "trace_id_a": [piece_trace[item[2]] for item in kept],
+        "rank": np.arange(1, len(kept) + 1), "trace_id_a": [piece_trace[p] for p in pa[kept]],
         "starttime_a": _iso_many(starts_a), "endtime_a": _iso_many(starts_a + (width - 1) / SAMPLING_RATE),
-        "trace_id_b": [piece_trace[item[3]] for item in kept], "starttime_b": _iso_many(starts_b),
-        "lag_seconds": np.round(starts_b - starts_a, 6), "score": np.round([item[0] for item in kept], 6),
-        "coarse_score": np.round([item[1] for item in kept], 6),
-        "corpus_a": [corpora[int(corpus_of[item[2]])]["path"] for item in kept],
-        "corpus_b": [corpora[int(corpus_of[item[3]])]["path"] for item in kept]}, columns=PAIR_COLUMNS)
+        "trace_id_b": [piece_trace[p] for p in pb[kept]], "starttime_b": _iso_many(starts_b),
+        "lag_seconds": np.round(starts_b - starts_a, 6), "score": np.round(score[kept], 6),
+        "coarse_score": np.round(pool_s[pair[kept]].astype(np.float64), 6),
+        "corpus_a": [corpora[int(corpus_of[p])]["path"] for p in pa[kept]],
+        "corpus_b": [corpora[int(corpus_of[p])]["path"] for p in pb[kept]]}, columns=PAIR_COLUMNS)
     pairs.attrs["notes"] = notes
     return pairs
 
