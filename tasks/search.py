@@ -1553,25 +1553,20 @@ def _cluster_pairs(ca, cb, ta, dt, width: float, offset_width: float | None = No
     ranks = np.unique(np.concatenate([traces_and_a - 1, traces_and_a, traces_and_a + 1]))
     span_d = int(bin_d.max()) + 2
 
-    rank_of = {da: np.searchsorted(ranks, traces_and_a + da) * span_d for da in (-1, 0, 1)}
-
-    def key(da, dd):
-        return rank_of[da] + bin_d + dd
-
-    own = key(0, 0)
+    own = np.searchsorted(ranks, traces_and_a) * span_d + bin_d  # a pair's bin
     order = np.argsort(own, kind="stable")
     sorted_keys = own[order]
     rows, cols = [np.arange(n)], [np.arange(n)]
+    # the ranks of (traces, bin_a - 1) and (traces, bin_a + 1) are those of (traces, bin_a) -1 and +1 (all three are
+    # in `ranks`), so the bins (bin_a + da, bin_d - 1 .. bin_d + 1) are one run of keys: one range per da
     for da in (-1, 0, 1):
-        for dd in (-1, 0, 1):
-            wanted = key(da, dd)
-            lo = np.searchsorted(sorted_keys, wanted, side="left")
-            count = np.searchsorted(sorted_keys, wanted, side="right") - lo
-            i = np.repeat(np.arange(n), count)
-            j = order[np.repeat(lo - np.cumsum(count) + count, count) + np.arange(int(count.sum()))]
-            linked = (np.abs(ta[i] - ta[j]) <= width + 1e-6) & (np.abs(dt[i] - dt[j]) <= offset_width + 1e-6)
-            rows.append(i[linked])
-            cols.append(j[linked])
+        lo = np.searchsorted(sorted_keys, own + da * span_d - 1, side="left")
+        count = np.searchsorted(sorted_keys, own + da * span_d + 1, side="right") - lo
+        i = np.repeat(np.arange(n), count)
+        j = order[np.repeat(lo - np.cumsum(count) + count, count) + np.arange(int(count.sum()))]
+        linked = (np.abs(ta[i] - ta[j]) <= width + 1e-6) & (np.abs(dt[i] - dt[j]) <= offset_width + 1e-6)
+        rows.append(i[linked])
+        cols.append(j[linked])
     rows, cols = np.concatenate(rows), np.concatenate(cols)
     graph = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(n, n)).tocsr()
     _, component = connected_components(graph, directed=False)
