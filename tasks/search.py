@@ -1496,10 +1496,11 @@ PAIR_RERANK_PER_CLUSTER = 3
 #: Re-ranked pairs of one repeat agree on their lag to within this many seconds (4 samples).
 PAIR_SAME_LAG = 0.1
 #: All pairs over a pqfs shard of more than PAIR_LISTS_MIN windows searches it through inverted lists made for
-#: the occasion (SearchIndex.pair_searchable): PAIR_LISTS_PER_ROOT x sqrt(windows) lists, PAIR_PROBES probed.
+#: the occasion (SearchIndex.pair_searchable): PAIR_LISTS_PER_ROOT x sqrt(windows) lists, PAIR_PROBES probed
+#: (8 lost an injected pair at 12 h: docs/search.md).
 PAIR_LISTS_MIN = 5_000
 PAIR_LISTS_PER_ROOT = 4.0
-PAIR_PROBES = 8
+PAIR_PROBES = 16
 #: Decoded corpus rows kept in memory while re-ranking pairs; band-passed chunks of pieces (1 h each,
 #: 1.2 MB) kept, least recently used dropped.
 PAIR_CACHE_ROWS = 256
