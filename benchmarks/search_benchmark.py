@@ -25,8 +25,9 @@ correlate_template). The reference pairs (cc >= --pairs-threshold, 0.8; lags of 
 into repeats as all_pairs groups its own; a repeat (or an injected pair) is recalled when a token pair has
 its lag within 50 ms and its window a within 4 s of the repeat's windows. Reports recall and the time of
 both (index build and tokenizing apart). On long archives --pairs-cc-every K times the cross-correlation
-on every K-th window and scales it by K (then only the injected pairs' recall is measured). (The Rutford hour at 40 Hz, 1-8 Hz or 5-16 Hz, 4-s windows, holds
-almost no pairs above cc 0.7 but a ~300-s periodic signal: not used.)
+on every K-th window and scales it by K (then only the injected pairs' recall is measured). (The Rutford
+hour at 40 Hz, 1-8 Hz or 5-16 Hz, 4-s windows, holds almost no pairs above cc 0.7 but a ~300-s periodic
+signal: not used.)
 
     python benchmarks/search_benchmark.py --all-pairs --pairs-seconds 3600 --out benchmarks/results/search_all_pairs.json
 """
@@ -287,7 +288,8 @@ def run_all_pairs(args) -> dict:
               "all_pairs_cc_timed_on": "every window" if every == 1 else
               f"every {every}th window (its time x {every}; the reference pairs and repeats not computed)",
               "reference_recall_of_injected": round(np.mean([found(ref_ta[0], ref_lag, a - 0, a + tpl_s, L)
-                                                              for a, L in zip(truth_at, truth)]), 3) if truth and every == 1 else None,
+                                                              for a, L in zip(truth_at, truth)]), 3)
+              if truth and every == 1 else None,
               "recall_of_reference_repeats": {}, "recall_of_injected_pairs": {}}
     for label, floor in (("any score", -1.0), (f"score >= {tau - 0.1:.2f}", tau - 0.1), (f"score >= {tau:.2f}", tau)):
         keep = score >= floor
@@ -312,7 +314,8 @@ def run_all_pairs(args) -> dict:
               f"{' | '.join(map(fmt, rr))} |")
     print(f"| recall of the {len(truth)} injected pairs | {fmt(result['reference_recall_of_injected'])} | "
           f"{' | '.join(map(fmt, ri))} |")
-    print(f"| time (s) | {cc_s:.1f}{f' (every {every}th window, x {every})' if every > 1 else ''} | {token_s:.1f} (index build {build_s:.1f}, tokenize {tokenize_s:.1f}) | | |")
+    timed = f" (every {every}th window, x {every})" if every > 1 else ""
+    print(f"| time (s) | {cc_s:.1f}{timed} | {token_s:.1f} (index build {build_s:.1f}, tokenize {tokenize_s:.1f}) | | |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     if args.work is None:

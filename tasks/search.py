@@ -1684,7 +1684,8 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
     """Pairs of similar windows within the indexed archive, with no template -> pandas.DataFrame.
 
     Coarse stage: every indexed window is searched for its nearest neighbours in the FAISS index (in
-    batches of PAIR_BATCH windows), neighbours on the same trace closer than `min_separation` seconds
+    batches of PAIR_BATCH windows; a large pqfs shard through inverted lists of its codes made for the
+    search, `SearchIndex.pair_searchable`), neighbours on the same trace closer than `min_separation` seconds
     (default: the index's window, 4 s; self-matches and their shifts) dropped; each window is also queried
     25 ms to half a hop later (every sample, from the decoded samples) so that a pair off the hop grid
     meets; each window keeps its `neighbours` best partners; (a, b) and (b, a) are one pair, and the pairs of one
@@ -1829,13 +1830,13 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
     a0, b0 = chosen_fa[order] * FRAME_LENGTH, chosen_fb[order] * FRAME_LENGTH
     lo, hi = np.maximum(0, b0 - NEIGHBOURHOOD), np.minimum(piece_samples[pb], b0 + width + NEIGHBOURHOOD)
     fits = hi - lo >= width
-    pair, pa, pb, a0, lo, hi = (x[fits] for x in (pair, pa, pb, a0, lo, hi))
+    pair, pa, pb, a0, lo, lengths = (x[fits] for x in (pair, pa, pb, a0, lo, hi - lo))
     columns: dict = {name: [] for name in ("score", "pair", "pa", "pb", "t_a", "t_b")}
     for start in range(0, len(pair), PAIR_BATCH):
         block = slice(start, start + PAIR_BATCH)
         windows = chunks.spans(pa[block], a0[block], width)
-        for length in np.unique((hi - lo)[block]):  # spans b of one length in one batched correlation
-            sel = np.flatnonzero((hi - lo)[block] == length)
+        for length in np.unique(lengths[block]):  # spans b of one length in one batched correlation
+            sel = np.flatnonzero(lengths[block] == length)
             sel = sel[np.any(windows[sel], axis=1)]
             if not len(sel):
                 continue
