@@ -290,3 +290,40 @@ def test_all_pairs_through_inverted_lists_of_the_codes_finds_what_the_scan_of_ev
     for (sa, a), (sb, b) in expected_pairs():
         assert (np.abs(strong.lag_seconds[(strong.trace_id_a == f"XX.{sa}..HHZ")
                                           & (strong.trace_id_b == f"XX.{sb}..HHZ")] - (b - a)) < SAMPLE).any()
+
+
+def test_neighbouring_shifts_probe_the_lists_of_their_middle_shift(repeats, tmp_path, monkeypatch):
+    """_search_shifts: through inverted lists, each run of PAIR_SHIFTS_PER_PROBE shifts probes the lists of its
+    middle shift; with runs of one it is FAISS's own search, and a run's middle shift finds what FAISS does."""
+    import tasks.search as S
+
+    S.build_index([repeats.parent / "corpus"], tmp_path / "index", index_type="pqfs", hop=1, progress=False)
+    index = S.load_index(tmp_path / "index")
+    monkeypatch.setattr(S, "PAIR_LISTS_MIN", 100)
+    monkeypatch.setattr(S, "PAIR_PROBES", 2)
+    lists = index.pair_searchable(0)
+    vectors = index.decode(0, 0, 60)
+    rng = np.random.default_rng(4)
+    shifts = 5  # shift-major: 5 noisy copies of the 60 windows
+    queries = index.prepare_queries(np.concatenate(
+        [vectors + 0.5 * rng.standard_normal(vectors.shape) / np.sqrt(vectors.shape[1]) for _ in range(shifts)]))
+    s_own, i_own = lists.search(queries, 4)
+    monkeypatch.setattr(S, "PAIR_SHIFTS_PER_PROBE", 1)
+    s1, i1 = S._search_shifts(lists, queries, shifts, 4)
+    assert np.array_equal(i1, i_own) and np.array_equal(s1, s_own)
+    monkeypatch.setattr(S, "PAIR_SHIFTS_PER_PROBE", 3)  # runs {0, 1, 2} and {3, 4}: middles 1 and 4 (3.5 rounded)
+    s3, i3 = S._search_shifts(lists, queries, shifts, 4)
+    by_shift = lambda x: x.reshape(shifts, 60, -1)  # noqa: E731
+    for middle in (1, 4):
+        assert np.array_equal(by_shift(i3)[middle], by_shift(i_own)[middle])
+    # the others scan their middle shift's lists: every neighbour they find is a true score of that code
+    scan = index.shard_index(0)
+    s_all, i_all = scan.search(queries, int(scan.ntotal))
+    score_of = np.full((len(queries), int(scan.ntotal)), np.nan, np.float32)
+    np.put_along_axis(score_of, i_all, s_all, axis=1)
+    ok = i3 >= 0
+    assert ok[:, 0].all()
+    assert np.allclose(s3[ok], np.take_along_axis(score_of, np.where(ok, i3, 0), axis=1)[ok], atol=0.02)
+    assert not np.array_equal(i3, i_own)  # the lists probed did change for some shifts
+    pairs = S.all_pairs(tmp_path / "index")  # through lists, runs of 3 shifts
+    assert len(pairs[pairs.score > 0.8]) == len(expected_pairs())
