@@ -1499,9 +1499,6 @@ PAIR_SAME_LAG = 0.1
 PAIR_LISTS_MIN = 5_000
 PAIR_LISTS_PER_ROOT = 4.0
 PAIR_PROBES = 16
-#: Through inverted lists, each run of this many neighbouring shifts of a window (25 ms apart) probes the
-#: lists chosen for its middle shift: choosing lists is about half the cost of the scan (docs/search.md).
-PAIR_SHIFTS_PER_PROBE = 3
 #: Decoded corpus rows kept in memory while re-ranking pairs; band-passed chunks of pieces (1 h each,
 #: 1.2 MB) kept, least recently used dropped.
 PAIR_CACHE_ROWS = 256
@@ -1658,24 +1655,6 @@ def _best_partners(windows, partners, scores, locate, separation: float, neighbo
     return (windows[rows], b[keep], scores[keep], ta[rows, 0], tb[keep], ca[rows, 0], cb[keep])
 
 
-def _search_shifts(db, queries: np.ndarray, shifts: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """db.search(queries, k) for shift-major queries [shifts x W, dims] (all_pairs' windows at each shift).
-    Through inverted lists (an IVF index), each run of PAIR_SHIFTS_PER_PROBE neighbouring shifts of a window
-    probes the lists chosen for the run's middle shift: the vectors of a window 25 ms apart are nearly one
-    vector, and the list choice (every query against every centroid) costs about as much as the scan."""
-    if not hasattr(db, "nlist") or PAIR_SHIFTS_PER_PROBE <= 1:
-        return db.search(queries, k)
-    faiss = _faiss()
-    windows = len(queries) // shifts
-    runs = np.arange(shifts) // PAIR_SHIFTS_PER_PROBE  # the run of each shift
-    middles = np.array([int(np.flatnonzero(runs == r).mean().round()) for r in range(runs.max() + 1)])
-    by_shift = queries.reshape(shifts, windows, -1)
-    near, lists = faiss.extract_index_ivf(db).quantizer.search(
-        np.ascontiguousarray(by_shift[middles].reshape(len(middles) * windows, -1)), int(db.nprobe))
-    near, lists = (x.reshape(len(middles), windows, -1)[runs].reshape(shifts * windows, -1) for x in (near, lists))
-    return db.search_preassigned(queries, k, np.ascontiguousarray(lists), np.ascontiguousarray(near))
-
-
 def _best_of_clusters(labels: np.ndarray, scores: np.ndarray, wanted: int) -> tuple[np.ndarray, int]:
     """The pairs to re-rank: the PAIR_RERANK_PER_CLUSTER best pairs (by coarse score) of each of the `wanted`
     clusters with the most evidence -> (pair positions, best cluster first and its best pair first; number
@@ -1811,7 +1790,7 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
             if hasattr(db, "nlist"):
                 listed[sb] = (int(db.nlist), int(db.nprobe))
             kk = int(min(k, db.ntotal))
-            scores, ids = _search_shifts(db, queries, len(shifts), kk)
+            scores, ids = db.search(queries, kk)
             ids = ids.astype(np.int64) + np.where(ids >= 0, index.offsets[sb], 0)
             found_b.append(ids.reshape(len(shifts), len(windows), kk).transpose(1, 0, 2).reshape(len(windows), -1))
             found_s.append(scores.reshape(len(shifts), len(windows), kk).transpose(1, 0, 2).reshape(len(windows), -1))
