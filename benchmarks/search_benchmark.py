@@ -24,9 +24,9 @@ ORIGINAL band-passed samples (every 4-s window at 1-s hops against the rest of t
 correlate_template). The reference pairs (cc >= --pairs-threshold, 0.8; lags of 4 s or more) are grouped
 into repeats as all_pairs groups its own; a repeat (or an injected pair) is recalled when a token pair has
 its lag within 50 ms and its window a within 4 s of the repeat's windows. Reports recall and the time of
-both (index build and tokenizing apart). Repeats whose two windows lie within one loud stretch (10-s RMS
-above 3 x the trace's median: an event and its coda) are also counted apart, as likenesses within one
-wavetrain rather than repeats at distinct times. On long archives --pairs-cc-every K times the cross-correlation
+both (index build and tokenizing apart). Repeats are also counted by significance: cc >= 8 x the MAD of
+window a's correlation with the trace (matched-filter practice) or not (a narrow-band window, such as a
+large earthquake's long coda, exceeds a fixed cc at many chance lags). On long archives --pairs-cc-every K times the cross-correlation
 on every K-th window and scales it by K (then only the injected pairs' recall is measured). (The Rutford
 hour at 40 Hz, 1-8 Hz or 5-16 Hz, 4-s windows, holds almost no pairs above cc 0.7 but a ~300-s periodic
 signal: not used.)
@@ -174,9 +174,19 @@ def all_pairs_cc(samples: np.ndarray, window: int, hop: int, threshold: float, s
     return pairs
 
 
-def reference_repeats(pairs, window_s: float):
-    """Reference pairs (window start, lag, cc) grouped into repeats like tasks.search.all_pairs groups its
-    pairs (same lag to 0.1 s, windows within two windows of each other, chained) -> [(t_a0, t_a1, lag, cc)]."""
+#: A reference repeat is significant when its cc is at least this many MADs of its window's correlation with
+#: the trace (single-channel matched-filter practice: 8-9 x MAD).
+SIGNIFICANT_MADS = 8.0
+SIGNIFICANCE_BINS = (0.0, SIGNIFICANT_MADS, 9.0, 10.0, np.inf)
+
+
+def reference_repeats(pairs, window_s: float, mads: dict | None = None):
+    """Reference pairs (window start, lag, cc) grouped into repeats as tasks.search.all_pairs lists its own:
+    pairs of the same lag (to 0.1 s) whose windows lie within two windows of each other, chained, are one
+    repeat; then, best first, a repeat whose best window lies within two windows of a better repeat's and
+    whose lag lies within one window of its lag is dropped (in a narrow-band stretch the correlation peaks
+    again a period later: one likeness, which all_pairs lists once). -> [(t_a0, t_a1, lag, cc, significance)]:
+    significance is the best cc / MAD of a pair's window a (`correlation_mads`), or None."""
     from tasks.search import PAIR_SAME_LAG, _cluster_pairs
 
     if not pairs:
@@ -186,28 +196,34 @@ def reference_repeats(pairs, window_s: float):
     cc = np.array([p[2] for p in pairs])
     zeros = np.zeros(len(pairs), np.int64)
     labels = _cluster_pairs(zeros, zeros, ta, lag, 2 * window_s, PAIR_SAME_LAG)
-    repeats = []
+    groups = []  # (best cc, its window's time, repeat)
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         best = members[np.argmax(cc[members])]
-        repeats.append((float(ta[members].min()), float(ta[members].max()), float(lag[best]), float(cc[best])))
-    return repeats
+        ratio = None if mads is None else max(pairs[m][2] / max(mads[pairs[m][0]], 1e-9) for m in members)
+        groups.append((float(cc[best]), float(ta[best]),
+                       (float(ta[members].min()), float(ta[members].max()), float(lag[best]), float(cc[best]), ratio)))
+    kept: list = []
+    for best_cc, t_best, repeat in sorted(groups, key=lambda g: -g[0]):
+        if not any(abs(t_best - t) < 2 * window_s and abs(repeat[2] - other[2]) < window_s for _, t, other in kept):
+            kept.append((best_cc, t_best, repeat))
+    return sorted(repeat for _, _, repeat in kept)
 
 
-def event_spans(samples: np.ndarray, rate: float = 40.0, seconds: float = 10.0, factor: float = 3.0):
-    """Stretches of a band-passed trace where its RMS over `seconds` exceeds `factor` x its median RMS (about
-    +10 dB: an event and its coda) -> [(start s, end s)]. A reference repeat whose two windows fall in one
-    stretch is a likeness within one wavetrain (e.g. the narrow-band coda of a large regional earthquake
-    correlating with itself at many lags), not a repeat of a signal at two distinct times."""
-    n = int(seconds * rate)
-    power = np.convolve(samples.astype(np.float64) ** 2, np.ones(n) / n, mode="same")[::int(rate)]
-    loud = np.sqrt(power) > factor * np.median(np.sqrt(power))
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], loud.astype(np.int8), [0]])))
-    return [(float(a), float(b)) for a, b in zip(edges[::2], edges[1::2])]
+def correlation_mads(samples: np.ndarray, starts, window: int, separation: int, step: int = 4) -> dict:
+    """MAD of each window's normalized cross-correlation with the rest of the trace, as all_pairs_cc computes
+    it (every `step`-th lag: the correlation of a band-passed trace is smooth) -> {window start: MAD}.
+    A peak of cc >= 8 x MAD is what matched-filter practice (EQcorrscan's MAD threshold) counts as a detection;
+    a window of narrow band (a long coda, monochromatic noise) has a wide spread of chance correlations, and a
+    fixed cc threshold lists many chance peaks of it."""
+    from obspy.signal.cross_correlation import correlate_template
 
-
-def within_one_span(spans, t_a: float, t_b: float) -> bool:
-    return any(a <= t_a and t_b <= b for a, b in spans)
+    mads = {}
+    for a in sorted(set(int(a) for a in starts)):
+        cc = np.nan_to_num(np.asarray(correlate_template(samples[a + separation:], samples[a:a + window],
+                                                         mode="valid", normalize="full", demean=True)))[::step]
+        mads[a] = float(np.median(np.abs(cc - np.median(cc))))
+    return mads
 
 
 def run_all_pairs(args) -> dict:
@@ -274,10 +290,17 @@ def run_all_pairs(args) -> dict:
         cc_s = (time.time() - t) * every
         if args.work:
             cached.write_text(json.dumps({"pairs": [list(map(float, r)) for r in reference], "seconds": cc_s}))
-    repeats = reference_repeats(reference, window_s) if every == 1 else []
-    spans = event_spans(samples)
-    # a repeat within one event's wavetrain: both windows (4 s each) inside one loud stretch
-    within = np.array([within_one_span(spans, a0, a1 + lag + window_s) for a0, a1, lag, _ in repeats], bool)
+    mads = None
+    if every == 1:  # each reference window's spread of chance correlations (cached beside the reference)
+        cached_mads = cached.with_name(cached.stem + "-mads.json")
+        if args.work and cached_mads.is_file():
+            mads = {int(a): v for a, v in json.loads(cached_mads.read_text()).items()}
+        else:
+            mads = correlation_mads(samples, [a for a, _, _ in reference], int(window_s * 40), int(separation_s * 40))
+            if args.work:
+                cached_mads.write_text(json.dumps(mads))
+    repeats = reference_repeats(reference, window_s, mads) if every == 1 else []
+    significance = np.array([r[4] for r in repeats], float)
     t = time.time()
     pairs = token_all_pairs(folder / "index", min_separation=separation_s, candidates=args.pairs_candidates,
                             neighbours=args.pairs_neighbours)
@@ -311,19 +334,19 @@ def run_all_pairs(args) -> dict:
               "reference_recall_of_injected": round(np.mean([found(ref_ta[0], ref_lag, a - 0, a + tpl_s, L)
                                                               for a, L in zip(truth_at, truth)]), 3)
               if truth and every == 1 else None,
-              "event_spans": {"rule": "10-s RMS of the band-passed trace above 3 x its median",
-                              "count": len(spans), "seconds": round(sum(b - a for a, b in spans), 1)},
-              "reference_repeats_within_one_event": int(within.sum()),
-              "recall_of_reference_repeats": {}, "recall_of_reference_repeats_at_distinct_times": {},
-              "recall_of_reference_repeats_within_one_event": {}, "recall_of_injected_pairs": {}}
+              "significance": "a repeat's best cc / the MAD of its window a's correlation with the rest of the "
+                              f"trace; matched-filter practice counts >= {SIGNIFICANT_MADS:g} as a detection",
+              "reference_repeats_by_significance": {}, "recall_of_reference_repeats": {},
+              "recall_of_reference_repeats_by_significance": {}, "recall_of_injected_pairs": {}}
+    bins = {f"{lo:g}-{hi:g} MAD" if hi < np.inf else f">= {lo:g} MAD": (significance >= lo) & (significance < hi)
+            for lo, hi in zip(SIGNIFICANCE_BINS[:-1], SIGNIFICANCE_BINS[1:])}
+    result["reference_repeats_by_significance"] = {k: int(v.sum()) for k, v in bins.items()}
     for label, floor in (("any score", -1.0), (f"score >= {tau - 0.1:.2f}", tau - 0.1), (f"score >= {tau:.2f}", tau)):
         keep = score >= floor
-        hit = np.array([found(ta[keep], lag[keep], a0, a1, L) for a0, a1, L, _ in repeats], bool)
+        hit = np.array([found(ta[keep], lag[keep], a0, a1, L) for a0, a1, L, _, _ in repeats], bool)
         result["recall_of_reference_repeats"][label] = round(float(hit.mean()), 3) if repeats else None
-        result["recall_of_reference_repeats_at_distinct_times"][label] = (
-            round(float(hit[~within].mean()), 3) if (~within).any() else None)
-        result["recall_of_reference_repeats_within_one_event"][label] = (
-            round(float(hit[within].mean()), 3) if within.any() else None)
+        result["recall_of_reference_repeats_by_significance"][label] = {
+            k: round(float(hit[v].mean()), 3) if v.any() else None for k, v in bins.items()}
         result["recall_of_injected_pairs"][label] = round(np.mean(
             [found(ta[keep], lag[keep], a, a + tpl_s, L) for a, L in zip(truth_at, truth)]), 3) if truth else None
     above = np.flatnonzero(score >= tau)
@@ -341,10 +364,9 @@ def run_all_pairs(args) -> dict:
     if every == 1:
         print(f"| recall of the reference's {len(repeats)} repeats ({len(reference)} pairs) | 1 | "
               f"{' | '.join(map(fmt, rr))} |")
-        for key, what in (("at_distinct_times", "at distinct times"), ("within_one_event", "within one event")):
-            count = int((~within).sum() if key == "at_distinct_times" else within.sum())
-            values = result[f"recall_of_reference_repeats_{key}"].values()
-            print(f"| ... the {count} of them {what} | 1 | {' | '.join(map(fmt, values))} |")
+        by = result["recall_of_reference_repeats_by_significance"]
+        for key, count in result["reference_repeats_by_significance"].items():
+            print(f"| ... the {count} of cc / MAD {key} | 1 | {' | '.join(fmt(by[label][key]) for label in by)} |")
     print(f"| recall of the {len(truth)} injected pairs | {fmt(result['reference_recall_of_injected'])} | "
           f"{' | '.join(map(fmt, ri))} |")
     timed = f" (every {every}th window, x {every})" if every > 1 else ""
