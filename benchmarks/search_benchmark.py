@@ -308,6 +308,7 @@ def run_all_pairs(args) -> dict:
     t0 = trace.stats.starttime
     ta = np.array([obspy.UTCDateTime(s) - t0 for s in pairs.starttime_a])
     lag, score = pairs.lag_seconds.to_numpy(), pairs.score.to_numpy()
+    significant = np.nan_to_num(pairs.significance.to_numpy(), nan=0.0) >= SIGNIFICANT_MADS
 
     def found(ta_found, lag_found, a0, a1, want_lag):
         ok = (np.abs(lag_found - want_lag) <= 0.05 + 1e-6) & (ta_found >= a0 - window_s) & (ta_found <= a1 + window_s)
@@ -341,8 +342,10 @@ def run_all_pairs(args) -> dict:
     bins = {f"{lo:g}-{hi:g} MAD" if hi < np.inf else f">= {lo:g} MAD": (significance >= lo) & (significance < hi)
             for lo, hi in zip(SIGNIFICANCE_BINS[:-1], SIGNIFICANCE_BINS[1:])}
     result["reference_repeats_by_significance"] = {k: int(v.sum()) for k, v in bins.items()}
-    for label, floor in (("any score", -1.0), (f"score >= {tau - 0.1:.2f}", tau - 0.1), (f"score >= {tau:.2f}", tau)):
-        keep = score >= floor
+    floors = (("any score", score >= -1.0), (f"score >= {tau - 0.1:.2f}", score >= tau - 0.1),
+              (f"score >= {tau:.2f}", score >= tau), (f"significance >= {SIGNIFICANT_MADS:g}", significant))
+    result["token_pairs_listed"] = {label: int(keep.sum()) for label, keep in floors}
+    for label, keep in floors:
         hit = np.array([found(ta[keep], lag[keep], a0, a1, L) for a0, a1, L, _, _ in repeats], bool)
         result["recall_of_reference_repeats"][label] = round(float(hit.mean()), 3) if repeats else None
         result["recall_of_reference_repeats_by_significance"][label] = {
@@ -357,8 +360,9 @@ def run_all_pairs(args) -> dict:
     print(f"\nall pairs on {result['channel_hours']:g} channel-hours of {trace.id} ({Path(args.day).name}), "
           f"{len(tpls)} templates x {args.injections} injections at {args.pairs_snr:+g} dB, band "
           f"{band[0]:g}-{band[1]:g} Hz, reference cc >= {tau}\n")
-    print("| | reference (all-pairs CC) | token all-pairs: any score | score >= tau - 0.1 | score >= tau |")
-    print("|---|---|---|---|---|")
+    print("| | reference (all-pairs CC) | token all-pairs: any score | score >= tau - 0.1 | score >= tau | "
+          f"significance >= {SIGNIFICANT_MADS:g} |")
+    print("|---|---|---|---|---|---|")
     rr, ri = list(result["recall_of_reference_repeats"].values()), list(result["recall_of_injected_pairs"].values())
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     if every == 1:
@@ -369,8 +373,9 @@ def run_all_pairs(args) -> dict:
             print(f"| ... the {count} of cc / MAD {key} | 1 | {' | '.join(fmt(by[label][key]) for label in by)} |")
     print(f"| recall of the {len(truth)} injected pairs | {fmt(result['reference_recall_of_injected'])} | "
           f"{' | '.join(map(fmt, ri))} |")
+    print(f"| pairs listed | {len(reference)} | {' | '.join(str(v) for v in result['token_pairs_listed'].values())} |")
     timed = f" (every {every}th window, x {every})" if every > 1 else ""
-    print(f"| time (s) | {cc_s:.1f}{timed} | {token_s:.1f} (index build {build_s:.1f}, tokenize {tokenize_s:.1f}) | | |")
+    print(f"| time (s) | {cc_s:.1f}{timed} | {token_s:.1f} (index build {build_s:.1f}, tokenize {tokenize_s:.1f}) | | | |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     if args.work is None:

@@ -24,7 +24,10 @@ similarity; the best groups are re-ranked by the normalized cross-correlation
 of window a with the archive decoded from all codebooks around window b, at
 every sample within +-1 s, and the best pair of each repeat is listed. The CSV lists rank, trace_id_a, starttime_a, endtime_a, trace_id_b,
 starttime_b (where window a's first sample aligns), lag_seconds, score,
-coarse_score, corpus_a and corpus_b, best first. Details: tasks/search.py.
+significance (score over the MAD of window a's correlation with its hour of
+the archive: 8 or more is what a matched filter counts as a detection; a
+narrow-band window, such as a large earthquake's coda, passes a fixed score by
+chance), coarse_score, corpus_a and corpus_b, best first. Details: tasks/search.py.
 """
 
 from __future__ import annotations

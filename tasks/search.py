@@ -1504,7 +1504,10 @@ PAIR_PROBES = 16
 PAIR_CACHE_ROWS = 256
 PAIR_CACHE_CHUNKS = 32
 PAIR_COLUMNS = ["rank", "trace_id_a", "starttime_a", "endtime_a", "trace_id_b", "starttime_b", "lag_seconds",
-                "score", "coarse_score", "corpus_a", "corpus_b"]
+                "score", "significance", "coarse_score", "corpus_a", "corpus_b"]
+#: A pair's significance: its score over the MAD of window a's correlation with this many windows at random
+#: samples of its hour of the archive (decoded); matched-filter practice counts 8 x MAD as a detection.
+PAIR_BACKGROUND_WINDOWS = 256
 
 
 def _check_pair_options(top, min_score, min_separation, neighbours, candidates) -> None:
@@ -1632,6 +1635,36 @@ class _FilteredChunks:
         return out
 
 
+def _correlation_mads(chunks: _FilteredChunks, piece_ids: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """MAD of each window's normalized correlation with PAIR_BACKGROUND_WINDOWS windows at random samples of
+    its chunk (the hour of its piece it starts in), decoded and band-passed as the re-rank's -> [n] (NaN where
+    a chunk is too short). A narrow-band window (a long coda, monochromatic noise) correlates widely with
+    anything and has a large MAD; a broadband one in noise, a small one. Seeded by piece and chunk: the
+    same windows give the same MADs."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    if not len(starts):
+        return np.zeros(0)
+    # a window of several pairs once
+    unique, back = np.unique(np.stack([piece_ids, starts], axis=1), axis=0, return_inverse=True)
+    piece_ids, starts = unique[:, 0], unique[:, 1]
+    mads = np.full(len(starts), np.nan)
+    windows = _standardize(chunks.spans(piece_ids, starts, width))  # [n, width], zero mean, unit norm
+    chunk = starts // chunks.size
+    for key in np.unique(np.stack([piece_ids, chunk], axis=1), axis=0):
+        piece_id, c = int(key[0]), int(key[1])
+        c0, c1 = chunks._bounds(piece_id, c)
+        if c1 - c0 < 4 * width:
+            continue
+        rng = np.random.default_rng([piece_id, c])
+        at = rng.integers(0, c1 - c0 - width + 1, PAIR_BACKGROUND_WINDOWS)
+        background = _standardize(sliding_window_view(chunks._chunk(piece_id, c), width)[at])
+        rows = np.flatnonzero((piece_ids == piece_id) & (chunk == c))
+        cc = windows[rows] @ background.T  # [rows, background]
+        mads[rows] = np.median(np.abs(cc - np.median(cc, axis=1, keepdims=True)), axis=1)
+    return mads[back.ravel()]
+
+
 def _best_partners(windows, partners, scores, locate, separation: float, neighbours: int):
     """Each window's `neighbours` best partners, row by row (a row: one window's neighbours over all its
     shifts and shards). windows [W]; partners [W, C] (window numbers, -1 where none), scores [W, C].
@@ -1697,7 +1730,10 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
     repeat (the same two traces, lags within a window, first windows within two) the best is listed.
 
     Columns: rank, trace_id_a, starttime_a, endtime_a (window a), trace_id_b, starttime_b, lag_seconds,
-    score, coarse_score (the FAISS stage's), corpus_a, corpus_b; best first, `min_score` and `top` applied.
+    score, significance (score / the MAD of window a's correlation with its hour of the archive,
+    `_correlation_mads`: matched-filter practice counts 8 and above as a detection; a narrow-band window, such as
+    a large earthquake's coda, passes a fixed score by chance at many lags), coarse_score (the FAISS stage's),
+    corpus_a, corpus_b; best first, `min_score` and `top` applied.
     Window a is the earlier one of a pair on one trace, else the one of the smaller trace id.
     `.attrs["notes"]`: what the stages saw.
     """
@@ -1873,6 +1909,8 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
             if top is not None and len(taken) >= top:
                 break
     kept = np.asarray(taken, np.int64)
+    a_starts = np.rint((t_a[kept] - piece_t0[pa[kept]]) * SAMPLING_RATE).astype(np.int64)
+    mads = _correlation_mads(chunks, pa[kept], a_starts, width)
     corpora = index.metadata["corpora"]
     corpus_of = list(index.pieces.corpus)
     starts_a, starts_b = t_a[kept].astype(np.float64), t_b[kept].astype(np.float64)
@@ -1881,6 +1919,7 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
         "starttime_a": _iso_many(starts_a), "endtime_a": _iso_many(starts_a + (width - 1) / SAMPLING_RATE),
         "trace_id_b": [piece_trace[p] for p in pb[kept]], "starttime_b": _iso_many(starts_b),
         "lag_seconds": np.round(starts_b - starts_a, 6), "score": np.round(score[kept], 6),
+        "significance": np.round(score[kept] / np.where(mads > 0, mads, np.nan), 3),
         "coarse_score": np.round(pool_s[pair[kept]].astype(np.float64), 6),
         "corpus_a": [corpora[int(corpus_of[p])]["path"] for p in pa[kept]],
         "corpus_b": [corpora[int(corpus_of[p])]["path"] for p in pb[kept]]}, columns=PAIR_COLUMNS)

@@ -290,3 +290,28 @@ def test_all_pairs_through_inverted_lists_of_the_codes_finds_what_the_scan_of_ev
     for (sa, a), (sb, b) in expected_pairs():
         assert (np.abs(strong.lag_seconds[(strong.trace_id_a == f"XX.{sa}..HHZ")
                                           & (strong.trace_id_b == f"XX.{sb}..HHZ")] - (b - a)) < SAMPLE).any()
+
+
+def test_significance_tells_repeats_from_the_chance_likenesses_of_narrow_band_noise(repeats, tmp_path):
+    """significance = score / MAD of window a's correlation with its hour of the archive: the repeats of a
+    broadband waveform in noise stand far above their MAD; windows of narrow-band noise (a coda, a hum) pass
+    a score of 0.8 by chance at many lags, each a few MADs only. The same archive gives the same values."""
+    import obspy
+    from tasks.search import all_pairs, build_index
+    from tokenized_data import tokenize
+
+    pairs = all_pairs(repeats)
+    strong = pairs[pairs.score > 0.8]
+    assert len(strong) == len(expected_pairs()) and (strong.significance >= 8).all(), strong.significance
+    assert (pairs.significance.dropna() > 0).all()
+    rng = np.random.default_rng(5)
+    hum = obspy.Trace(rng.standard_normal(int(SECONDS * FS)).astype(np.float32), header={
+        "network": "XX", "station": "HUM", "channel": "HHZ", "sampling_rate": FS, "starttime": obspy.UTCDateTime(T0)})
+    hum.filter("bandpass", freqmin=1.1, freqmax=1.4, corners=4, zerophase=True)
+    hum.write(str(tmp_path / "hum.mseed"), format="MSEED")
+    tokenize([str(tmp_path / "hum.mseed")], tmp_path / "corpus", num_proc=1, progress=False)
+    build_index([tmp_path / "corpus"], tmp_path / "index", progress=False)
+    likenesses = all_pairs(tmp_path / "index")
+    chance = likenesses[likenesses.score > 0.8]
+    assert len(chance) >= 5 and (chance.significance < 8).all(), chance.significance.describe()
+    assert all_pairs(tmp_path / "index").significance.equals(likenesses.significance)
