@@ -45,6 +45,7 @@ EXAMPLES = """examples:
   eqcodec search event.mseed --index corpus-index --out matches.csv --top 50 --min-score 0.6 --plot matches.png
   eqcodec search event.mseed --seed-id 'BW.RJOB..EHZ' --start 2 --end 12 --index corpus-index --out m.csv
   eqcodec search --all-pairs --index corpus-index --out pairs.csv --min-score 0.7 --min-separation 10
+  eqcodec search --all-pairs --index corpus-index --out pairs.csv --min-significance 8
 """
 
 
@@ -87,6 +88,10 @@ def build_parser(parser) -> None:
     search.add_argument("--min-separation", type=positive_float, default=None, metavar="SECONDS",
                         help="--all-pairs: windows of one trace closer than this are not a pair (default: the "
                              "index's window, 4 s)")
+    search.add_argument("--min-significance", type=positive_float, default=None, metavar="M",
+                        help="--all-pairs: list only pairs whose score is >= M x the MAD of window a's correlation "
+                             "with its hour of the archive (e.g. 8, as a matched filter counts detections; "
+                             "default: no threshold)")
     search.add_argument("--neighbours", type=positive_int, default=None, metavar="K",
                         help="--all-pairs: best partners kept of each window, its own overlaps apart "
                              f"(default: {PAIR_NEIGHBOURS})")
@@ -107,12 +112,12 @@ def main(args) -> int:
                              f"got {len(args.index)}")
         all_pairs_files(args.index[0], args.out, top=args.top, min_score=args.min_score,
                         min_separation=args.min_separation, neighbours=args.neighbours or PAIR_NEIGHBOURS,
-                        candidates=args.candidates, codec=args.codec)
+                        candidates=args.candidates, codec=args.codec, min_significance=args.min_significance)
         return 0
     if args.template is None:
         raise UsageError("give a TEMPLATE file, or --all-pairs")
-    if args.min_separation is not None or args.neighbours is not None:
-        raise UsageError("--min-separation and --neighbours apply to --all-pairs only")
+    if args.min_separation is not None or args.neighbours is not None or args.min_significance is not None:
+        raise UsageError("--min-separation, --min-significance and --neighbours apply to --all-pairs only")
     search_files(args.template, args.index, args.out, top=args.top or 10, min_score=args.min_score,
                  start=args.start, end=args.end, seed_id=args.seed_id, codec=args.codec, plot=args.plot,
                  candidates=args.candidates)

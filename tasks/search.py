@@ -1510,7 +1510,7 @@ PAIR_COLUMNS = ["rank", "trace_id_a", "starttime_a", "endtime_a", "trace_id_b", 
 PAIR_BACKGROUND_WINDOWS = 256
 
 
-def _check_pair_options(top, min_score, min_separation, neighbours, candidates) -> None:
+def _check_pair_options(top, min_score, min_separation, neighbours, candidates, min_significance=None) -> None:
     def whole(name, value, allow_none):
         if value is None and allow_none:
             return
@@ -1525,6 +1525,9 @@ def _check_pair_options(top, min_score, min_separation, neighbours, candidates) 
     if min_separation is not None and not (isinstance(min_separation, (int, float, np.floating))
                                            and math.isfinite(min_separation) and min_separation > 0):
         raise InputError(f"min_separation must be a number of seconds > 0, got {min_separation!r}")
+    if min_significance is not None and not (isinstance(min_significance, (int, float, np.floating))
+                                             and math.isfinite(min_significance) and min_significance >= 0):
+        raise InputError(f"min_significance must be a number of MADs >= 0, got {min_significance!r}")
 
 
 def _cluster_pairs(ca, cb, ta, dt, width: float, offset_width: float | None = None) -> np.ndarray:
@@ -1711,7 +1714,8 @@ def _best_of_clusters(labels: np.ndarray, scores: np.ndarray, wanted: int) -> tu
 
 def all_pairs(index_path, *, top: int | None = None, min_score: float | None = None,
               min_separation: float | None = None, neighbours: int = PAIR_NEIGHBOURS,
-              candidates: int | None = None, codec: str | None = None, progress: bool = False):
+              candidates: int | None = None, codec: str | None = None, progress: bool = False,
+              min_significance: float | None = None):
     """Pairs of similar windows within the indexed archive, with no template -> pandas.DataFrame.
 
     Coarse stage: every indexed window is searched for its nearest neighbours in the FAISS index (in
@@ -1733,14 +1737,14 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
     score, significance (score / the MAD of window a's correlation with its hour of the archive,
     `_correlation_mads`: matched-filter practice counts 8 and above as a detection; a narrow-band window, such as
     a large earthquake's coda, passes a fixed score by chance at many lags), coarse_score (the FAISS stage's),
-    corpus_a, corpus_b; best first, `min_score` and `top` applied.
+    corpus_a, corpus_b; best first, `min_score`, `min_significance` and `top` applied.
     Window a is the earlier one of a pair on one trace, else the one of the smaller trace id.
     `.attrs["notes"]`: what the stages saw.
     """
     import pandas as pd
     from tqdm.auto import tqdm
 
-    _check_pair_options(top, min_score, min_separation, neighbours, candidates)
+    _check_pair_options(top, min_score, min_separation, neighbours, candidates, min_significance)
     index = load_index(index_path)
     codec_model = _index_codec(index, codec)
     params = index.params
@@ -1906,11 +1910,14 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
                 continue
             taken.append(j)
             near.setdefault(bins, []).append(j)
-            if top is not None and len(taken) >= top:
+            if top is not None and min_significance is None and len(taken) >= top:
                 break
     kept = np.asarray(taken, np.int64)
     a_starts = np.rint((t_a[kept] - piece_t0[pa[kept]]) * SAMPLING_RATE).astype(np.int64)
     mads = _correlation_mads(chunks, pa[kept], a_starts, width)
+    if min_significance is not None:  # the pairs listed are those left, best first, `top` of them
+        left = score[kept] >= min_significance * np.nan_to_num(mads, nan=np.inf)
+        kept, mads = kept[left][:top], mads[left][:top]
     corpora = index.metadata["corpora"]
     corpus_of = list(index.pieces.corpus)
     starts_a, starts_b = t_a[kept].astype(np.float64), t_b[kept].astype(np.float64)
@@ -1929,10 +1936,11 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
 
 def all_pairs_files(index, out, *, top: int | None = None, min_score: float | None = None,
                     min_separation: float | None = None, neighbours: int = PAIR_NEIGHBOURS,
-                    candidates: int | None = None, codec: str | None = None, progress: bool = True):
+                    candidates: int | None = None, codec: str | None = None, progress: bool = True,
+                    min_significance: float | None = None):
     """`eqcodec search --all-pairs`: the pairs CSV at `out`, written whole or not at all."""
     pairs = all_pairs(index, top=top, min_score=min_score, min_separation=min_separation, neighbours=neighbours,
-                      candidates=candidates, codec=codec, progress=progress)
+                      candidates=candidates, codec=codec, progress=progress, min_significance=min_significance)
     write_atomically(lambda tmp: pairs.to_csv(tmp, index=False), Path(out))
     for note in pairs.attrs["notes"]:
         print(f"note: {note}")

@@ -315,3 +315,11 @@ def test_significance_tells_repeats_from_the_chance_likenesses_of_narrow_band_no
     chance = likenesses[likenesses.score > 0.8]
     assert len(chance) >= 5 and (chance.significance < 8).all(), chance.significance.describe()
     assert all_pairs(tmp_path / "index").significance.equals(likenesses.significance)
+    # min_significance lists what is left, best first; top counts the pairs left
+    assert len(all_pairs(tmp_path / "index", min_significance=8)) == 0
+    significant = all_pairs(repeats, min_significance=8)
+    assert list(significant.score) == list(pairs.score[pairs.significance >= 8])
+    assert list(significant["rank"]) == list(range(1, len(significant) + 1))
+    assert list(all_pairs(repeats, min_significance=8, top=2).score) == list(significant.score[:2])
+    with pytest.raises(InputError, match="min_significance"):
+        all_pairs(repeats, min_significance=-1.0)
