@@ -1637,35 +1637,32 @@ class _FilteredChunks:
                 out[i] = self.span(piece_id, int(los[i]), int(los[i]) + length)
         return out
 
+    def correlation_mads(self, piece_ids: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+        """MAD of each window's normalized correlation with PAIR_BACKGROUND_WINDOWS windows at random samples
+        of its chunk (the hour of its piece it starts in) -> [n] (NaN where a chunk is too short). A
+        narrow-band window (a long coda, a hum) correlates widely with anything and has a large MAD; a
+        broadband one in noise, a small one. Seeded by piece and chunk: the same windows, the same MADs."""
+        from numpy.lib.stride_tricks import sliding_window_view
 
-def _correlation_mads(chunks: _FilteredChunks, piece_ids: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
-    """MAD of each window's normalized correlation with PAIR_BACKGROUND_WINDOWS windows at random samples of
-    its chunk (the hour of its piece it starts in), decoded and band-passed as the re-rank's -> [n] (NaN where
-    a chunk is too short). A narrow-band window (a long coda, monochromatic noise) correlates widely with
-    anything and has a large MAD; a broadband one in noise, a small one. Seeded by piece and chunk: the
-    same windows give the same MADs."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    if not len(starts):
-        return np.zeros(0)
-    # a window of several pairs once
-    unique, back = np.unique(np.stack([piece_ids, starts], axis=1), axis=0, return_inverse=True)
-    piece_ids, starts = unique[:, 0], unique[:, 1]
-    mads = np.full(len(starts), np.nan)
-    windows = _standardize(chunks.spans(piece_ids, starts, width))  # [n, width], zero mean, unit norm
-    chunk = starts // chunks.size
-    for key in np.unique(np.stack([piece_ids, chunk], axis=1), axis=0):
-        piece_id, c = int(key[0]), int(key[1])
-        c0, c1 = chunks._bounds(piece_id, c)
-        if c1 - c0 < 4 * width:
-            continue
-        rng = np.random.default_rng([piece_id, c])
-        at = rng.integers(0, c1 - c0 - width + 1, PAIR_BACKGROUND_WINDOWS)
-        background = _standardize(sliding_window_view(chunks._chunk(piece_id, c), width)[at])
-        rows = np.flatnonzero((piece_ids == piece_id) & (chunk == c))
-        cc = windows[rows] @ background.T  # [rows, background]
-        mads[rows] = np.median(np.abs(cc - np.median(cc, axis=1, keepdims=True)), axis=1)
-    return mads[back.ravel()]
+        if not len(starts):
+            return np.zeros(0)
+        # each window once, sorted by piece and start: the windows of one chunk are one run
+        unique, back = np.unique(np.stack([piece_ids, starts], axis=1), axis=0, return_inverse=True)
+        piece_ids, starts = unique[:, 0], unique[:, 1]
+        chunk = starts // self.size
+        windows = _standardize(self.spans(piece_ids, starts, width))  # [n, width], zero mean, unit norm
+        mads = np.full(len(starts), np.nan)
+        runs = np.flatnonzero(np.r_[True, (piece_ids[1:] != piece_ids[:-1]) | (chunk[1:] != chunk[:-1])])
+        for lo, hi in zip(runs, np.r_[runs[1:], len(starts)]):
+            piece_id, c = int(piece_ids[lo]), int(chunk[lo])
+            c0, c1 = self._bounds(piece_id, c)
+            if c1 - c0 < 4 * width:
+                continue
+            at = np.random.default_rng([piece_id, c]).integers(0, c1 - c0 - width + 1, PAIR_BACKGROUND_WINDOWS)
+            background = _standardize(sliding_window_view(self._chunk(piece_id, c), width)[at])
+            cc = windows[lo:hi] @ background.T  # [windows, background]
+            mads[lo:hi] = np.median(np.abs(cc - np.median(cc, axis=1, keepdims=True)), axis=1)
+        return mads[back.ravel()]
 
 
 def _best_partners(windows, partners, scores, locate, separation: float, neighbours: int):
@@ -1735,7 +1732,7 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
 
     Columns: rank, trace_id_a, starttime_a, endtime_a (window a), trace_id_b, starttime_b, lag_seconds,
     score, significance (score / the MAD of window a's correlation with its hour of the archive,
-    `_correlation_mads`: matched-filter practice counts 8 and above as a detection; a narrow-band window, such as
+    `_FilteredChunks.correlation_mads`: matched-filter practice counts 8 and above as a detection; a narrow-band window, such as
     a large earthquake's coda, passes a fixed score by chance at many lags), coarse_score (the FAISS stage's),
     corpus_a, corpus_b; best first, `min_score`, `min_significance` and `top` applied.
     Window a is the earlier one of a pair on one trace, else the one of the smaller trace id.
@@ -1914,7 +1911,7 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
                 break
     kept = np.asarray(taken, np.int64)
     a_starts = np.rint((t_a[kept] - piece_t0[pa[kept]]) * SAMPLING_RATE).astype(np.int64)
-    mads = _correlation_mads(chunks, pa[kept], a_starts, width)
+    mads = chunks.correlation_mads(pa[kept], a_starts, width)
     if min_significance is not None:  # the pairs listed are those left, best first, `top` of them
         left = score[kept] >= min_significance * np.nan_to_num(mads, nan=np.inf)
         kept, mads = kept[left][:top], mads[left][:top]
