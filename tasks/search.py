@@ -1665,12 +1665,56 @@ class _FilteredChunks:
         return mads[back.ravel()]
 
 
+def _score_keys(scores: np.ndarray) -> np.ndarray:
+    """float32 scores -> uint32 keys in the same order (IEEE 754: positive floats with the sign bit set,
+    negative ones with every bit flipped); -0.0 counts as 0.0."""
+    bits = (np.asarray(scores, np.float32) + np.float32(0.0)).view(np.uint32)
+    return np.where(bits & np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000))
+
+
+def _scores_of_keys(keys: np.ndarray) -> np.ndarray:
+    """The inverse of _score_keys."""
+    keys = np.asarray(keys, np.uint32)
+    return np.where(keys & np.uint32(0x80000000), keys ^ np.uint32(0x80000000), ~keys).view(np.float32)
+
+
 def _best_partners(windows, partners, scores, locate, separation: float, neighbours: int):
     """Each window's `neighbours` best partners, row by row (a row: one window's neighbours over all its
     shifts and shards). windows [W]; partners [W, C] (window numbers, -1 where none), scores [W, C].
     Partners on the window's own trace within `separation` s dropped, each partner kept once (its best
     score). locate: window numbers -> (trace codes, times in s). -> flat arrays a, b, s, t_a, t_b, trace_a,
-    trace_b of the pairs kept, ordered by window, then by score (best first), then by partner."""
+    trace_b of the pairs kept, ordered by window, then by score (best first), then by partner.
+
+    Two sorts of one 64-bit key per entry (partner and score in one integer: numpy sorts those far faster
+    than it sorts by two keys): by partner, its best score first, to keep each partner once; then by
+    score, the smaller partner first among equal scores, for the best `neighbours`."""
+    partners = np.asarray(partners, np.int64)
+    if partners.size and int(partners.max()) >= 2**32 - 1:  # a key holds a partner in 32 bits
+        return _best_partners_by_lexsort(windows, partners, scores, locate, separation, neighbours)
+    worst = np.uint64(0xFFFFFFFF)
+    low = np.uint64(0xFFFFFFFF)
+    # the partner (+1: none is 0) in the high half, the score's key reversed (best first) in the low half
+    desc = worst - _score_keys(scores).astype(np.uint64)
+    keys = np.sort(((partners + 1).astype(np.uint64) << np.uint64(32)) | desc, axis=1)
+    b = (keys >> np.uint64(32)).astype(np.int64) - 1
+    desc = keys & low
+    (ca, ta), (cb, tb) = locate(windows), locate(np.maximum(b, 0))
+    drop = (b < 0) | ((ca[:, None] == cb) & (np.abs(ta[:, None] - tb) < separation - 1e-6))
+    drop[:, 1:] |= b[:, 1:] == b[:, :-1]  # a partner's repeats follow its best score
+    # then the score (reversed: best first) in the high half, the partner in the low half; dropped: worst
+    keys = np.sort((np.where(drop, worst, desc) << np.uint64(32)) | (b + 1).astype(np.uint64), axis=1)
+    keys = keys[:, :neighbours]
+    desc = keys >> np.uint64(32)
+    keep = desc != worst
+    rows = np.broadcast_to(np.arange(len(windows))[:, None], keep.shape)[keep]
+    b = (keys & low).astype(np.int64)[keep] - 1
+    s = _scores_of_keys((worst - desc[keep]).astype(np.uint32))
+    cb, tb = locate(b)
+    return (np.asarray(windows)[rows], b, s, ta[rows], tb, ca[rows], cb)
+
+
+def _best_partners_by_lexsort(windows, partners, scores, locate, separation: float, neighbours: int):
+    """_best_partners for partners numbered beyond 32 bits: the same pairs, by lexsort and argsort."""
     valid = partners >= 0
     b = np.where(valid, partners, 0)
     (ca, ta), (cb, tb) = locate(windows), locate(b)

@@ -211,7 +211,7 @@ def test_best_partners_equals_a_plain_loop_over_each_window():
     """_best_partners (row-wise, vectorized): per window, partners on its own trace within the separation
     and missing ones (-1) dropped, each partner once at its best score, the best `neighbours` kept, best
     first and the smaller partner first among equal scores: as a plain loop over windows does it."""
-    from tasks.search import _best_partners
+    from tasks.search import _best_partners, _best_partners_by_lexsort
 
     rng = np.random.default_rng(5)
     windows = np.arange(30, 90)
@@ -221,6 +221,10 @@ def test_best_partners_equals_a_plain_loop_over_each_window():
     trace_of = lambda v: np.asarray(v) // 50  # noqa: E731
     neighbours, separation = 6, 4.0
     got = _best_partners(windows, partners, scores, lambda v: (trace_of(v), time_of(v)), separation, neighbours)
+    # the path for partners numbered beyond 32 bits gives the same
+    other = _best_partners_by_lexsort(windows, partners, scores, lambda v: (trace_of(v), time_of(v)), separation,
+                                      neighbours)
+    assert all(np.array_equal(x, y) for x, y in zip(got, other))
     want = []
     for w, row_b, row_s in zip(windows, partners, scores):
         best: dict = {}
