@@ -1939,18 +1939,20 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
         labels = _cluster_pairs(ra, rb, t_a, lags, 2 * width_s, PAIR_SAME_LAG)
         order = np.argsort(-score, kind="stable")
         _, first = np.unique(labels[order], return_index=True)
-        near: dict = {}  # (traces, 2-window bin of t_a, 1-window bin of the lag) -> pairs taken
-        for j in order[np.sort(first)]:  # the best pair of each cluster, best first
-            j = int(j)
-            if min_score is not None and score[j] < min_score:
+        near: dict = {}  # (traces, 2-window bin of t_a, 1-window bin of the lag) -> (t_a, lag) of pairs taken
+        # Python numbers: the loop reads them one at a time
+        py_ra, py_rb, py_ta, py_lag, py_score = (x.tolist() for x in (ra, rb, t_a, lags, score))
+        for j in order[np.sort(first)].tolist():  # the best pair of each cluster, best first
+            if min_score is not None and py_score[j] < min_score:
                 break
-            bins = (int(ra[j]), int(rb[j]), int(t_a[j] // (2 * width_s)), int(lags[j] // width_s))
-            if any(abs(t_a[o] - t_a[j]) < 2 * width_s and abs(lags[o] - lags[j]) < width_s
+            tj, lj = py_ta[j], py_lag[j]
+            bins = (int(py_ra[j]), int(py_rb[j]), int(tj // (2 * width_s)), int(lj // width_s))
+            if any(abs(ta_o - tj) < 2 * width_s and abs(lag_o - lj) < width_s
                    for da in (-1, 0, 1) for dl in (-1, 0, 1)
-                   for o in near.get((bins[0], bins[1], bins[2] + da, bins[3] + dl), ())):
+                   for ta_o, lag_o in near.get((bins[0], bins[1], bins[2] + da, bins[3] + dl), ())):
                 continue
             taken.append(j)
-            near.setdefault(bins, []).append(j)
+            near.setdefault(bins, []).append((tj, lj))
             if top is not None and min_significance is None and len(taken) >= top:
                 break
     kept = np.asarray(taken, np.int64)
