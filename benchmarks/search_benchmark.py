@@ -236,6 +236,7 @@ def run_all_pairs(args) -> dict:
     from tasks.search import all_pairs as token_all_pairs
     from tasks.search import bandpass, build_index
     from tokenized_data import tokenize
+    from tokenized_data.prepare import Preprocessing
 
     rng = np.random.default_rng(1)
     work = Path(args.work or tempfile.mkdtemp(prefix="all-pairs-bench-"))
@@ -246,7 +247,9 @@ def run_all_pairs(args) -> dict:
     day.merge(method=-1)
     trace = max(day, key=lambda tr: tr.stats.npts).copy()
     trace.data = trace.data.astype(np.float64)
-    trace.trim(trace.stats.starttime, trace.stats.starttime + args.pairs_seconds - 1 / 40)
+    trace.trim(trace.stats.starttime, trace.stats.starttime + args.pairs_seconds - 1 / trace.stats.sampling_rate)
+    if trace.stats.sampling_rate != 40.0:  # a 20 Hz day: at the codec's 40 Hz, as tokenizing would (and the CC)
+        trace.resample(40.0)
     tpls = templates(args.events, args.templates)
     n = trace.stats.npts
     slots = len(tpls) * args.injections
@@ -268,8 +271,10 @@ def run_all_pairs(args) -> dict:
     folder.mkdir()
     trace.data = trace.data.astype(np.float32)
     trace.write(str(folder / "cut.mseed"), format="MSEED", encoding="FLOAT32")
+    # --pairs-tokenize-band: tokens of the band-passed trace (`eqcodec tokenize --bandpass 1-8`)
+    prep = Preprocessing(bandpass=band) if args.pairs_tokenize_band else None
     t = time.time()
-    tokenize([str(folder / "cut.mseed")], folder / "corpus", num_proc=1, progress=False)
+    tokenize([str(folder / "cut.mseed")], folder / "corpus", prep=prep, num_proc=1, progress=False)
     tokenize_s = time.time() - t
     t = time.time()
     build_index([folder / "corpus"], folder / "index", index_type=args.pairs_index_type, band=band,
@@ -317,7 +322,8 @@ def run_all_pairs(args) -> dict:
     ref_ta = np.array([r[0] for r in repeats]), np.array([r[1] for r in repeats])
     ref_lag = np.array([r[2] for r in repeats])
     tpl_s = len(tpls[0][1]) / 40.0
-    result = {"day": args.day, "channel": trace.id, "channel_hours": round(n / 40 / 3600, 3), "band_hz": band,
+    result = {"day": args.day, "channel": trace.id, "tokenized": "band-passed trace" if args.pairs_tokenize_band
+              else "trace", "channel_hours": round(n / 40 / 3600, 3), "band_hz": band,
               "templates": [name for name, _ in tpls], "injections_per_template": args.injections,
               "snr_db": args.pairs_snr, "threshold": tau, "neighbours": args.pairs_neighbours,
               "index_type": args.pairs_index_type, "hop_s": args.pairs_hop,
@@ -390,6 +396,7 @@ def main() -> int:
 
     from tasks.search import bandpass, build_index, search
     from tokenized_data import tokenize
+    from tokenized_data.prepare import Preprocessing
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--day", default=DAY)
@@ -421,6 +428,12 @@ def main() -> int:
     parser.add_argument("--pairs-index-type", default="auto",
                         help="--all-pairs: index type (default: %(default)s, as `eqcodec index` chooses: pqfs for "
                              "3 h at a 1-s hop, the measurement of search_all_pairs_3h.json; flat: exact)")
+    parser.add_argument("--tokenize-band", action="store_true",
+                        help="tokenize the band-passed day (1-8 Hz) instead of the day itself, so that the codec "
+                             "spends its bits in the search band (the matched filter is unchanged)")
+    parser.add_argument("--pairs-tokenize-band", action="store_true",
+                        help="--all-pairs: tokenize the band-passed trace (1-8 Hz) instead of the trace itself, so "
+                             "that the codec spends its bits in the search band (the reference is unchanged)")
     parser.add_argument("--pairs-cc-every", type=int, default=1,
                         help="--all-pairs: time the cross-correlation on every K-th window only and scale its time "
                              "by K (long archives); the recall of its repeats is then not measured, that of the "
@@ -456,7 +469,8 @@ def main() -> int:
     steim_size = steim.stat().st_size
     hours = sum(tr.stats.npts for tr in day) / 40 / 3600
 
-    results = {"day": args.day, "channel_hours": hours, "templates": [name for name, _ in tpls],
+    results = {"day": args.day, "tokenized": "band-passed day" if args.tokenize_band else "day",
+               "channel_hours": hours, "templates": [name for name, _ in tpls],
                "variants": [variant_label(v) for v in variants],
                "steim2_bytes_40hz": steim_size, "original_file_bytes": original_size, "original_rates_hz": rates,
                "snr": []}
@@ -485,8 +499,10 @@ def main() -> int:
         injected.write(str(folder / "day.mseed"), format="MSEED", encoding="FLOAT32")
         for tr in injected:
             tr.data = tr.data.astype(np.float64)
+        # --tokenize-band: tokens of the band-passed day (`eqcodec tokenize --bandpass 1-8`)
+        prep = Preprocessing(bandpass=(1.0, 8.0)) if args.tokenize_band else None
         t = time.time()
-        tokenize([str(folder / "day.mseed")], folder / "corpus", num_proc=1, progress=False)
+        tokenize([str(folder / "day.mseed")], folder / "corpus", prep=prep, num_proc=1, progress=False)
         tokenize_s = time.time() - t
         row = {"snr_db": snr, "tokenize_s": round(tokenize_s, 1), "indexes": {},
                "injections": [{"template": tpls[w][0], "starttime": str(when)} for w, when in truth]}

@@ -19,7 +19,7 @@ from tokenized_data.augment import Augmentation
 from tokenized_data.prepare import Preprocessing
 from tokenized_data.writer import tokenize
 
-from .types import positive_int
+from .types import band_hz, positive_int
 
 
 def available_cpus() -> int:
@@ -62,6 +62,11 @@ def build_parser(parser) -> None:
                               "gaps are not (default: %(default)s)")
     windows.add_argument("--allow-clipped", action="store_true",
                          help="tokenize clipped windows too (default: skip and count them)")
+    windows.add_argument("--bandpass", type=band_hz, default=None, metavar="LOW-HIGH",
+                         help="band-pass every trace (zero-phase 4-pole Butterworth, at 40 Hz) before encoding, "
+                              "e.g. 1-8: a corpus for `eqcodec index` on quiet broadband stations, whose 1-8 Hz "
+                              "band can lie under the codec's error otherwise (docs/search.md); not for LM "
+                              "corpora (default: none)")
     augment = parser.add_argument_group("augmentation (LM training corpora; tokenized_data.augment)")
     augment.add_argument("--augment-copies", type=positive_int, default=1, metavar="R",
                          help="also write R - 1 seeded augmented copies of every segment (band-pass, time "
@@ -100,7 +105,7 @@ def main(args) -> int:
     prep = Preprocessing(window_seconds=args.window_seconds,
                          hop_seconds=args.hop_seconds or args.window_seconds,
                          min_window_seconds=args.min_window_seconds,
-                         allow_clipped=args.allow_clipped, seed_id=args.seed_id,
+                         allow_clipped=args.allow_clipped, seed_id=args.seed_id, bandpass=args.bandpass,
                          augmentation=Augmentation(copies=args.augment_copies, seed=args.augment_seed,
                                                    noise_files=tuple(args.noise_files)))
     sds = {"root": args.sds, "start": args.start, "end": args.end} if args.sds else None

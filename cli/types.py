@@ -43,3 +43,15 @@ def fraction(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {value}")
     return value
+
+
+def band_hz(text: str) -> tuple[float, float]:
+    """argparse type: 'LOW-HIGH' in Hz, 0 < LOW < HIGH (e.g. 1-8)."""
+    parts = text.split("-")
+    try:
+        low, high = (float(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW-HIGH in Hz, e.g. 1-8, got {text!r}") from None
+    if not (0 < low < high and math.isfinite(high)):
+        raise argparse.ArgumentTypeError(f"expected 0 < LOW < HIGH, got {text!r}")
+    return low, high

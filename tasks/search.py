@@ -844,6 +844,10 @@ def build_index(corpora, out, *, add: bool = False, codec: str | None = None, in
             raise InputError(f"{path}: tokenized with codec {corpus.codec_id}, but {first} holds tokens of codec "
                              f"{wanted}; an index holds one codec's tokens (build another index, or retokenize)")
         check_codec(corpus, codec_model)
+        if band is not None and not corpus.metadata.get("preprocessing", {}).get("bandpass"):
+            log(f"note: {path} holds tokens of the traces as recorded; on a quiet broadband station the search "
+                f"band ({band[0]:g}-{band[1]:g} Hz) can lie under the codec's error there: tokens of the band-passed "
+                f"traces (`eqcodec tokenize --bandpass {band[0]:g}-{band[1]:g}`) keep it (docs/search.md)")
         loaded.append((path, corpus))
 
     # the shards to build: (name, corpus number, its pieces)

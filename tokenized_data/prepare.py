@@ -35,7 +35,7 @@ from codec.preprocess import (FRAME_LENGTH, MIN_SAMPLING_RATE, SAMPLING_RATE, In
                               check_samples, check_sampling_rate, check_trace_header, detrend_and_resample,
                               is_clipped, trace_label)
 
-from .augment import Augmentation
+from .augment import Augmentation, bandpass
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,10 @@ class Preprocessing:
     allow_clipped: bool = False
     seed_id: str = "*"
     augmentation: Augmentation = Augmentation()  # copies: 1 = the recordings only
+    # (low, high) Hz: every segment band-passed at 40 Hz before encoding. For a search corpus: on a quiet
+    # broadband station the search band (1-8 Hz) can hold 40-50 dB less power than the microseisms, under the
+    # codec's error, and only tokens of the band-passed trace keep it (docs/search.md). None for LM corpora.
+    bandpass: tuple | None = None
 
     def __post_init__(self):
         if self.hop_seconds is None:
@@ -66,6 +70,15 @@ class Preprocessing:
         if self.min_window_seconds > self.window_seconds:
             raise InputError(f"min-window-seconds ({self.min_window_seconds}) is longer than "
                              f"window-seconds ({self.window_seconds})")
+        if self.bandpass is not None:
+            try:
+                low, high = (float(v) for v in self.bandpass)
+            except (TypeError, ValueError):
+                raise InputError(f"bandpass must be (low, high) in Hz, got {self.bandpass!r}") from None
+            if not (0 < low < high < SAMPLING_RATE / 2):
+                raise InputError(f"bandpass must satisfy 0 < low < high < {SAMPLING_RATE / 2:g} Hz (the codec's "
+                                 f"Nyquist), got {low:g}-{high:g} Hz")
+            object.__setattr__(self, "bandpass", (low, high))
 
     def describe(self) -> dict:
         """The parameters and the fixed steps, as stored in the corpus metadata (JSON types only)."""
@@ -84,6 +97,9 @@ class Preprocessing:
             "windows": "whole frames; start at multiples of hop within a segment; "
                        "a last shorter window kept if >= min_window_seconds",
             "window_checks": "constant windows skipped; clipped windows skipped unless allow_clipped",
+            "band_pass": "none" if self.bandpass is None else
+                         "zero-phase 4-pole Butterworth (tokenized_data.augment.bandpass) of every segment at 40 Hz, "
+                         "before windows are cut",
         }
 
 
@@ -197,6 +213,8 @@ def _segment_from_piece(piece, prep: Preprocessing, report: Report) -> Segment |
     check_samples(data, label, allow_clipped=True)  # constant trace; clipping is checked per window
     raw = data.astype(np.float64)
     samples, _ = detrend_and_resample(raw, stats.sampling_rate, label)
+    if prep.bandpass is not None:
+        samples = bandpass(samples, *prep.bandpass)
     report.input_seconds += duration
     return Segment(stats.network, stats.station, stats.location, stats.channel,
                    stats.starttime, float(stats.sampling_rate), raw, samples)
