@@ -77,14 +77,17 @@ def prepare(work: Path, count: int, progress: bool = False) -> list[dict]:
     return days
 
 
-def prepare_channel(work: Path, days: list[dict], sizes: list[int], progress: bool = False) -> tuple[list, dict]:
+def prepare_channel(work: Path, days: list[dict], sizes: list[int], progress: bool = False,
+                    band=None) -> tuple[list, dict]:
     """--layout channel: the same channel-days as consecutive days of ONE channel (XX.ARCH..BHZ, from
     2020-01-01, at 40 Hz: the 20 Hz days resampled), as an archive holds a station's month; each archive size
     tokenized into one corpus (as `eqcodec tokenize --sds` makes one for a span). -> (days as prepare()
-    gives them, {size: corpus folder}), cached in work/channel."""
+    gives them, {size: corpus folder}), cached in work/channel. band: (low, high) Hz to tokenize the band-passed
+    days (`eqcodec tokenize --bandpass`), into corpora of their own."""
     import obspy
 
     from tokenized_data import tokenize
+    from tokenized_data.prepare import Preprocessing
 
     base, out = obspy.UTCDateTime("2020-01-01"), []
     for k, day in enumerate(days):
@@ -106,9 +109,10 @@ def prepare_channel(work: Path, days: list[dict], sizes: list[int], progress: bo
         out.append({**day, "name": f"{k:02d}-ARCH", "mseed": mseed})
     corpora = {}
     for n in sizes:
-        corpus = work / "channel" / "corpora" / f"days-{n}"
+        corpus = work / "channel" / "corpora" / (f"days-{n}" + ("-band-passed" if band else ""))
         if not (corpus / "dataset_info.json").is_file():
-            tokenize([str(d["mseed"]) for d in out[:n]], corpus, num_proc=1, progress=progress, overwrite=True)
+            tokenize([str(d["mseed"]) for d in out[:n]], corpus, prep=Preprocessing(bandpass=band) if band else None,
+                     num_proc=1, progress=progress, overwrite=True)
         corpora[n] = corpus
     return out, corpora
 
@@ -217,6 +221,8 @@ def main() -> int:
                         help="windows retrieved per query vector in each shard (default: the search's own)")
     parser.add_argument("--candidates", type=int, default=None,
                         help="proposals re-ranked per query (default: the search's own)")
+    parser.add_argument("--tokenize-band", action="store_true",
+                        help="--layout channel: tokenize the band-passed days (`eqcodec tokenize --bandpass 1-8`)")
     parser.add_argument("--layout", choices=("day", "channel"), default="day",
                         help="day: every channel-day its own corpus and shard (other station codes beyond 8 days); "
                              "channel: the days as consecutive days of one channel, one corpus and shard per "
@@ -230,7 +236,7 @@ def main() -> int:
     days = prepare(work, max(sizes))
     channel_corpora = None
     if args.layout == "channel":
-        days, channel_corpora = prepare_channel(work, days, sizes)
+        days, channel_corpora = prepare_channel(work, days, sizes, band=(1.0, 8.0) if args.tokenize_band else None)
     fresh = work / "tokenize-timing"
     shutil.rmtree(fresh, ignore_errors=True)
     t = time.time()
@@ -305,6 +311,7 @@ def main() -> int:
                                     + ("one per channel-day here)" if args.layout == "day" else
                                        "one channel: one corpus and one shard per archive)"),
                            "layout": args.layout,
+                           "tokens": "band-passed days (1-8 Hz)" if args.tokenize_band else "the days as recorded",
                            "neighbours_per_query_vector": args.neighbours or "the search default",
                            "candidates": args.candidates or "the search default",
                            "templates": [f"{t.id} {t.stats.starttime} (10 s)" for t in templates],
