@@ -941,7 +941,8 @@ def build_index(corpora, out, *, add: bool = False, codec: str | None = None, in
     all_pieces = pd.concat(([old.pieces[PIECE_COLUMNS]] if old is not None else []) + [p for _, _, p in plan],
                            ignore_index=True)
     corpora_meta = (old.metadata["corpora"] if old is not None else []) + [
-        {"path": str(p.resolve()), **_corpus_fingerprint(c), "channel_hours": c.counts()["channel_hours"]}
+        {"path": str(p.resolve()), **_corpus_fingerprint(c), "channel_hours": c.counts()["channel_hours"],
+         "bandpass": c.metadata.get("preprocessing", {}).get("bandpass")}  # band-passed before coding (or None)
         for p, c in loaded]
     byte_counts = {"quantizer.faiss": quantizer_path.stat().st_size if old is None else
                    old.metadata["bytes"]["quantizer.faiss"]}
@@ -1272,6 +1273,13 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
     if not np.any(filtered):
         raise InputError(f"{tpl.label}: nothing left of the template in the index's band {band} Hz")
     notes = list(tpl.notes)
+    prefiltered = [c.get("bandpass") for c in index.metadata["corpora"]]
+    if band is not None and all(p is not None and tuple(p) == band for p in prefiltered):
+        # the archive was band-passed before coding (`tokenize --bandpass`) and its decoded samples again: the
+        # template gets the same filter twice, or a true match scores lower (0.89 instead of 0.98 over a month)
+        filtered = bandpass(filtered, band)
+        notes.append(f"the index's corpora were tokenized band-passed ({band[0]:g}-{band[1]:g} Hz): the template "
+                     "is band-passed twice, as the archive was")
     if tpl.seconds < params["window_seconds"]:
         notes.append(f"template shorter than the index's {params['window_seconds']} s windows: its coarse "
                      "query is zero-padded (the re-rank uses the template as it is)")

@@ -434,3 +434,35 @@ def test_partial_sort_of_proposals_equals_a_full_sort():
     values = rng.integers(0, 50, size=5000).astype(float)  # many ties
     for m in (1, 7, 300, 4999, 5000, 6000):
         np.testing.assert_array_equal(_largest(values, m), np.argsort(-values, kind="stable")[:m])
+
+
+def test_a_band_passed_archive_is_searched_with_a_template_filtered_as_it_was(tmp_path, monkeypatch):
+    """An index of corpora tokenized band-passed in its own band (`eqcodec tokenize --bandpass 1-8`) holds
+    samples filtered twice (before coding, and after decoding): the template is filtered twice too, which
+    scores the true match higher than filtering it once, and the notes say so."""
+    import obspy
+
+    import tasks.search as S
+    from tokenized_data import tokenize
+    from tokenized_data.prepare import Preprocessing
+
+    waveform = noise_with_event(tmp_path / "day.mseed", 70.35)
+    tokenize([str(waveform)], tmp_path / "corpus", prep=Preprocessing(bandpass=(1, 8)), num_proc=1, progress=False)
+    S.build_index([tmp_path / "corpus"], tmp_path / "index", progress=False)
+    snippet = event_snippet()
+    snippet.write(str(tmp_path / "snippet.mseed"), format="MSEED")
+    twice = S.search(tmp_path / "snippet.mseed", tmp_path / "index", top=3)
+    assert "band-passed twice" in " ".join(twice.attrs["notes"])
+    assert abs(obspy.UTCDateTime(twice.starttime[0]) - (obspy.UTCDateTime(T0) + 70.35)) <= 0.05
+    # the same index read as if its corpora had not been band-passed: the template filtered once
+    load = S.load_index
+
+    def as_unfiltered(path):
+        index = load(path)
+        for corpus in index.metadata["corpora"]:
+            corpus["bandpass"] = None
+        return index
+    monkeypatch.setattr(S, "load_index", as_unfiltered)
+    once = S.search(tmp_path / "snippet.mseed", tmp_path / "index", top=3)
+    assert "band-passed twice" not in " ".join(once.attrs["notes"])
+    assert once.starttime[0] == twice.starttime[0] and twice.score[0] > once.score[0], (twice.score[0], once.score[0])
