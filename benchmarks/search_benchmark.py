@@ -271,8 +271,8 @@ def run_all_pairs(args) -> dict:
     folder.mkdir()
     trace.data = trace.data.astype(np.float32)
     trace.write(str(folder / "cut.mseed"), format="MSEED", encoding="FLOAT32")
-    # --pairs-tokenize-band: tokens of the band-passed trace (`eqcodec tokenize --bandpass 1-8`)
-    prep = Preprocessing(bandpass=band) if args.pairs_tokenize_band else None
+    # --tokenize-band: tokens of the band-passed trace (`eqcodec tokenize --bandpass 1-8`)
+    prep = Preprocessing(bandpass=band) if args.tokenize_band else None
     t = time.time()
     tokenize([str(folder / "cut.mseed")], folder / "corpus", prep=prep, num_proc=1, progress=False)
     tokenize_s = time.time() - t
@@ -322,7 +322,7 @@ def run_all_pairs(args) -> dict:
     ref_ta = np.array([r[0] for r in repeats]), np.array([r[1] for r in repeats])
     ref_lag = np.array([r[2] for r in repeats])
     tpl_s = len(tpls[0][1]) / 40.0
-    result = {"day": args.day, "channel": trace.id, "tokenized": "band-passed trace" if args.pairs_tokenize_band
+    result = {"day": args.day, "channel": trace.id, "tokenized": "band-passed trace" if args.tokenize_band
               else "trace", "channel_hours": round(n / 40 / 3600, 3), "band_hz": band,
               "templates": [name for name, _ in tpls], "injections_per_template": args.injections,
               "snr_db": args.pairs_snr, "threshold": tau, "neighbours": args.pairs_neighbours,
@@ -429,11 +429,9 @@ def main() -> int:
                         help="--all-pairs: index type (default: %(default)s, as `eqcodec index` chooses: pqfs for "
                              "3 h at a 1-s hop, the measurement of search_all_pairs_3h.json; flat: exact)")
     parser.add_argument("--tokenize-band", action="store_true",
-                        help="tokenize the band-passed day (1-8 Hz) instead of the day itself, so that the codec "
-                             "spends its bits in the search band (the matched filter is unchanged)")
-    parser.add_argument("--pairs-tokenize-band", action="store_true",
-                        help="--all-pairs: tokenize the band-passed trace (1-8 Hz) instead of the trace itself, so "
-                             "that the codec spends its bits in the search band (the reference is unchanged)")
+                        help="tokenize the band-passed day (1-8 Hz, `eqcodec tokenize --bandpass`) instead of the "
+                             "day itself, so that the codec spends its bits in the search band (the matched filter "
+                             "and the all-pairs reference are unchanged)")
     parser.add_argument("--pairs-cc-every", type=int, default=1,
                         help="--all-pairs: time the cross-correlation on every K-th window only and scale its time "
                              "by K (long archives); the recall of its repeats is then not measured, that of the "

@@ -497,6 +497,12 @@ def _corpus_fingerprint(corpus) -> dict:
     return {"rows": len(corpus.dataset), "fingerprint": getattr(corpus.dataset, "_fingerprint", None)}
 
 
+def _corpus_band(corpus):
+    """The band (low, high) Hz a corpus was band-passed in before coding (`tokenize --bandpass`), or None."""
+    band = corpus.metadata.get("preprocessing", {}).get("bandpass")
+    return tuple(band) if band else None
+
+
 def _load_corpus(path, expected: dict | None = None):
     """A corpus of the index (its fingerprint checked when `expected` is given)."""
     from tokenized_data import load_tokenized
@@ -844,7 +850,7 @@ def build_index(corpora, out, *, add: bool = False, codec: str | None = None, in
             raise InputError(f"{path}: tokenized with codec {corpus.codec_id}, but {first} holds tokens of codec "
                              f"{wanted}; an index holds one codec's tokens (build another index, or retokenize)")
         check_codec(corpus, codec_model)
-        if band is not None and not corpus.metadata.get("preprocessing", {}).get("bandpass"):
+        if band is not None and _corpus_band(corpus) is None:
             log(f"note: {path} holds tokens of the traces as recorded; on a quiet broadband station the search "
                 f"band ({band[0]:g}-{band[1]:g} Hz) can lie under the codec's error there: tokens of the band-passed "
                 f"traces (`eqcodec tokenize --bandpass {band[0]:g}-{band[1]:g}`) keep it (docs/search.md)")
@@ -942,7 +948,7 @@ def build_index(corpora, out, *, add: bool = False, codec: str | None = None, in
                            ignore_index=True)
     corpora_meta = (old.metadata["corpora"] if old is not None else []) + [
         {"path": str(p.resolve()), **_corpus_fingerprint(c), "channel_hours": c.counts()["channel_hours"],
-         "bandpass": c.metadata.get("preprocessing", {}).get("bandpass")}  # band-passed before coding (or None)
+         "bandpass": _corpus_band(c)}
         for p, c in loaded]
     byte_counts = {"quantizer.faiss": quantizer_path.stat().st_size if old is None else
                    old.metadata["bytes"]["quantizer.faiss"]}
@@ -1703,10 +1709,9 @@ def _best_partners(windows, partners, scores, locate, separation: float, neighbo
     partners = np.asarray(partners, np.int64)
     if partners.size and int(partners.max()) >= 2**32 - 1:  # a key holds a partner in 32 bits
         return _best_partners_by_lexsort(windows, partners, scores, locate, separation, neighbours)
-    worst = np.uint64(0xFFFFFFFF)
-    low = np.uint64(0xFFFFFFFF)
+    low = np.uint64(0xFFFFFFFF)  # the low half of a key; as a reversed score key, worse than any score
     # the partner (+1: none is 0) in the high half, the score's key reversed (best first) in the low half
-    desc = worst - _score_keys(scores).astype(np.uint64)
+    desc = low - _score_keys(scores).astype(np.uint64)
     keys = np.sort(((partners + 1).astype(np.uint64) << np.uint64(32)) | desc, axis=1)
     b = (keys >> np.uint64(32)).astype(np.int64) - 1
     desc = keys & low
@@ -1714,13 +1719,13 @@ def _best_partners(windows, partners, scores, locate, separation: float, neighbo
     drop = (b < 0) | ((ca[:, None] == cb) & (np.abs(ta[:, None] - tb) < separation - 1e-6))
     drop[:, 1:] |= b[:, 1:] == b[:, :-1]  # a partner's repeats follow its best score
     # then the score (reversed: best first) in the high half, the partner in the low half; dropped: worst
-    keys = np.sort((np.where(drop, worst, desc) << np.uint64(32)) | (b + 1).astype(np.uint64), axis=1)
+    keys = np.sort((np.where(drop, low, desc) << np.uint64(32)) | (b + 1).astype(np.uint64), axis=1)
     keys = keys[:, :neighbours]
     desc = keys >> np.uint64(32)
-    keep = desc != worst
+    keep = desc != low
     rows = np.broadcast_to(np.arange(len(windows))[:, None], keep.shape)[keep]
     b = (keys & low).astype(np.int64)[keep] - 1
-    s = _scores_of_keys((worst - desc[keep]).astype(np.uint32))
+    s = _scores_of_keys((low - desc[keep]).astype(np.uint32))
     cb, tb = locate(b)
     return (np.asarray(windows)[rows], b, s, ta[rows], tb, ca[rows], cb)
 
