@@ -17,8 +17,9 @@ are refused, and nothing is written.
 
 --all-pairs takes no template (FAST's use case): every indexed 4-s window
 (also taken 25 ms to 0.5 s later, every sample) is looked up among its nearest FAISS neighbours,
-those on the same trace closer than --min-separation seconds (self-matches and
-their shifts) dropped, its --neighbours best partners kept, (a, b) and (b, a)
+those on the same station closer than --min-separation seconds (self-matches,
+their shifts, and the same arrival on the station's other components or
+sensors) dropped, its --neighbours best partners kept, (a, b) and (b, a)
 merged, and the runs of pairs of one repeat grouped and ranked by their summed
 similarity; the best groups are re-ranked by the normalized cross-correlation
 of window a with the archive decoded from all codebooks around window b, at
@@ -86,8 +87,8 @@ def build_parser(parser) -> None:
                         help="proposals of the FAISS stage re-ranked (default: max(1000, 20 x top); with "
                              "--all-pairs, clusters of pairs: max(2000, 4 x indexed windows, 20 x top))")
     search.add_argument("--min-separation", type=positive_float, default=None, metavar="SECONDS",
-                        help="--all-pairs: windows of one trace closer than this are not a pair (default: the "
-                             "index's window, 4 s)")
+                        help="--all-pairs: windows of one station (network.station: any of its channels) closer "
+                             "than this are not a pair (default: the index's window, 4 s)")
     search.add_argument("--min-significance", type=positive_float, default=None, metavar="M",
                         help="--all-pairs: list only pairs whose score is >= M x the MAD of window a's correlation "
                              "with its hour of the archive (e.g. 8, as a matched filter counts detections; "

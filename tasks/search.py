@@ -65,8 +65,10 @@ All pairs (`all_pairs`, `eqcodec search --all-pairs`; FAST's use case, no templa
 1. Coarse. Every indexed window, also taken 1 to 20 samples (25 ms to half a hop) later (made from the
    decoded samples as the index's vectors are: a pair off the hop grid meets within half a sample), is
    searched for its nearest vectors in every shard, PAIR_BATCH windows at a time (memory
-   bounded by a batch, PAIR_SHARD_CACHE shards and a pool of pairs). Partners on the same trace closer than
-   `min_separation` (default: the window, 4 s: self-matches and their shifts) are dropped; each window keeps
+   bounded by a batch, PAIR_SHARD_CACHE shards and a pool of pairs). Partners on the same station (network and
+   station code: the window's own trace, the other components and sensors there) closer than `min_separation`
+   (default: the window, 4 s: self-matches, their shifts, the same arrival on another component) are dropped;
+   each window keeps
    its `neighbours` (10) best partners; (a, b) and (b, a) are one pair (a: the earlier window on one trace,
    else the smaller trace id). Pairs of one repeat (runs of neighbouring windows: the same two traces, first
    windows within one hop and time offsets within one hop of each other, chained) form a cluster, ranked by
@@ -1696,19 +1698,20 @@ def _scores_of_keys(keys: np.ndarray) -> np.ndarray:
     return np.where(keys & np.uint32(0x80000000), keys ^ np.uint32(0x80000000), ~keys).view(np.float32)
 
 
-def _best_partners(windows, partners, scores, locate, separation: float, neighbours: int):
+def _best_partners(windows, partners, scores, locate, separation: float, neighbours: int, sites=None):
     """Each window's `neighbours` best partners, row by row (a row: one window's neighbours over all its
     shifts and shards). windows [W]; partners [W, C] (window numbers, -1 where none), scores [W, C].
-    Partners on the window's own trace within `separation` s dropped, each partner kept once (its best
-    score). locate: window numbers -> (trace codes, times in s). -> flat arrays a, b, s, t_a, t_b, trace_a,
-    trace_b of the pairs kept, ordered by window, then by score (best first), then by partner.
+    Partners on the window's own site within `separation` s dropped (sites: trace code -> site code, e.g. its
+    station; None: each trace its own), each partner kept once (its best score). locate: window numbers ->
+    (trace codes, times in s). -> flat arrays a, b, s, t_a, t_b, trace_a, trace_b of the pairs kept, ordered
+    by window, then by score (best first), then by partner.
 
     Two sorts of one 64-bit key per entry (partner and score in one integer: numpy sorts those far faster
     than it sorts by two keys): by partner, its best score first, to keep each partner once; then by
     score, the smaller partner first among equal scores, for the best `neighbours`."""
     partners = np.asarray(partners, np.int64)
     if partners.size and int(partners.max()) >= 2**32 - 1:  # a key holds a partner in 32 bits
-        return _best_partners_by_lexsort(windows, partners, scores, locate, separation, neighbours)
+        return _best_partners_by_lexsort(windows, partners, scores, locate, separation, neighbours, sites)
     low = np.uint64(0xFFFFFFFF)  # the low half of a key; as a reversed score key, worse than any score
     # the partner (+1: none is 0) in the high half, the score's key reversed (best first) in the low half
     desc = low - _score_keys(scores).astype(np.uint64)
@@ -1716,7 +1719,8 @@ def _best_partners(windows, partners, scores, locate, separation: float, neighbo
     b = (keys >> np.uint64(32)).astype(np.int64) - 1
     desc = keys & low
     (ca, ta), (cb, tb) = locate(windows), locate(np.maximum(b, 0))
-    drop = (b < 0) | ((ca[:, None] == cb) & (np.abs(ta[:, None] - tb) < separation - 1e-6))
+    sa, sb = (ca, cb) if sites is None else (sites[ca], sites[cb])
+    drop = (b < 0) | ((sa[:, None] == sb) & (np.abs(ta[:, None] - tb) < separation - 1e-6))
     drop[:, 1:] |= b[:, 1:] == b[:, :-1]  # a partner's repeats follow its best score
     # then the score (reversed: best first) in the high half, the partner in the low half; dropped: worst
     keys = np.sort((np.where(drop, low, desc) << np.uint64(32)) | (b + 1).astype(np.uint64), axis=1)
@@ -1730,13 +1734,14 @@ def _best_partners(windows, partners, scores, locate, separation: float, neighbo
     return (np.asarray(windows)[rows], b, s, ta[rows], tb, ca[rows], cb)
 
 
-def _best_partners_by_lexsort(windows, partners, scores, locate, separation: float, neighbours: int):
+def _best_partners_by_lexsort(windows, partners, scores, locate, separation: float, neighbours: int, sites=None):
     """_best_partners for partners numbered beyond 32 bits: the same pairs, by lexsort and argsort."""
     valid = partners >= 0
     b = np.where(valid, partners, 0)
     (ca, ta), (cb, tb) = locate(windows), locate(b)
     ca, ta = ca[:, None], ta[:, None]
-    drop = ~valid | ((ca == cb) & (np.abs(ta - tb) < separation - 1e-6))
+    sa, sb = (ca, cb) if sites is None else (sites[ca], sites[cb])
+    drop = ~valid | ((sa == sb) & (np.abs(ta - tb) < separation - 1e-6))
     b = np.where(valid, b, -1)
     order = np.lexsort((-scores, b), axis=1)  # by partner, its best score first: a partner's repeats follow it
     b, scores, drop, tb, cb = (np.take_along_axis(x, order, axis=1) for x in (b, scores, drop, tb, cb))
@@ -1778,8 +1783,9 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
 
     Coarse stage: every indexed window is searched for its nearest neighbours in the FAISS index (in
     batches of PAIR_BATCH windows; a large pqfs shard through inverted lists of its codes made for the
-    search, `SearchIndex.pair_searchable`), neighbours on the same trace closer than `min_separation` seconds
-    (default: the index's window, 4 s; self-matches and their shifts) dropped; each window is also queried
+    search, `SearchIndex.pair_searchable`), neighbours on the same station (network.station: the window's own
+    trace and the station's other components and sensors) closer than `min_separation` seconds (default: the
+    index's window, 4 s; self-matches, their shifts and the same arrival on another component) dropped; each window is also queried
     25 ms to half a hop later (every sample, from the decoded samples) so that a pair off the hop grid
     meets; each window keeps its `neighbours` best partners; (a, b) and (b, a) are one pair, and the pairs of one
     repeat (runs of neighbouring windows: pairs of the same two traces whose first windows lie within one
@@ -1816,8 +1822,13 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
         raise InputError(f"{index.path}: {n} window(s) indexed; all-pairs needs at least 2")
     wanted = candidates or max(DEFAULT_PAIR_CANDIDATES, int(PAIR_CANDIDATES_PER_SECOND * n * hop), 20 * (top or 0))
     pool_limit = min(PAIR_POOL_FACTOR * wanted, PAIR_POOL_LIMIT)
-    _, trace_codes = np.unique(np.asarray(index.pieces.trace_id, dtype=str), return_inverse=True)
+    traces, trace_codes = np.unique(np.asarray(index.pieces.trace_id, dtype=str), return_inverse=True)
     piece_trace_code = np.asarray(trace_codes, np.int64).ravel()
+    # each trace's station (network.station): a window's partners there within `separation` s are the window
+    # itself, its shifts, or the same arrival on another component or sensor, not a repeat
+    _, sites = np.unique([".".join(t.split(".")[:2]) for t in traces.tolist()], return_inverse=True)
+    sites = np.asarray(sites, np.int64).ravel()
+    traces_per_site = int(np.bincount(sites).max())
     piece_t0 = np.asarray(index.pieces.t0, np.float64)
 
     def locate(v):
@@ -1825,7 +1836,8 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
         p = index.piece_of(v)
         return piece_trace_code[p], piece_t0[p] + index.frame_of(v, p)
 
-    k = int(min(n, neighbours + 2 * math.ceil(separation / hop) + 1))
+    # room for the neighbours dropped as too near on the window's own station: each of its traces may hold them
+    k = int(min(n, neighbours + traces_per_site * (2 * math.ceil(separation / hop) + 1)))
     # window a is also taken s samples (25 ms) later, up to half a hop: a repeat off the hop grid then meets
     # one of them within half a sample (shifting the 20-Hz vectors instead leaves up to 25 ms, which costs a
     # 5-8 Hz repeat much of its correlation)
@@ -1894,7 +1906,7 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
             found_s.append(scores.reshape(len(shifts), len(windows), kk).transpose(1, 0, 2).reshape(len(windows), -1))
         a, b, s, ta, tb, ca, cb = _best_partners(windows, np.concatenate(found_b, axis=1),
                                                  np.concatenate(found_s, axis=1), locate,
-                                                 separation, neighbours)
+                                                 separation, neighbours, sites)
         swap = (cb < ca) | ((cb == ca) & (tb < ta))
         a, b = np.where(swap, b, a), np.where(swap, a, b)
         seen += len(a)
@@ -1905,7 +1917,7 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
     pool_a, pool_b, pool_s = shrink(pool_a, pool_b, pool_s, pool_limit)
     notes = [f"{n} windows, each at {len(shifts)} shifts of {1000 / SAMPLING_RATE:g} ms, searched for {k} neighbours: "
              f"{seen} pairs (each window's {neighbours} best partners, none within {separation:g} s on its own "
-             f"trace), {len(pool_a)} distinct pairs pooled"]
+             f"station), {len(pool_a)} distinct pairs pooled"]
     if listed:
         notes.append(f"{len(listed)} of {len(index.shards)} shards searched through inverted lists of their codes "
                      f"({', '.join(sorted({f'{lists} lists, {probes} probed' for lists, probes in listed.values()}))})")
@@ -1940,8 +1952,9 @@ def all_pairs(index_path, *, top: int | None = None, min_score: float | None = N
             lags, scores = ncc_best_batch(chunks.spans(pb[at], lo[at], int(length)), windows[sel])
             t_a = piece_t0[pa[at]] + a0[at] / SAMPLING_RATE
             t_b = piece_t0[pb[at]] + (lo[at] + lags) / SAMPLING_RATE
-            # a pair the re-rank slid onto a's own window is dropped
-            own = (piece_trace_code[pa[at]] == piece_trace_code[pb[at]]) & (np.abs(t_b - t_a) < separation - 1e-6)
+            # a pair the re-rank slid onto a's own window (or its station's same moment) is dropped
+            own = (sites[piece_trace_code[pa[at]]] == sites[piece_trace_code[pb[at]]]) & \
+                (np.abs(t_b - t_a) < separation - 1e-6)
             for name, values in zip(columns, (scores, pair[at], pa[at], pb[at], t_a, t_b)):
                 columns[name].append(values[~own])
     score, pair, pa, pb, t_a, t_b = (np.concatenate(v) if v else np.zeros(0) for v in columns.values())

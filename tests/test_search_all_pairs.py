@@ -19,7 +19,7 @@ REPEATS = {"REP": (40.35, 110.6, 185.1), "REQ": (60.85,)}
 SAMPLE = 1 / 40
 
 
-def noise_with_repeats(path, times, *, station, seconds=SECONDS, seed=1):
+def noise_with_repeats(path, times, *, station, channel="HHZ", seconds=SECONDS, seed=1):
     """Coloured noise at 100 Hz with the 8-s event snippet added at each of `times`; written to miniSEED."""
     import obspy
 
@@ -31,7 +31,7 @@ def noise_with_repeats(path, times, *, station, seconds=SECONDS, seed=1):
         i = int(round(t * FS))
         data[i:i + snippet.stats.npts] += snippet.data
     trace = obspy.Trace(data.astype(np.float32), header={
-        "network": "XX", "station": station, "channel": "HHZ", "sampling_rate": FS,
+        "network": "XX", "station": station, "channel": channel, "sampling_rate": FS,
         "starttime": obspy.UTCDateTime(T0)})
     trace.write(str(path), format="MSEED")
     return path
@@ -103,6 +103,38 @@ def test_self_overlaps_are_excluded_and_options_apply(repeats):
     one_trace = far[far.trace_id_a == far.trace_id_b]
     assert len(one_trace) == 1
     assert abs(one_trace.lag_seconds.iloc[0] - (185.1 - 40.35)) < SAMPLE / 2 + 1e-6
+
+
+def test_the_same_arrival_on_another_channel_of_the_station_is_not_a_pair(tmp_path):
+    """Two components of one station hold the event at the same times: their same-moment pair is the same
+    arrival, not a repeat (dropped within the separation); the repeat across components (another time) and
+    the near-simultaneous arrival at another station are listed."""
+    import obspy
+
+    from tasks.search import all_pairs, build_index
+    from tokenized_data import tokenize
+
+    layout = (("REP", "HHZ", (40.35, 110.6)), ("REP", "HHN", (40.35, 110.6)), ("REQ", "HHZ", (42.35,)))
+    files = [str(noise_with_repeats(tmp_path / f"{station}.{channel}.mseed", times, station=station,
+                                    channel=channel, seed=seed))
+             for seed, (station, channel, times) in enumerate(layout, start=1)]
+    tokenize(files, tmp_path / "corpus", num_proc=1, progress=False)
+    build_index([tmp_path / "corpus"], tmp_path / "index", progress=False)
+    pairs = all_pairs(tmp_path / "index", min_score=0.8)
+    station = lambda ids: ids.str.split(".").str[1]  # noqa: E731
+    same_station = (station(pairs.trace_id_a) == station(pairs.trace_id_b)).to_numpy()
+    assert (np.abs(pairs.lag_seconds.to_numpy()[same_station]) >= 4.0 - 1e-6).all(), pairs
+    t0 = obspy.UTCDateTime(T0)
+    ta = np.array([obspy.UTCDateTime(t) - t0 for t in pairs.starttime_a])
+
+    def listed(id_a, id_b, a, lag):
+        return bool(((pairs.trace_id_a == id_a) & (pairs.trace_id_b == id_b) & (ta > a - 4) & (ta < a + 8)
+                     & (np.abs(pairs.lag_seconds - lag) < SAMPLE / 2 + 1e-6)).any())
+
+    assert listed("XX.REP..HHN", "XX.REP..HHZ", 40.35, 110.6 - 40.35)  # the repeat, across components
+    assert listed("XX.REP..HHN", "XX.REP..HHN", 40.35, 110.6 - 40.35)
+    assert listed("XX.REP..HHZ", "XX.REQ..HHZ", 40.35, 2.0)  # another station, 2 s later: kept
+    assert not listed("XX.REP..HHN", "XX.REP..HHZ", 40.35, 0.0)
 
 
 def test_cli_writes_the_pairs_csv(repeats, tmp_path):
