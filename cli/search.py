@@ -1,8 +1,13 @@
 """`eqcodec search`: find where a template waveform recurs in an indexed token archive,
 or (--all-pairs) list the pairs of similar windows within the archive.
 
-The template (one channel of any obspy-readable file, cut with --start/--end;
-resampled to 40 Hz when needed, with a note) is band-passed like the index; its
+The template (any obspy-readable file, cut with --start/--end; resampled to
+40 Hz when needed, with a note) is band-passed like the index; a template of
+several channels (the components of a station, stations of a network: all the
+file holds, or those --seed-id selects) is searched as a network matched
+filter: each channel on its own channel of the archive, their correlations
+averaged at the same shift, the channels' relative timing kept (the CSV then
+adds channels and channel_scores). Each channel's
 4-s windows (hopped by 2 s, the 8 loudest), each at 40 sub-second shifts, are
 looked up in the index's FAISS codes; the best proposals are re-ranked by the normalized cross-correlation of the
 whole template with the archive decoded from all codebooks, at every 25-ms
@@ -75,7 +80,11 @@ def build_parser(parser) -> None:
                      help="cut the template from T: seconds after its first sample, or a UTC time (default: its start)")
     tpl.add_argument("--end", default=None, metavar="T", help="cut the template up to T (default: its end)")
     tpl.add_argument("--seed-id", default="*", metavar="ID",
-                     help="the template's channel when the file holds several, e.g. BW.RJOB..EHZ (default: %(default)s)")
+                     help="the template's channels, e.g. BW.RJOB..EHZ for one, BW.RJOB..EH? for three (stacked; "
+                          "%(default)s: all the file holds) (default: %(default)s)")
+    tpl.add_argument("--same-channel", action="store_true",
+                     help="a one-channel template: search its own channel of the archive only (default: every "
+                          "channel; a template of several channels always meets its own channels)")
     search = parser.add_argument_group("search")
     search.add_argument("--all-pairs", action="store_true",
                         help="no template: list pairs of similar windows within the index (FAST's use case)")
@@ -105,7 +114,8 @@ def main(args) -> int:
         if args.template is not None:
             raise UsageError(f"--all-pairs takes no template (got {args.template!r})")
         given = [flag for flag, value in (("--plot", args.plot), ("--start", args.start), ("--end", args.end),
-                                          ("--seed-id", None if args.seed_id == "*" else args.seed_id)) if value]
+                                          ("--seed-id", None if args.seed_id == "*" else args.seed_id),
+                                          ("--same-channel", args.same_channel)) if value]
         if given:
             raise UsageError(f"{', '.join(given)}: template options, not used by --all-pairs")
         if len(args.index) > 1:
@@ -121,5 +131,5 @@ def main(args) -> int:
         raise UsageError("--min-separation, --min-significance and --neighbours apply to --all-pairs only")
     search_files(args.template, args.index, args.out, top=args.top or 10, min_score=args.min_score,
                  start=args.start, end=args.end, seed_id=args.seed_id, codec=args.codec, plot=args.plot,
-                 candidates=args.candidates)
+                 candidates=args.candidates, same_channel=args.same_channel)
     return 0

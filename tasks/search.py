@@ -3,6 +3,7 @@
     eqcodec index corpus-2024 corpus-2025 --out archive-index                # shards by station (default)
     eqcodec index corpus-2026 --out archive-index --add          # new shards (same codec and settings only)
     eqcodec search event.mseed --index archive-index --out matches.csv --top 20 --plot matches.png
+    eqcodec search event-3c.mseed --seed-id 'XX.STA..HH?' --index archive-index --out m.csv  # channels stacked
     eqcodec search --all-pairs --index archive-index --out pairs.csv --min-score 0.7   # no template
 
     from tasks.search import all_pairs, build_index, search
@@ -34,7 +35,8 @@ How it works, in two stages, from the tokens alone (no original samples needed):
    `shard.json`; one trained quantizer (`quantizer.faiss`) serves all shards and
    `index.json` lists them. A search holds one shard's codes at a time.
 2. Query. The template (one channel of any obspy-readable file, optionally cut
-   with `start`/`end`) is checked (gaps, NaN, too short or too long: refused),
+   with `start`/`end`; a template of several channels is searched channel by
+   channel and stacked: `run_network_search`) is checked (gaps, NaN, too short or too long: refused),
    resampled to 40 Hz as the codec's input (codec.preprocess), detrended and
    band-passed like the archive. Its 4-s windows hopped by 2 s (anchors; the 8
    loudest) are each taken at every 25-ms shift of one hop (80 shifts for a 2-s
@@ -1005,10 +1007,9 @@ def _time(value, reference):
                          "or UTC like 2010-05-27T16:24:33)") from None
 
 
-def prepare_template(template, *, start=None, end=None, seed_id: str = "*", source: str | None = None) -> Template:
-    """A path or obspy Stream/Trace -> Template (one channel; gaps, NaN and too short refused)."""
+def _template_stream(template, seed_id: str, source: str | None):
+    """A path or obspy Stream/Trace -> (its traces matching seed_id, a name for messages, their channel ids)."""
     import obspy
-    from scipy.signal import detrend
 
     if isinstance(template, (str, Path)):
         source = source or str(template)
@@ -1024,8 +1025,27 @@ def prepare_template(template, *, start=None, end=None, seed_id: str = "*", sour
     ids = sorted({tr.id for tr in stream})
     if not ids:
         raise InputError(f"{source}: no trace matches {seed_id!r}")
+    return stream, source, ids
+
+
+def prepare_templates(template, *, start=None, end=None, seed_id: str = "*",
+                      source: str | None = None) -> list[Template]:
+    """Every channel of a template (path or obspy Stream/Trace; `seed_id` selects) -> [Template], one per
+    channel in id order, each cut to start..end (seconds after the earliest channel's first sample, or UTC)."""
+    stream, source, ids = _template_stream(template, seed_id, source)
+    first = min(tr.stats.starttime for tr in stream)
+    start, end = (None if v is None else str(_time(v, first)) for v in (start, end))
+    return [prepare_template(stream.select(id=i), start=start, end=end, source=source) for i in ids]
+
+
+def prepare_template(template, *, start=None, end=None, seed_id: str = "*", source: str | None = None) -> Template:
+    """A path or obspy Stream/Trace -> Template (one channel; gaps, NaN and too short refused)."""
+    from scipy.signal import detrend
+
+    stream, source, ids = _template_stream(template, seed_id, source)
     if len(ids) > 1:
-        raise InputError(f"{source}: holds {len(ids)} channels ({', '.join(ids)}); choose one with --seed-id")
+        raise InputError(f"{source}: holds {len(ids)} channels ({', '.join(ids)}); choose one with --seed-id, "
+                         "or search them together (prepare_templates, run_network_search)")
     for trace in stream:
         check_numeric_samples(trace.data, f"{source}: {trace_label(trace)}")
     traces = contiguous_traces(stream, source)  # gaps refused, with the file named
@@ -1101,7 +1121,15 @@ def _equal_lengths(arrays) -> list[list[int]]:
 
 def ncc_best_batch(data: np.ndarray, template: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """[n, M] spans and one [L] template (or one per span, [n, L]) -> per span the best lag and its normalized
-    cross-correlation.
+    cross-correlation (`ncc_batch`'s maximum)."""
+    cc = ncc_batch(data, template)
+    best = np.argmax(cc, axis=-1)
+    return best, cc[np.arange(len(cc)), best]
+
+
+def ncc_batch(data: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """[n, M] spans and one [L] template (or one per span, [n, L]) -> [n, M - L + 1] normalized
+    cross-correlation at every lag.
 
     The same correlation as obspy's correlate_template(mode="valid", normalize="full", demean=True): the
     template demeaned, each data window normalized by its own demeaned energy; a window or template with no
@@ -1125,9 +1153,7 @@ def ncc_best_batch(data: np.ndarray, template: np.ndarray) -> tuple[np.ndarray, 
     template_energy = np.sum(t * t, axis=-1)
     denominator = np.sqrt(window_energy * (template_energy[:, None] if t.ndim == 2 else template_energy))
     tiny = 1e-12 * max(float(denominator.max(initial=0.0)), 1e-300)
-    cc = np.where(denominator > tiny, numerator / np.where(denominator > tiny, denominator, 1.0), 0.0)
-    best = np.argmax(cc, axis=-1)
-    return best, cc[np.arange(len(cc)), best]
+    return np.where(denominator > tiny, numerator / np.where(denominator > tiny, denominator, 1.0), 0.0)
 
 
 def _index_codec(index: SearchIndex, codec: str | None):
@@ -1230,15 +1256,34 @@ def _anchor_scores(index: SearchIndex, s: int, codes: np.ndarray, pieces: np.nda
     return total
 
 
+def _filtered_template(tpl: Template, index: SearchIndex) -> tuple[np.ndarray, list]:
+    """The template's samples band-passed as the index's decoded samples are -> (samples, notes for the user)."""
+    band = tuple(index.params["band"]) if index.params["band"] else None
+    filtered = bandpass(tpl.samples, band)
+    if not np.any(filtered):
+        raise InputError(f"{tpl.label}: nothing left of the template in the index's band {band} Hz")
+    notes = list(tpl.notes)
+    prefiltered = [c.get("bandpass") for c in index.metadata["corpora"]]
+    if band is not None and all(p is not None and tuple(p) == band for p in prefiltered):
+        # the archive was band-passed before coding (`tokenize --bandpass`) and its decoded samples again: the
+        # template gets the same filter twice, or a true match scores lower (0.89 instead of 0.98 over a month)
+        filtered = bandpass(filtered, band)
+        notes.append(f"the index's corpora were tokenized band-passed ({band[0]:g}-{band[1]:g} Hz): the template "
+                     "is band-passed twice, as the archive was")
+    return filtered, notes
+
+
 def run_search(template, index_path, *, top: int = 10, min_score: float | None = None, start=None, end=None,
                seed_id: str = "*", codec: str | None = None, candidates: int | None = None,
                neighbours: int | None = None, searched_anchors: int | None = None,
-               keep_waveforms: int = 0) -> SearchResult:
+               keep_waveforms: int = 0, trace_id: str | None = None) -> SearchResult:
     """The search, with what the figure needs; `search` returns its table only.
 
+    template: a file path, an obspy Stream/Trace (one channel: `prepare_template`) or a prepared Template.
     index_path: an index folder, or a list of them (e.g. one per machine or per network: each searched in
     turn, their matches merged by score; the scores are correlations on decoded samples, comparable across
-    indexes)."""
+    indexes). trace_id: search that channel of the archive only (a multi-channel template's channel,
+    `run_network_search`)."""
     import pandas as pd
 
     if isinstance(index_path, (list, tuple)):
@@ -1247,7 +1292,8 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
         if len(index_path) > 1:
             results = [run_search(template, p, top=top, min_score=min_score, start=start, end=end, seed_id=seed_id,
                                   codec=codec, candidates=candidates, neighbours=neighbours,
-                                  searched_anchors=searched_anchors, keep_waveforms=keep_waveforms)
+                                  searched_anchors=searched_anchors, keep_waveforms=keep_waveforms,
+                                  trace_id=trace_id)
                        for p in index_path]
             rows = [(score, r, i) for r in results for i, score in enumerate(r.matches.score)]
             rows.sort(key=lambda item: -item[0])
@@ -1270,24 +1316,15 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
         raise InputError(f"searched_anchors must be a whole number >= 1, got {searched_anchors!r}")
     index = load_index(index_path)
     codec_model = _index_codec(index, codec)
-    tpl = prepare_template(template, start=start, end=end, seed_id=seed_id)
+    tpl = template if isinstance(template, Template) else prepare_template(template, start=start, end=end,
+                                                                           seed_id=seed_id)
     params = index.params
     longest = index.metadata["longest_piece_seconds"]
     if tpl.seconds > longest:
         raise InputError(f"{tpl.label}: template is {tpl.seconds:.1f} s long, longer than the longest gap-free "
                          f"piece of the index {index.path} ({longest:.0f} s); cut it with --start/--end")
     band = tuple(params["band"]) if params["band"] else None
-    filtered = bandpass(tpl.samples, band)
-    if not np.any(filtered):
-        raise InputError(f"{tpl.label}: nothing left of the template in the index's band {band} Hz")
-    notes = list(tpl.notes)
-    prefiltered = [c.get("bandpass") for c in index.metadata["corpora"]]
-    if band is not None and all(p is not None and tuple(p) == band for p in prefiltered):
-        # the archive was band-passed before coding (`tokenize --bandpass`) and its decoded samples again: the
-        # template gets the same filter twice, or a true match scores lower (0.89 instead of 0.98 over a month)
-        filtered = bandpass(filtered, band)
-        notes.append(f"the index's corpora were tokenized band-passed ({band[0]:g}-{band[1]:g} Hz): the template "
-                     "is band-passed twice, as the archive was")
+    filtered, notes = _filtered_template(tpl, index)
     if tpl.seconds < params["window_seconds"]:
         notes.append(f"template shorter than the index's {params['window_seconds']} s windows: its coarse "
                      "query is zero-padded (the re-rank uses the template as it is)")
@@ -1319,6 +1356,7 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
     searched = np.flatnonzero(((offsets - anchors) % QUERY_SHIFT_STEP == 0) & np.isin(anchors, loudest))
     ranked: list = []  # ((piece, second), (coarse score, p0))
     k = neighbours or min(wanted, QUERY_NEIGHBOURS)
+    on_channel = None if trace_id is None else np.asarray(index.pieces.trace_id, dtype=str) == trace_id
     for s in range(len(index.shards)):
         n = int(index.shards[s]["vectors"])
         if not n:
@@ -1341,8 +1379,13 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
             continue
         vid = np.concatenate(found_ids) + index.offsets[s]
         piece_of = index.piece_of(vid)
-        p0_of = index.frame_of(vid, piece_of) * FRAME_LENGTH - offsets[q_of]
         score_of = np.concatenate(found_scores).astype(np.float64)
+        if on_channel is not None:  # one channel of the archive searched: the others' windows propose nothing
+            mine = on_channel[piece_of]
+            q_of, vid, piece_of, score_of = q_of[mine], vid[mine], piece_of[mine], score_of[mine]
+            if not len(q_of):
+                continue
+        p0_of = index.frame_of(vid, piece_of) * FRAME_LENGTH - offsets[q_of]
         # Proposals: (piece, template start to the sample). The anchors of a true match agree on its start
         # and add up there; per proposal and anchor its best window, weighted by the anchor's norm
         low = int(p0_of.min())
@@ -1421,6 +1464,152 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
     return SearchResult(matches, tpl, filtered, waveforms, notes)
 
 
+#: A multi-channel template: the re-ranked matches of each channel on its own channel of the archive proposing
+#: detection times (`run_network_search`), and the seconds within which two proposals are one.
+NETWORK_PROPOSALS = 100
+NETWORK_SAME_PROPOSAL_S = 0.5
+
+
+def run_network_search(templates: list[Template], index_path, *, top: int = 10, min_score: float | None = None,
+                       codec: str | None = None, candidates: int | None = None,
+                       keep_waveforms: int = 0) -> SearchResult:
+    """A template of several channels (`prepare_templates`: e.g. the components of a station, or stations of a
+    network) searched as a matched-filter network stack: the channels keep their relative timing, and a
+    detection's score is the mean over the template's channels of each channel's normalized cross-correlation
+    at the same shift (as EQcorrscan stacks its channels), on the archive's same channels decoded.
+
+    1. Proposals: each channel searched alone on its own channel of the archive (`run_search` with trace_id);
+       the NETWORK_PROPOSALS best matches of each give the time where the template's earliest channel would
+       start; proposals within NETWORK_SAME_PROPOSAL_S of each other are one.
+    2. Stack: at every proposal each channel is correlated with its channel of the archive, decoded from all
+       codebooks and band-passed, at every sample within +-1 s; the channels' correlations are averaged lag
+       by lag (a channel with no data there counts 0) and the best lag gives the score and the time.
+    A template channel the index does not hold is left out of the mean (noted). Columns: rank, trace_id
+    (the channels stacked, comma-separated), starttime (where the earliest channel's first sample aligns),
+    endtime (the latest channel's last), score (the stack's mean correlation), channels (how many had data
+    there), channel_scores (each channel's correlation at the stack's best lag), corpus. The figure shows
+    the first channel stacked.
+    """
+    import obspy
+    import pandas as pd
+
+    if not templates:
+        raise InputError("search: no template channel given")
+    if len(templates) == 1:
+        return run_search(templates[0], index_path, top=top, min_score=min_score, codec=codec,
+                          candidates=candidates, keep_waveforms=keep_waveforms)
+    if isinstance(index_path, (list, tuple)):
+        if len(index_path) != 1:
+            raise InputError("a template of several channels is searched in one index at a time "
+                             f"({len(index_path)} given)")
+        index_path = index_path[0]
+    if not isinstance(top, (int, np.integer)) or top < 1:
+        raise InputError(f"top must be a whole number >= 1, got {top!r}")
+    if min_score is not None and not -1 <= min_score <= 1:
+        raise InputError(f"min_score must lie in [-1, 1] (a correlation), got {min_score}")
+    index = load_index(index_path)
+    codec_model = _index_codec(index, codec)
+    band = tuple(index.params["band"]) if index.params["band"] else None
+    piece_trace = np.asarray(index.pieces.trace_id, dtype=str)
+    indexed = set(piece_trace.tolist())
+    held = [t for t in templates if t.trace_id in indexed]
+    notes = [f"{t.trace_id} is not in the index {index.path}: left out of the stack"
+             for t in templates if t.trace_id not in indexed]
+    if not held:
+        raise InputError(f"none of the template's channels ({', '.join(t.trace_id for t in templates)}) is in "
+                         f"the index {index.path}")
+    first = min(t.starttime for t in held)
+    delay = [int(round((t.starttime - first) * SAMPLING_RATE)) for t in held]  # each channel after the first
+    filtered = []
+    for t in held:
+        samples, channel_notes = _filtered_template(t, index)
+        filtered.append(samples)
+        notes += [n for n in channel_notes if n not in notes]
+    # 1. proposals: where the earliest channel starts, seconds after `first`'s epoch
+    proposals = []
+    for t, d in zip(held, delay):
+        found = run_search(t, index_path, top=NETWORK_PROPOSALS, codec=codec, candidates=candidates,
+                           trace_id=t.trace_id).matches
+        proposals += [obspy.UTCDateTime(x).timestamp - d / SAMPLING_RATE for x in found.starttime]
+    proposals = np.sort(np.asarray(proposals, np.float64))
+    if len(proposals):
+        proposals = proposals[np.concatenate([[True], np.diff(proposals) > NETWORK_SAME_PROPOSAL_S])]
+    # 2. the stack at each proposal, every channel correlated within +-NEIGHBOURHOOD samples
+    decoder = _index_decoder(index, codec_model)
+    lags = 2 * NEIGHBOURHOOD + 1
+    per_channel = np.zeros((len(held), len(proposals), lags))
+    present = np.zeros((len(held), len(proposals)), bool)
+    corpus_of = np.full(len(proposals), -1)
+    pieces = index.pieces
+    for c, (t, d, tpl) in enumerate(zip(held, delay, filtered)):
+        rows = np.flatnonzero(piece_trace == t.trace_id)
+        t0 = np.asarray(pieces.t0, np.float64)[rows]
+        length = np.asarray(pieces.num_samples, np.int64)[rows]
+        # the span of channel c at each proposal, in samples of its piece
+        span_start = proposals + d / SAMPLING_RATE - NEIGHBOURHOOD / SAMPLING_RATE
+        L = len(tpl)
+        requests, where = [], []
+        for j, a in enumerate(span_start):
+            inside = np.flatnonzero((t0 <= a + 1e-9) & (t0 + (length - L - 2 * NEIGHBOURHOOD) / SAMPLING_RATE >= a - 1e-9))
+            if not len(inside):
+                continue
+            r = rows[inside[0]]
+            lo = int(round((a - float(pieces.t0.iloc[r])) * SAMPLING_RATE))
+            requests.append((pieces.iloc[r], lo, lo + L + 2 * NEIGHBOURHOOD))
+            where.append(j)
+            if corpus_of[j] < 0:
+                corpus_of[j] = int(pieces.corpus.iloc[r])
+        if not requests:
+            continue
+        spans = np.stack(_filtered_spans(decoder, requests, band))
+        per_channel[c, where] = ncc_batch(spans, tpl)
+        present[c, where] = True
+    stack = per_channel.mean(axis=0)
+    best = np.argmax(stack, axis=1) if len(proposals) else np.zeros(0, int)
+    score = stack[np.arange(len(proposals)), best] if len(proposals) else np.zeros(0)
+    origin = proposals + (best - NEIGHBOURHOOD) / SAMPLING_RATE
+    order = np.argsort(-score, kind="stable")
+    span_s = max(len(tpl) + d for tpl, d in zip(filtered, delay)) / SAMPLING_RATE
+    separation = max(1.0, min(len(tpl) for tpl in filtered) / SAMPLING_RATE / 2)
+    kept = []
+    for j in order:
+        if not present[:, j].any() or (min_score is not None and score[j] < min_score):
+            continue
+        if any(abs(origin[j] - origin[k]) < separation for k in kept):
+            continue
+        kept.append(j)
+        if len(kept) >= top:
+            break
+    ids = ",".join(t.trace_id for t in held)
+    rows_out, waveforms = [], []
+    for rank, j in enumerate(kept, start=1):
+        at = obspy.UTCDateTime(origin[j])
+        rows_out.append({"rank": rank, "trace_id": ids, "starttime": _iso(at),
+                         "endtime": _iso(at + span_s - 1 / SAMPLING_RATE), "score": round(float(score[j]), 6),
+                         "channels": int(present[:, j].sum()),
+                         "channel_scores": ";".join(f"{t.trace_id}:{per_channel[c, j, best[j]]:.3f}"
+                                                    for c, t in enumerate(held) if present[c, j]),
+                         "corpus": index.metadata["corpora"][int(corpus_of[j])]["path"]})
+    if keep_waveforms and kept:  # the first channel at each detection, for the figure
+        rows = np.flatnonzero(piece_trace == held[0].trace_id)
+        for j in kept[:keep_waveforms]:
+            a = origin[j] + delay[0] / SAMPLING_RATE
+            t0 = np.asarray(pieces.t0, np.float64)[rows]
+            inside = np.flatnonzero((t0 <= a + 1e-9) & (t0 + (np.asarray(pieces.num_samples)[rows]
+                                                            - len(filtered[0])) / SAMPLING_RATE >= a - 1e-9))
+            if len(inside):
+                piece = pieces.iloc[rows[inside[0]]]
+                lo = int(round((a - float(piece.t0)) * SAMPLING_RATE))
+                waveforms.append(_filtered_span(decoder, piece, lo, lo + len(filtered[0]), band))
+            else:
+                waveforms.append(np.zeros(len(filtered[0])))
+    columns = ["rank", "trace_id", "starttime", "endtime", "score", "channels", "channel_scores", "corpus"]
+    matches = pd.DataFrame(rows_out, columns=columns)
+    notes.append(f"{len(held)} channels stacked ({ids}): {len(proposals)} proposals from their own searches")
+    matches.attrs["notes"] = notes
+    return SearchResult(matches, held[0], filtered[0], waveforms, notes)
+
+
 def _iso(t) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -1433,21 +1622,27 @@ def _iso_many(seconds) -> list[str]:
 
 def search(template, index_path, *, top: int = 10, min_score: float | None = None, start=None, end=None,
            seed_id: str = "*", codec: str | None = None, candidates: int | None = None,
-           neighbours: int | None = None, searched_anchors: int | None = None):
+           neighbours: int | None = None, searched_anchors: int | None = None, same_channel: bool = False):
     """Best matches of `template` (a file path or an obspy Stream/Trace) in the index (a folder, or a list of
     them: their matches merged by score) -> pandas.DataFrame.
 
     Columns: rank, trace_id, starttime (UTC ISO of the sample where the template's first sample aligns),
     endtime, score (normalized cross-correlation of the whole template, band-passed, on tokens decoded
     from all codebooks), coarse_score (the FAISS stage's), corpus. `.attrs["notes"]`: e.g. resampling.
-    candidates: proposals re-ranked (default max(1000, 20 x top)); neighbours: windows retrieved per query
+    A template of several channels (after `seed_id`) is searched as a network stack (`run_network_search`,
+    its columns); same_channel: a one-channel template meets its own channel of the archive only. candidates:
+    proposals re-ranked (default max(1000, 20 x top)); neighbours: windows retrieved per query
     vector in each channel-day of windows of a shard (default: min(candidates, 30)); searched_anchors: how
     many of the template's loudest anchor windows are looked up in the index (default SEARCHED_ANCHORS; all
     are scored).
     """
-    return run_search(template, index_path, top=top, min_score=min_score, start=start, end=end,
-                      seed_id=seed_id, codec=codec, candidates=candidates, neighbours=neighbours,
-                      searched_anchors=searched_anchors).matches
+    templates = prepare_templates(template, start=start, end=end, seed_id=seed_id)
+    if len(templates) > 1:
+        return run_network_search(templates, index_path, top=top, min_score=min_score, codec=codec,
+                                  candidates=candidates).matches
+    return run_search(templates[0], index_path, top=top, min_score=min_score, codec=codec, candidates=candidates,
+                      neighbours=neighbours, searched_anchors=searched_anchors,
+                      trace_id=templates[0].trace_id if same_channel else None).matches
 
 
 def plot_matches(result: SearchResult, path) -> None:
@@ -1480,10 +1675,17 @@ def plot_matches(result: SearchResult, path) -> None:
 
 def search_files(template, index, out, *, top: int = 10, min_score: float | None = None, start=None, end=None,
                  seed_id: str = "*", codec: str | None = None, plot: str | None = None,
-                 candidates: int | None = None) -> object:
-    """`eqcodec search`: the ranked CSV at `out` (and the figure at `plot`), both written whole or not at all."""
-    result = run_search(template, index, top=top, min_score=min_score, start=start, end=end, seed_id=seed_id,
-                        codec=codec, candidates=candidates, keep_waveforms=8 if plot else 0)
+                 candidates: int | None = None, same_channel: bool = False) -> object:
+    """`eqcodec search`: the ranked CSV at `out` (and the figure at `plot`), both written whole or not at all.
+    same_channel: a one-channel template searches its own channel of the archive only."""
+    templates = prepare_templates(template, start=start, end=end, seed_id=seed_id)
+    if len(templates) > 1:  # the channels stacked, as a network matched filter
+        result = run_network_search(templates, index, top=top, min_score=min_score, codec=codec,
+                                    candidates=candidates, keep_waveforms=8 if plot else 0)
+    else:
+        result = run_search(templates[0], index, top=top, min_score=min_score, codec=codec, candidates=candidates,
+                            keep_waveforms=8 if plot else 0,
+                            trace_id=templates[0].trace_id if same_channel else None)
     writers = {Path(out): lambda tmp: result.matches.to_csv(tmp, index=False)}
     if plot:
         writers[Path(plot)] = lambda tmp: plot_matches(result, tmp)
