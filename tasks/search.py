@@ -1528,8 +1528,8 @@ def run_network_search(templates: list[Template], index_path, *, top: int = 10, 
     # 1. proposals: where the earliest channel starts, seconds after `first`'s epoch
     proposals = []
     for t, d in zip(held, delay):
-        found = run_search(t, index_path, top=NETWORK_PROPOSALS, codec=codec, candidates=candidates,
-                           trace_id=t.trace_id).matches
+        found = run_search(t, index_path, top=NETWORK_PROPOSALS, codec=codec,
+                           candidates=candidates or DEFAULT_CANDIDATES, trace_id=t.trace_id).matches
         proposals += [obspy.UTCDateTime(x).timestamp - d / SAMPLING_RATE for x in found.starttime]
     proposals = np.sort(np.asarray(proposals, np.float64))
     if len(proposals):
@@ -1540,30 +1540,33 @@ def run_network_search(templates: list[Template], index_path, *, top: int = 10, 
     per_channel = np.zeros((len(held), len(proposals), lags))
     present = np.zeros((len(held), len(proposals)), bool)
     corpus_of = np.full(len(proposals), -1)
-    pieces = index.pieces
+    piece_rows = list(index.pieces.itertuples(index=False))
+    piece_t0 = np.asarray(index.pieces.t0, np.float64)
+    piece_samples = np.asarray(index.pieces.num_samples, np.int64)
+    piece_corpus = np.asarray(index.pieces.corpus, np.int64)
+
+    def covering(trace_id: str, starts: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The piece of `trace_id` holding `width` samples from each time of `starts` (s), and the first sample
+        there -> (piece numbers, -1 where none; sample numbers)."""
+        rows = np.flatnonzero(piece_trace == trace_id)
+        rows = rows[np.argsort(piece_t0[rows], kind="stable")]
+        at = np.searchsorted(piece_t0[rows], starts + 1e-9, side="right") - 1
+        piece = np.where(at >= 0, rows[np.maximum(at, 0)], -1)
+        lo = np.rint((starts - piece_t0[np.maximum(piece, 0)]) * SAMPLING_RATE).astype(np.int64)
+        fits = (piece >= 0) & (lo >= 0) & (lo + width <= piece_samples[np.maximum(piece, 0)])
+        return np.where(fits, piece, -1), lo
+
     for c, (t, d, tpl) in enumerate(zip(held, delay, filtered)):
-        rows = np.flatnonzero(piece_trace == t.trace_id)
-        t0 = np.asarray(pieces.t0, np.float64)[rows]
-        length = np.asarray(pieces.num_samples, np.int64)[rows]
-        # the span of channel c at each proposal, in samples of its piece
-        span_start = proposals + d / SAMPLING_RATE - NEIGHBOURHOOD / SAMPLING_RATE
-        L = len(tpl)
-        requests, where = [], []
-        for j, a in enumerate(span_start):
-            inside = np.flatnonzero((t0 <= a + 1e-9) & (t0 + (length - L - 2 * NEIGHBOURHOOD) / SAMPLING_RATE >= a - 1e-9))
-            if not len(inside):
-                continue
-            r = rows[inside[0]]
-            lo = int(round((a - float(pieces.t0.iloc[r])) * SAMPLING_RATE))
-            requests.append((pieces.iloc[r], lo, lo + L + 2 * NEIGHBOURHOOD))
-            where.append(j)
-            if corpus_of[j] < 0:
-                corpus_of[j] = int(pieces.corpus.iloc[r])
-        if not requests:
+        width = len(tpl) + 2 * NEIGHBOURHOOD
+        piece, lo = covering(t.trace_id, proposals + (d - NEIGHBOURHOOD) / SAMPLING_RATE, width)
+        where = np.flatnonzero(piece >= 0)
+        if not len(where):
             continue
-        spans = np.stack(_filtered_spans(decoder, requests, band))
-        per_channel[c, where] = ncc_batch(spans, tpl)
+        requests = [(piece_rows[piece[j]], int(lo[j]), int(lo[j]) + width) for j in where]
+        per_channel[c, where] = ncc_batch(np.stack(_filtered_spans(decoder, requests, band)), tpl)
         present[c, where] = True
+        unset = where[corpus_of[where] < 0]
+        corpus_of[unset] = piece_corpus[piece[unset]]
     stack = per_channel.mean(axis=0)
     best = np.argmax(stack, axis=1) if len(proposals) else np.zeros(0, int)
     score = stack[np.arange(len(proposals)), best] if len(proposals) else np.zeros(0)
@@ -1591,18 +1594,11 @@ def run_network_search(templates: list[Template], index_path, *, top: int = 10, 
                                                     for c, t in enumerate(held) if present[c, j]),
                          "corpus": index.metadata["corpora"][int(corpus_of[j])]["path"]})
     if keep_waveforms and kept:  # the first channel at each detection, for the figure
-        rows = np.flatnonzero(piece_trace == held[0].trace_id)
-        for j in kept[:keep_waveforms]:
-            a = origin[j] + delay[0] / SAMPLING_RATE
-            t0 = np.asarray(pieces.t0, np.float64)[rows]
-            inside = np.flatnonzero((t0 <= a + 1e-9) & (t0 + (np.asarray(pieces.num_samples)[rows]
-                                                            - len(filtered[0])) / SAMPLING_RATE >= a - 1e-9))
-            if len(inside):
-                piece = pieces.iloc[rows[inside[0]]]
-                lo = int(round((a - float(piece.t0)) * SAMPLING_RATE))
-                waveforms.append(_filtered_span(decoder, piece, lo, lo + len(filtered[0]), band))
-            else:
-                waveforms.append(np.zeros(len(filtered[0])))
+        shown = np.asarray(kept[:keep_waveforms])
+        piece, lo = covering(held[0].trace_id, origin[shown] + delay[0] / SAMPLING_RATE, len(filtered[0]))
+        requests = [(piece_rows[p], int(a), int(a) + len(filtered[0])) for p, a in zip(piece, lo) if p >= 0]
+        decoded = iter(_filtered_spans(decoder, requests, band))
+        waveforms = [next(decoded) if p >= 0 else np.zeros(len(filtered[0])) for p in piece]
     columns = ["rank", "trace_id", "starttime", "endtime", "score", "channels", "channel_scores", "corpus"]
     matches = pd.DataFrame(rows_out, columns=columns)
     notes.append(f"{len(held)} channels stacked ({ids}): {len(proposals)} proposals from their own searches")
