@@ -106,7 +106,7 @@ def substitute(argv: list[str], work: Path) -> list[str]:
         "DIR": str(work / f"{command}-dir"), "RUN": str(work / f"{command}-run"),
         "ROOT": str(work / "sds"), "T0": "2024-01-01", "T1": "2024-01-02",
         "INDEX": str(work / "index"), "TEMPLATE": str(event_file()), "S": "0.5",
-        "N": "1", "R": "2", "I/N": "0/2", "k": "4", "COMMAND": "tokenize",
+        "N": "1", "R": "2", "I/N": "0/2", "k": "4", "COMMAND": "tokenize", "ID": "*",
         "lm/pretrained": str(ROOT / "lm" / "pretrained"),  # the README runs from the repository root
     }
     unknown = [word for word in argv if re.fullmatch(r"[A-Z][A-Z0-9]*(/[A-Z0-9]+)?", word) and word not in values]
