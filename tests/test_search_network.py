@@ -125,3 +125,17 @@ def test_template_channels_missing_from_the_index(network, tmp_path):
     assert any("XX.ELSE..HHZ is not in the index" in note for note in result.notes)
     with pytest.raises(InputError, match="none of the template's channels"):
         run_network_search(prepare_templates(other), network / "index")
+
+
+def test_templates_are_cut_relative_to_the_earliest_channel(network):
+    import obspy
+
+    from tasks.search import prepare_templates
+
+    z, n = prepare_templates(network / "template.mseed", start=1.0, end=6.0)  # ids in order: HHN, HHZ
+    assert (z.trace_id, n.trace_id) == ("XX.NET..HHN", "XX.NET..HHZ")
+    first = obspy.UTCDateTime(T0) + REPEATS[0]  # HHZ starts there, HHN MOVEOUT later
+    assert abs(n.starttime - (first + 1.0)) < 1e-6 and abs(z.starttime - (first + 1.0)) < 1e-6
+    assert len(n.samples) == len(z.samples) and abs(len(z.samples) - 200) <= 1  # 5 s at 40 Hz (ends included)
+    with pytest.raises(InputError, match="no trace matches"):
+        prepare_templates(network / "template.mseed", seed_id="XX.NET..BHZ")
