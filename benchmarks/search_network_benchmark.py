@@ -18,6 +18,12 @@ detection but not a detection of the matched filter. Timed: one query each (afte
 filter's time is its correlations of samples already in memory (reading and preparing the files not counted).
 
 Writes benchmarks/results/search_network.json and prints a table.
+
+--all-pairs instead: `tasks.search.all_pairs` on the same 6-channel index against all-pairs cross-correlation
+of each channel (search_benchmark.py's reference: every 4-s window at a 1-s hop against the rest of its
+channel, pairs at cc >= 0.8 grouped into repeats as all_pairs lists them), recall of each channel's repeats
+(a pair of that channel within 50 ms of the repeat's lag, its window a within 4 s), and both times; writes
+benchmarks/results/search_network_all_pairs.json.
 """
 
 from __future__ import annotations
@@ -111,6 +117,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--templates", type=int, default=6)
     parser.add_argument("--tokenize-band", action="store_true", help="tokens of the band-passed traces (1-8 Hz)")
+    parser.add_argument("--all-pairs", action="store_true", help="all pairs on the 6 channels instead of templates")
     parser.add_argument("--work", default=None)
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/search_network.json"))
     args = parser.parse_args(argv)
@@ -125,6 +132,8 @@ def main(argv=None) -> int:
     build_s = time.time() - t
     archive = prepared(files)
     start = min(s for s, _ in archive.values())
+    if args.all_pairs:
+        return all_pairs_run(work, archive, start, args)
     z = next(tid for tid in archive if tid.startswith("ZZ.ST09.") and tid.endswith("Z"))
     rows = []
     for k, peak in enumerate(loudest_events(archive[z][1], args.templates)):
@@ -185,6 +194,46 @@ def main(argv=None) -> int:
     for name, s in summary.items():
         print(f"| {name} | {s['mf_detections']} | {s['recall']} ({s['recalled']}) | "
               f"{s['false_above_lowest_recalled']} | {s['mf_s']} | {s['token_s']} |")
+    return 0
+
+
+def all_pairs_run(work: Path, archive: dict, start, args) -> int:
+    """--all-pairs: token all pairs over the 6-channel index against each channel's all-pairs CC."""
+    import obspy
+
+    from benchmarks.search_benchmark import all_pairs_cc, correlation_mads, reference_repeats
+    from tasks.search import all_pairs
+
+    t = time.time()
+    pairs = all_pairs(work / "index", min_separation=4.0)
+    token_s = time.time() - t
+    channels, cc_total = {}, 0.0
+    for tid, (_, x) in archive.items():
+        t = time.time()
+        reference = all_pairs_cc(x, int(4 * RATE), int(RATE), 0.8, int(4 * RATE))
+        cc_total += time.time() - t
+        repeats = reference_repeats(reference, 4.0, correlation_mads(x, [a for a, _, _ in reference], int(4 * RATE),
+                                                                    int(4 * RATE)))
+        mine = pairs[(pairs.trace_id_a == tid) & (pairs.trace_id_b == tid)]
+        ta = np.array([obspy.UTCDateTime(v) - start for v in mine.starttime_a])
+        lag = mine.lag_seconds.to_numpy()
+        hit = [bool(np.any((np.abs(lag - r[2]) <= TOLERANCE_S + 1e-6) & (ta >= r[0] - 4) & (ta <= r[1] + 4)))
+               for r in repeats]
+        channels[tid] = {"reference_pairs": len(reference), "repeats": len(repeats),
+                         "significant_repeats": sum(1 for r in repeats if r[4] is not None and r[4] >= MADS),
+                         "recalled": int(sum(hit)),
+                         "missed_window_a_s": [round(r[0], 2) for r, h in zip(repeats, hit) if not h]}
+        print(tid, json.dumps(channels[tid]), flush=True)
+    result = {"archive": [str(p.relative_to(RUTFORD)) for p in channel_files()], "threshold": 0.8,
+              "tokenized": "band-passed traces" if args.tokenize_band else "traces",
+              "token_pairs": int(len(pairs)), "token_all_pairs_s": round(token_s, 1),
+              "all_pairs_cc_s": round(cc_total, 1), "channels": channels}
+    out = Path(args.out).with_name(Path(args.out).stem + "_all_pairs.json")
+    out.write_text(json.dumps(result, indent=1))
+    repeats = sum(c["repeats"] for c in channels.values())
+    recalled = sum(c["recalled"] for c in channels.values())
+    print(f"\nall pairs, Rutford ST09 + ST10 (6 channels, 1 h): all-pairs CC {cc_total:.1f} s, token {token_s:.1f} s "
+          f"({cc_total / token_s:.1f}x); CC repeats at cc >= 0.8 recalled {recalled} / {repeats}; wrote {out}")
     return 0
 
 
