@@ -2,7 +2,7 @@
 
 Each notebook is executed with nbclient in a kernel running this interpreter, with
 EQCODEC_NOTEBOOK_FAST=1 (small settings), in one temporary working directory shared
-by the four in order: notebook 3 trains on notebook 2's corpus and notebook 4 uses
+by the five in order: notebook 3 trains on notebook 2's corpus and notebook 4 uses
 notebook 3's LM (run alone, each still works: 3 makes its own corpus, 4 leaves the LM
 out). The checks read the files and numbers each notebook writes.
 """
@@ -20,7 +20,7 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ["01_codec", "02_tokenize", "03_lm", "04_forecast_deconvolution"]
+NAMES = ["01_codec", "02_tokenize", "03_lm", "04_forecast_deconvolution", "05_search"]
 KERNEL = "eqcodec-notebook-test"
 #: Seconds one cell may take before the run fails (FAST runs take well under a minute per notebook).
 CELL_TIMEOUT = 600
@@ -182,4 +182,23 @@ def test_04_forecast_deconvolution(workdir):
     if (workdir / "notebook-output" / "03_lm" / "lm" / "final").is_dir():
         assert result["forecast"]["lm"] is not None and "LM@1s" in scores
     for figure in ("forecasts.png", "deconvolution_synthetic.png", "deconvolution_real.png"):
+        assert (out / figure).stat().st_size > 10_000
+
+
+def test_05_search(workdir):
+    out = execute("05_search", workdir)
+    result = json.loads((out / "summary.json").read_text())
+    single, network = result["single_scores"], result["network_scores"]
+    # Every copy of the event is found at its time (to 50 ms), on one channel and stacked, louder ones scoring higher.
+    assert None not in single and None not in network, result
+    assert single == sorted(single, reverse=True) and network == sorted(network, reverse=True)
+    assert single[0] > 0.95 and network[0] > 0.95  # the template's own place
+    # Stacking three channels lowers the chance level more than the weakest copy's score.
+    assert result["network_background"] < result["single_background"]
+    assert network[-1] - result["network_background"] > single[-1] - result["single_background"]
+    # All pairs finds the two loudest copies' lag, to the sample.
+    loud = round(result["events"][1][0] - result["events"][0][0], 3)
+    assert any(abs(lag - loud) < 0.0125 for lag in result["pair_lags_found"]), result
+    assert result["index_bytes"] > 0 and result["steim2_bytes"] > 0
+    for figure in ("matches_z.png", "scores.png"):
         assert (out / figure).stat().st_size > 10_000
