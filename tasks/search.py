@@ -1273,6 +1273,23 @@ def _filtered_template(tpl: Template, index: SearchIndex) -> tuple[np.ndarray, l
     return filtered, notes
 
 
+def _channel_ranges(index: SearchIndex, s: int, on_channel: np.ndarray) -> list[tuple[int, int]]:
+    """The runs of shard s's vectors (numbers within the shard) that belong to the pieces marked in `on_channel`
+    ([pieces] bool), touching runs merged: a channel's windows, the others' left unsearched."""
+    mine = np.flatnonzero(on_channel & (np.asarray(index.pieces.shard, np.int64) == s))
+    first = np.asarray(index.pieces.first_vector, np.int64)[mine] - int(index.offsets[s])
+    count = np.asarray(index.pieces.num_vectors, np.int64)[mine]
+    ranges: list = []
+    for a, b in sorted(zip(first.tolist(), (first + count).tolist())):
+        if b <= a:
+            continue
+        if ranges and a <= ranges[-1][1]:
+            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], b))
+        else:
+            ranges.append((a, b))
+    return ranges
+
+
 def run_search(template, index_path, *, top: int = 10, min_score: float | None = None, start=None, end=None,
                seed_id: str = "*", codec: str | None = None, candidates: int | None = None,
                neighbours: int | None = None, searched_anchors: int | None = None,
@@ -1364,16 +1381,21 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
         # The nearest windows are taken per QUERY_NEIGHBOURS_WINDOWS windows of the shard (a channel-day), not
         # over the whole shard: a true match ranks among chance look-alikes whose number grows with the shard,
         # so a fixed list would lose matches as the shard grows, and one long list costs FAISS far more
+        ranges = [(0, n)] if on_channel is None else _channel_ranges(index, s, on_channel)
+        if not ranges:  # no window of the channel searched in this shard
+            continue
         found_scores, found_ids, found_rows = [], [], []
         codes = np.ascontiguousarray(index.codes(s))  # read once: the scan and the scoring below gather from it
-        for lo in range(0, n, QUERY_NEIGHBOURS_WINDOWS):
-            chunk = index.searchable(codes[lo:lo + QUERY_NEIGHBOURS_WINDOWS])
-            scores, ids = chunk.search(queries[searched], int(min(chunk.ntotal, k)))
-            ok = ids >= 0
-            found_scores.append(scores[ok])
-            found_ids.append(ids[ok].astype(np.int64) + lo)
-            found_rows.append(np.nonzero(ok)[0])
+        for start, stop in ranges:
+            for lo in range(start, stop, QUERY_NEIGHBOURS_WINDOWS):
+                chunk = index.searchable(codes[lo:min(stop, lo + QUERY_NEIGHBOURS_WINDOWS)])
+                scores, ids = chunk.search(queries[searched], int(min(chunk.ntotal, k)))
+                ok = ids >= 0
+                found_scores.append(scores[ok])
+                found_ids.append(ids[ok].astype(np.int64) + lo)
+                found_rows.append(np.nonzero(ok)[0])
         del chunk
+        n = sum(stop - start for start, stop in ranges)  # the windows searched
         q_of = searched[np.concatenate(found_rows)]
         if not len(q_of):
             continue
