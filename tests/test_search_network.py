@@ -139,3 +139,20 @@ def test_templates_are_cut_relative_to_the_earliest_channel(network):
     assert len(n.samples) == len(z.samples) and abs(len(z.samples) - 200) <= 1  # 5 s at 40 Hz (ends included)
     with pytest.raises(InputError, match="no trace matches"):
         prepare_templates(network / "template.mseed", seed_id="XX.NET..BHZ")
+
+
+def test_a_channel_search_scans_its_own_windows_only(network):
+    from tasks.search import _channel_ranges, load_index
+
+    index = load_index(network / "index")
+    ids = np.asarray(index.pieces.trace_id, dtype=str)
+    covered = []
+    for trace_id in ("XX.NET..HHN", "XX.NET..HHZ"):
+        ranges = _channel_ranges(index, 0, ids == trace_id)
+        vectors = np.concatenate([np.arange(a, b) for a, b in ranges])
+        # every vector of the channel's runs lies in one of its pieces, and all of them are there
+        assert (ids[index.piece_of(vectors + index.offsets[0])] == trace_id).all()
+        assert len(vectors) == int(np.asarray(index.pieces.num_vectors)[ids == trace_id].sum())
+        covered.append(vectors)
+    assert not set(covered[0]) & set(covered[1])
+    assert _channel_ranges(index, 0, ids == "XX.ELSE..HHZ") == []
