@@ -1035,7 +1035,19 @@ def prepare_templates(template, *, start=None, end=None, seed_id: str = "*",
     stream, source, ids = _template_stream(template, seed_id, source)
     first = min(tr.stats.starttime for tr in stream)
     start, end = (None if v is None else str(_time(v, first)) for v in (start, end))
-    return [prepare_template(stream.select(id=i), start=start, end=end, source=source) for i in ids]
+    if len(ids) == 1:
+        return [prepare_template(stream, start=start, end=end, source=source)]
+    # a channel that cannot be a template (constant, too short, gaps, NaN) is left out, said so; none left: its error
+    templates, skipped = [], []
+    for i in ids:
+        try:
+            templates.append(prepare_template(stream.select(id=i), start=start, end=end, source=source))
+        except InputError as err:
+            skipped.append(err)
+    if not templates:
+        raise skipped[0]
+    templates[0].notes.extend(f"channel left out of the template: {err}" for err in skipped)
+    return templates
 
 
 def prepare_template(template, *, start=None, end=None, seed_id: str = "*", source: str | None = None) -> Template:

@@ -156,3 +156,23 @@ def test_a_channel_search_scans_its_own_windows_only(network):
         covered.append(vectors)
     assert not set(covered[0]) & set(covered[1])
     assert _channel_ranges(index, 0, ids == "XX.ELSE..HHZ") == []
+
+
+def test_a_channel_that_cannot_be_a_template_is_left_out_with_a_note(network, tmp_path):
+    import obspy
+
+    from tasks.search import prepare_templates, run_network_search
+
+    stream = obspy.read(str(network / "template.mseed"))
+    flat = stream[0].copy()
+    flat.stats.channel = "HHE"
+    flat.data = np.full(flat.stats.npts, 7.0, dtype=np.float32)  # a dead component
+    templates = prepare_templates(stream + flat)
+    assert [t.trace_id for t in templates] == ["XX.NET..HHN", "XX.NET..HHZ"]
+    result = run_network_search(templates, network / "index", top=2)
+    assert any("channel left out of the template" in note and "XX.NET..HHE" in note for note in result.notes)
+    assert result.matches.channels.iloc[0] == 2 and result.matches.score.iloc[0] > 0.9
+    other = flat.copy()
+    other.stats.channel = "HH1"
+    with pytest.raises(InputError, match="XX.NET..HH1.*constant"):  # nothing usable: the first channel's error
+        prepare_templates(obspy.Stream([flat, other]))
