@@ -7,7 +7,9 @@ several channels (the components of a station, stations of a network: all the
 file holds, or those --seed-id selects) is searched as a network matched
 filter: each channel on its own channel of the archive, their correlations
 averaged at the same shift, the channels' relative timing kept (the CSV then
-adds channels and channel_scores). Each channel's
+adds channels and channel_scores). --min-significance M keeps the matches
+scoring at least M x the MAD of the template's correlation with the archive
+(256 random windows, decoded), with a significance column. Each channel's
 4-s windows (hopped by 2 s, the 8 loudest), each at 40 sub-second shifts, are
 looked up in the index's FAISS codes; the best proposals are re-ranked by the normalized cross-correlation of the
 whole template with the archive decoded from all codebooks, at every 25-ms
@@ -43,7 +45,7 @@ import argparse
 from codec.errors import UsageError
 from tasks.search import PAIR_NEIGHBOURS, all_pairs_files, search_files
 
-from .types import positive_float, positive_int
+from .types import nonnegative_float, positive_float, positive_int
 
 EXAMPLES = """examples:
   eqcodec search event.mseed --index corpus-index --out matches.csv
@@ -98,10 +100,11 @@ def build_parser(parser) -> None:
     search.add_argument("--min-separation", type=positive_float, default=None, metavar="SECONDS",
                         help="--all-pairs: windows of one station (network.station: any of its channels) closer "
                              "than this are not a pair (default: the index's window, 4 s)")
-    search.add_argument("--min-significance", type=positive_float, default=None, metavar="M",
-                        help="--all-pairs: list only pairs whose score is >= M x the MAD of window a's correlation "
-                             "with its hour of the archive (e.g. 8, as a matched filter counts detections; "
-                             "default: no threshold)")
+    search.add_argument("--min-significance", type=nonnegative_float, default=None, metavar="M",
+                        help="list only matches whose score is >= M x the MAD of the template's correlation with "
+                             "256 random windows of the archive (--all-pairs: window a's, with its hour), with a "
+                             "significance column (e.g. 8, as a matched filter counts detections; 0: the column "
+                             "only; default: no threshold, no column for templates)")
     search.add_argument("--neighbours", type=positive_int, default=None, metavar="K",
                         help="--all-pairs: best partners kept of each window, its own overlaps apart "
                              f"(default: {PAIR_NEIGHBOURS})")
@@ -127,9 +130,9 @@ def main(args) -> int:
         return 0
     if args.template is None:
         raise UsageError("give a TEMPLATE file, or --all-pairs")
-    if args.min_separation is not None or args.neighbours is not None or args.min_significance is not None:
-        raise UsageError("--min-separation, --min-significance and --neighbours apply to --all-pairs only")
+    if args.min_separation is not None or args.neighbours is not None:
+        raise UsageError("--min-separation and --neighbours apply to --all-pairs only")
     search_files(args.template, args.index, args.out, top=args.top or 10, min_score=args.min_score,
                  start=args.start, end=args.end, seed_id=args.seed_id, codec=args.codec, plot=args.plot,
-                 candidates=args.candidates, same_channel=args.same_channel)
+                 candidates=args.candidates, same_channel=args.same_channel, min_significance=args.min_significance)
     return 0

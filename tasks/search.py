@@ -144,6 +144,10 @@ MAX_ANCHORS = 8
 #: more searched anchors find the same matches for their cost (benchmarks: docs/search.md).
 SEARCHED_ANCHORS = 1
 DEFAULT_CANDIDATES = 1000
+#: A match's significance (asked with min_significance): its score over the MAD of the template's correlation with
+#: this many windows of the searched archive at seeded random places, decoded as the matches are; matched-filter
+#: practice (EQcorrscan) counts 8 x MAD of the correlation as a detection.
+BACKGROUND_WINDOWS = 256
 #: Nearest windows retrieved per query vector (at most `candidates`) in each QUERY_NEIGHBOURS_WINDOWS windows
 #: of a shard (a channel-day at a 2-s hop): a true match is near the top of its anchors' lists in its day
 #: (benchmarks: docs/search.md), and the work grows with the archive as the look-alikes it must beat do. The
@@ -1268,6 +1272,20 @@ def _anchor_scores(index: SearchIndex, s: int, codes: np.ndarray, pieces: np.nda
     return total
 
 
+def _check_significance(min_significance) -> None:
+    if min_significance is not None and not (isinstance(min_significance, (int, float, np.floating))
+                                             and not isinstance(min_significance, bool)
+                                             and math.isfinite(min_significance) and min_significance >= 0):
+        raise InputError(f"min_significance must be a number of MADs >= 0, got {min_significance!r}")
+
+
+def _score_floor(min_score, min_significance, mad) -> float | None:
+    """The lowest score listed: min_score, and min_significance MADs when asked (a NaN MAD sets no floor)."""
+    floors = [f for f in (min_score, None if mad is None or not math.isfinite(mad) else min_significance * mad)
+              if f is not None]
+    return max(floors) if floors else None
+
+
 def _filtered_template(tpl: Template, index: SearchIndex) -> tuple[np.ndarray, list]:
     """The template's samples band-passed as the index's decoded samples are -> (samples, notes for the user)."""
     band = tuple(index.params["band"]) if index.params["band"] else None
@@ -1305,14 +1323,17 @@ def _channel_ranges(index: SearchIndex, s: int, on_channel: np.ndarray) -> list[
 def run_search(template, index_path, *, top: int = 10, min_score: float | None = None, start=None, end=None,
                seed_id: str = "*", codec: str | None = None, candidates: int | None = None,
                neighbours: int | None = None, searched_anchors: int | None = None,
-               keep_waveforms: int = 0, trace_id: str | None = None) -> SearchResult:
+               keep_waveforms: int = 0, trace_id: str | None = None,
+               min_significance: float | None = None) -> SearchResult:
     """The search, with what the figure needs; `search` returns its table only.
 
     template: a file path, an obspy Stream/Trace (one channel: `prepare_template`) or a prepared Template.
     index_path: an index folder, or a list of them (e.g. one per machine or per network: each searched in
     turn, their matches merged by score; the scores are correlations on decoded samples, comparable across
     indexes). trace_id: search that channel of the archive only (a multi-channel template's channel,
-    `run_network_search`)."""
+    `run_network_search`). min_significance: list only matches whose score is at least this many MADs of the
+    template's correlation with the archive (`_background_mad`; 8: matched-filter practice), with a `significance`
+    column (score / MAD; 0 gives the column alone)."""
     import pandas as pd
 
     if isinstance(index_path, (list, tuple)):
@@ -1322,7 +1343,7 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
             results = [run_search(template, p, top=top, min_score=min_score, start=start, end=end, seed_id=seed_id,
                                   codec=codec, candidates=candidates, neighbours=neighbours,
                                   searched_anchors=searched_anchors, keep_waveforms=keep_waveforms,
-                                  trace_id=trace_id)
+                                  trace_id=trace_id, min_significance=min_significance)
                        for p in index_path]
             rows = [(score, r, i) for r in results for i, score in enumerate(r.matches.score)]
             rows.sort(key=lambda item: -item[0])
@@ -1340,6 +1361,7 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
         raise InputError(f"top must be a whole number >= 1, got {top!r}")
     if min_score is not None and not -1 <= min_score <= 1:
         raise InputError(f"min_score must lie in [-1, 1] (a correlation), got {min_score}")
+    _check_significance(min_significance)
     if searched_anchors is not None and (not isinstance(searched_anchors, (int, np.integer))
                                          or isinstance(searched_anchors, bool) or searched_anchors < 1):
         raise InputError(f"searched_anchors must be a whole number >= 1, got {searched_anchors!r}")
@@ -1469,10 +1491,12 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
             piece_id, lo, _, coarse = spans[i]
             found.append((float(score), piece_id, lo + int(lag), coarse))
     found.sort(key=lambda item: (-item[0], item[1], item[2]))
+    mad = None if min_significance is None else _background_mad(index, decoder, band, [filtered], [0], [trace_id])
+    floor = _score_floor(min_score, min_significance, mad)
     separation = max(FRAME_LENGTH, L // 2)
     kept = []
     for score, piece_id, sample, coarse in found:
-        if min_score is not None and score < min_score:
+        if floor is not None and score < floor:
             break
         trace_id = pieces[piece_id].trace_id
         t = float(pieces[piece_id].t0) + sample / SAMPLING_RATE
@@ -1490,12 +1514,70 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
                      "starttime": _iso(obspy.UTCDateTime(t)), "endtime": _iso(obspy.UTCDateTime(t + (L - 1) / SAMPLING_RATE)),
                      "score": round(score, 6), "coarse_score": round(coarse, 6),
                      "corpus": index.metadata["corpora"][int(piece.corpus)]["path"]})
+        if mad is not None:
+            rows[-1]["significance"] = round(score / mad, 3) if mad > 0 else float("nan")
         if rank <= keep_waveforms:
             waveforms.append(_filtered_span(decoder, piece, sample, sample + L, band))
-    columns = ["rank", "trace_id", "starttime", "endtime", "score", "coarse_score", "corpus"]
+    columns = ["rank", "trace_id", "starttime", "endtime", "score", *(["significance"] if mad is not None else []),
+               "coarse_score", "corpus"]
+    if mad is not None:
+        notes.append(f"significance: score / {mad:.4f}, the MAD of the template's correlation with "
+                     f"{BACKGROUND_WINDOWS} random windows of the archive")
     matches = pd.DataFrame(rows, columns=columns)
     matches.attrs["notes"] = notes
     return SearchResult(matches, tpl, filtered, waveforms, notes)
+
+
+def _covering_pieces(index: SearchIndex, trace_id: str, starts: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The piece of `trace_id` holding `width` samples from each time of `starts` (s), and its first sample there
+    -> (piece numbers, -1 where none; sample numbers)."""
+    piece_trace = np.asarray(index.pieces.trace_id, dtype=str)
+    piece_t0 = np.asarray(index.pieces.t0, np.float64)
+    piece_samples = np.asarray(index.pieces.num_samples, np.int64)
+    rows = np.flatnonzero(piece_trace == trace_id)
+    rows = rows[np.argsort(piece_t0[rows], kind="stable")]
+    at = np.searchsorted(piece_t0[rows], starts + 1e-9, side="right") - 1
+    piece = np.where(at >= 0, rows[np.maximum(at, 0)], -1)
+    lo = np.rint((starts - piece_t0[np.maximum(piece, 0)]) * SAMPLING_RATE).astype(np.int64)
+    fits = (piece >= 0) & (lo >= 0) & (lo + width <= piece_samples[np.maximum(piece, 0)])
+    return np.where(fits, piece, -1), lo
+
+
+def _background_mad(index: SearchIndex, decoder, band, filtered: list[np.ndarray], delays: list[int],
+                    trace_ids: list[str | None]) -> float:
+    """MAD of the template's zero-lag correlation with BACKGROUND_WINDOWS places of the archive (NaN if none fits).
+
+    One channel (trace_ids [None]: any channel of the archive, or [id]): windows at seeded random places of the
+    searched pieces, as long as the template. Several channels: random times where the first one has data, every
+    channel at its delay after it, the channels' correlations averaged (a channel without data there counts 0), as
+    the network stack scores a detection.
+    """
+    rng = np.random.default_rng(0)
+    pieces = list(index.pieces.itertuples(index=False))
+    piece_trace = np.asarray(index.pieces.trace_id, dtype=str)
+    length = np.asarray(index.pieces.num_samples, np.int64)
+    L0 = len(filtered[0])
+    pool = np.flatnonzero((length >= L0) & ((piece_trace == trace_ids[0]) if trace_ids[0] is not None else True))
+    if not len(pool):
+        return float("nan")
+    room = (length[pool] - L0 + 1).astype(np.float64)
+    chosen = pool[rng.choice(len(pool), BACKGROUND_WINDOWS, p=room / room.sum())]
+    first = (rng.random(BACKGROUND_WINDOWS) * (length[chosen] - L0 + 1)).astype(np.int64)
+    times = np.asarray(index.pieces.t0, np.float64)[chosen] + first / SAMPLING_RATE - delays[0] / SAMPLING_RATE
+    total = np.zeros(BACKGROUND_WINDOWS)
+    for c, (tpl, d, trace_id) in enumerate(zip(filtered, delays, trace_ids)):
+        if c == 0:
+            piece, lo = chosen, first
+        else:
+            piece, lo = _covering_pieces(index, trace_id, times + d / SAMPLING_RATE, len(tpl))
+        where = np.flatnonzero(piece >= 0)
+        if not len(where):
+            continue
+        spans = _filtered_spans(decoder, [(pieces[piece[j]], int(lo[j]), int(lo[j]) + len(tpl)) for j in where],
+                                band)
+        total[where] += _standardize(np.stack(spans)) @ _standardize(tpl[None])[0]
+    cc = total / len(filtered)
+    return float(np.median(np.abs(cc - np.median(cc))))
 
 
 #: A multi-channel template: the re-ranked matches of each channel on its own channel of the archive proposing
@@ -1506,7 +1588,7 @@ NETWORK_SAME_PROPOSAL_S = 0.5
 
 def run_network_search(templates: list[Template], index_path, *, top: int = 10, min_score: float | None = None,
                        codec: str | None = None, candidates: int | None = None,
-                       keep_waveforms: int = 0) -> SearchResult:
+                       keep_waveforms: int = 0, min_significance: float | None = None) -> SearchResult:
     """A template of several channels (`prepare_templates`: e.g. the components of a station, or stations of a
     network) searched as a matched-filter network stack: the channels keep their relative timing, and a
     detection's score is the mean over the template's channels of each channel's normalized cross-correlation
@@ -1521,8 +1603,9 @@ def run_network_search(templates: list[Template], index_path, *, top: int = 10, 
     A template channel the index does not hold is left out of the mean (noted). Columns: rank, trace_id
     (the channels stacked, comma-separated), starttime (where the earliest channel's first sample aligns),
     endtime (the latest channel's last), score (the stack's mean correlation), channels (how many had data
-    there), channel_scores (each channel's correlation at the stack's best lag), corpus. The figure shows
-    the first channel stacked.
+    there), channel_scores (each channel's correlation at the stack's best lag), corpus; with min_significance,
+    a `significance` column (score / the MAD of the stack at random times, `_background_mad`) and its floor.
+    The figure shows the first channel stacked.
     """
     import obspy
     import pandas as pd
@@ -1531,7 +1614,7 @@ def run_network_search(templates: list[Template], index_path, *, top: int = 10, 
         raise InputError("search: no template channel given")
     if len(templates) == 1:
         return run_search(templates[0], index_path, top=top, min_score=min_score, codec=codec,
-                          candidates=candidates, keep_waveforms=keep_waveforms)
+                          candidates=candidates, keep_waveforms=keep_waveforms, min_significance=min_significance)
     if isinstance(index_path, (list, tuple)):
         if len(index_path) != 1:
             raise InputError("a template of several channels is searched in one index at a time "
@@ -1541,6 +1624,7 @@ def run_network_search(templates: list[Template], index_path, *, top: int = 10, 
         raise InputError(f"top must be a whole number >= 1, got {top!r}")
     if min_score is not None and not -1 <= min_score <= 1:
         raise InputError(f"min_score must lie in [-1, 1] (a correlation), got {min_score}")
+    _check_significance(min_significance)
     index = load_index(index_path)
     codec_model = _index_codec(index, codec)
     band = tuple(index.params["band"]) if index.params["band"] else None
@@ -1575,21 +1659,8 @@ def run_network_search(templates: list[Template], index_path, *, top: int = 10, 
     present = np.zeros((len(held), len(proposals)), bool)
     corpus_of = np.full(len(proposals), -1)
     piece_rows = list(index.pieces.itertuples(index=False))
-    piece_t0 = np.asarray(index.pieces.t0, np.float64)
-    piece_samples = np.asarray(index.pieces.num_samples, np.int64)
     piece_corpus = np.asarray(index.pieces.corpus, np.int64)
-
-    def covering(trace_id: str, starts: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """The piece of `trace_id` holding `width` samples from each time of `starts` (s), and the first sample
-        there -> (piece numbers, -1 where none; sample numbers)."""
-        rows = np.flatnonzero(piece_trace == trace_id)
-        rows = rows[np.argsort(piece_t0[rows], kind="stable")]
-        at = np.searchsorted(piece_t0[rows], starts + 1e-9, side="right") - 1
-        piece = np.where(at >= 0, rows[np.maximum(at, 0)], -1)
-        lo = np.rint((starts - piece_t0[np.maximum(piece, 0)]) * SAMPLING_RATE).astype(np.int64)
-        fits = (piece >= 0) & (lo >= 0) & (lo + width <= piece_samples[np.maximum(piece, 0)])
-        return np.where(fits, piece, -1), lo
-
+    covering = functools.partial(_covering_pieces, index)
     for c, (t, d, tpl) in enumerate(zip(held, delay, filtered)):
         width = len(tpl) + 2 * NEIGHBOURHOOD
         piece, lo = covering(t.trace_id, proposals + (d - NEIGHBOURHOOD) / SAMPLING_RATE, width)
@@ -1608,9 +1679,12 @@ def run_network_search(templates: list[Template], index_path, *, top: int = 10, 
     order = np.argsort(-score, kind="stable")
     span_s = max(len(tpl) + d for tpl, d in zip(filtered, delay)) / SAMPLING_RATE
     separation = max(1.0, min(len(tpl) for tpl in filtered) / SAMPLING_RATE / 2)
+    mad = None if min_significance is None else _background_mad(index, decoder, band, filtered, delay,
+                                                                 [t.trace_id for t in held])
+    floor = _score_floor(min_score, min_significance, mad)
     kept = []
     for j in order:
-        if not present[:, j].any() or (min_score is not None and score[j] < min_score):
+        if not present[:, j].any() or (floor is not None and score[j] < floor):
             continue
         if any(abs(origin[j] - origin[k]) < separation for k in kept):
             continue
@@ -1623,6 +1697,8 @@ def run_network_search(templates: list[Template], index_path, *, top: int = 10, 
         at = obspy.UTCDateTime(origin[j])
         rows_out.append({"rank": rank, "trace_id": ids, "starttime": _iso(at),
                          "endtime": _iso(at + span_s - 1 / SAMPLING_RATE), "score": round(float(score[j]), 6),
+                         **({} if mad is None else {"significance": round(float(score[j]) / mad, 3) if mad > 0
+                                                    else float("nan")}),
                          "channels": int(present[:, j].sum()),
                          "channel_scores": ";".join(f"{t.trace_id}:{per_channel[c, j, best[j]]:.3f}"
                                                     for c, t in enumerate(held) if present[c, j]),
@@ -1633,8 +1709,12 @@ def run_network_search(templates: list[Template], index_path, *, top: int = 10, 
         requests = [(piece_rows[p], int(a), int(a) + len(filtered[0])) for p, a in zip(piece, lo) if p >= 0]
         decoded = iter(_filtered_spans(decoder, requests, band))
         waveforms = [next(decoded) if p >= 0 else np.zeros(len(filtered[0])) for p in piece]
-    columns = ["rank", "trace_id", "starttime", "endtime", "score", "channels", "channel_scores", "corpus"]
+    columns = ["rank", "trace_id", "starttime", "endtime", "score", *(["significance"] if mad is not None else []),
+               "channels", "channel_scores", "corpus"]
     matches = pd.DataFrame(rows_out, columns=columns)
+    if mad is not None:
+        notes.append(f"significance: score / {mad:.4f}, the MAD of the stack at {BACKGROUND_WINDOWS} random times "
+                     "of the archive")
     notes.append(f"{len(held)} channels stacked ({ids}): {len(proposals)} proposals from their own searches")
     matches.attrs["notes"] = notes
     return SearchResult(matches, held[0], filtered[0], waveforms, notes)
@@ -1652,7 +1732,8 @@ def _iso_many(seconds) -> list[str]:
 
 def search(template, index_path, *, top: int = 10, min_score: float | None = None, start=None, end=None,
            seed_id: str = "*", codec: str | None = None, candidates: int | None = None,
-           neighbours: int | None = None, searched_anchors: int | None = None, same_channel: bool = False):
+           neighbours: int | None = None, searched_anchors: int | None = None, same_channel: bool = False,
+           min_significance: float | None = None):
     """Best matches of `template` (a file path or an obspy Stream/Trace) in the index (a folder, or a list of
     them: their matches merged by score) -> pandas.DataFrame.
 
@@ -1669,10 +1750,11 @@ def search(template, index_path, *, top: int = 10, min_score: float | None = Non
     templates = prepare_templates(template, start=start, end=end, seed_id=seed_id)
     if len(templates) > 1:
         return run_network_search(templates, index_path, top=top, min_score=min_score, codec=codec,
-                                  candidates=candidates).matches
+                                  candidates=candidates, min_significance=min_significance).matches
     return run_search(templates[0], index_path, top=top, min_score=min_score, codec=codec, candidates=candidates,
                       neighbours=neighbours, searched_anchors=searched_anchors,
-                      trace_id=templates[0].trace_id if same_channel else None).matches
+                      trace_id=templates[0].trace_id if same_channel else None,
+                      min_significance=min_significance).matches
 
 
 def plot_matches(result: SearchResult, path) -> None:
@@ -1705,17 +1787,20 @@ def plot_matches(result: SearchResult, path) -> None:
 
 def search_files(template, index, out, *, top: int = 10, min_score: float | None = None, start=None, end=None,
                  seed_id: str = "*", codec: str | None = None, plot: str | None = None,
-                 candidates: int | None = None, same_channel: bool = False) -> object:
+                 candidates: int | None = None, same_channel: bool = False,
+                 min_significance: float | None = None) -> object:
     """`eqcodec search`: the ranked CSV at `out` (and the figure at `plot`), both written whole or not at all.
     same_channel: a one-channel template searches its own channel of the archive only."""
     templates = prepare_templates(template, start=start, end=end, seed_id=seed_id)
     if len(templates) > 1:  # the channels stacked, as a network matched filter
         result = run_network_search(templates, index, top=top, min_score=min_score, codec=codec,
-                                    candidates=candidates, keep_waveforms=8 if plot else 0)
+                                    candidates=candidates, keep_waveforms=8 if plot else 0,
+                                    min_significance=min_significance)
     else:
         result = run_search(templates[0], index, top=top, min_score=min_score, codec=codec, candidates=candidates,
                             keep_waveforms=8 if plot else 0,
-                            trace_id=templates[0].trace_id if same_channel else None)
+                            trace_id=templates[0].trace_id if same_channel else None,
+                            min_significance=min_significance)
     writers = {Path(out): lambda tmp: result.matches.to_csv(tmp, index=False)}
     if plot:
         writers[Path(plot)] = lambda tmp: plot_matches(result, tmp)
@@ -1759,7 +1844,7 @@ PAIR_COLUMNS = ["rank", "trace_id_a", "starttime_a", "endtime_a", "trace_id_b", 
                 "score", "significance", "coarse_score", "corpus_a", "corpus_b"]
 #: A pair's significance: its score over the MAD of window a's correlation with this many windows at random
 #: samples of its hour of the archive (decoded); matched-filter practice counts 8 x MAD as a detection.
-PAIR_BACKGROUND_WINDOWS = 256
+PAIR_BACKGROUND_WINDOWS = BACKGROUND_WINDOWS
 
 
 def _check_pair_options(top, min_score, min_separation, neighbours, candidates, min_significance=None) -> None:
@@ -1777,9 +1862,7 @@ def _check_pair_options(top, min_score, min_separation, neighbours, candidates, 
     if min_separation is not None and not (isinstance(min_separation, (int, float, np.floating))
                                            and math.isfinite(min_separation) and min_separation > 0):
         raise InputError(f"min_separation must be a number of seconds > 0, got {min_separation!r}")
-    if min_significance is not None and not (isinstance(min_significance, (int, float, np.floating))
-                                             and math.isfinite(min_significance) and min_significance >= 0):
-        raise InputError(f"min_significance must be a number of MADs >= 0, got {min_significance!r}")
+    _check_significance(min_significance)
 
 
 def _cluster_pairs(ca, cb, ta, dt, width: float, offset_width: float | None = None) -> np.ndarray:

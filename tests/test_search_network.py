@@ -176,3 +176,22 @@ def test_a_channel_that_cannot_be_a_template_is_left_out_with_a_note(network, tm
     other.stats.channel = "HH1"
     with pytest.raises(InputError, match="XX.NET..HH1.*constant"):  # nothing usable: the first channel's error
         prepare_templates(obspy.Stream([flat, other]))
+
+
+def test_significance_is_the_score_over_the_background_mad_and_thresholds(network):
+    from tasks.search import search
+
+    for kwargs in ({}, {"seed_id": "*HHZ", "same_channel": True}):  # the stack, and one channel
+        listed = search(network / "template.mseed", network / "index", top=6, min_significance=0, **kwargs)
+        assert "significance" in listed.columns
+        mad = listed.score / listed.significance
+        assert np.allclose(mad, mad.iloc[0], rtol=1e-3) and 0 < mad.iloc[0] < 0.3  # one MAD per query
+        repeats = listed[np.abs(seconds_after_t0(listed.starttime)[:, None] - np.array(REPEATS)).min(axis=1) < 0.05]
+        assert len(repeats) == 2 and (repeats.significance > 8).all()
+        strong = search(network / "template.mseed", network / "index", top=6, min_significance=8, **kwargs)
+        assert len(strong) >= 2 and (strong.significance >= 8).all()
+        assert len(strong) == int((listed.significance >= 8).sum())  # the same matches, cut at 8 MADs
+    plain = search(network / "template.mseed", network / "index", top=3)
+    assert "significance" not in plain.columns
+    with pytest.raises(InputError, match="min_significance"):
+        search(network / "template.mseed", network / "index", min_significance=-1)
