@@ -1643,7 +1643,7 @@ def run_network_search(templates: list[Template], index_path, *, top: int = 10, 
         samples, channel_notes = _filtered_template(t, index)
         filtered.append(samples)
         notes += [n for n in channel_notes if n not in notes]
-    # 1. proposals: where the earliest channel starts, seconds after `first`'s epoch
+    # 1. proposals: where the earliest channel would start (POSIX seconds)
     proposals = []
     for t, d in zip(held, delay):
         found = run_search(t, index_path, top=NETWORK_PROPOSALS, codec=codec,
