@@ -11,6 +11,8 @@ Writes two corpora (each a Hugging Face dataset with its card, `eqcodec tokenize
                     for the copies taken from two training broadband days
     OUT/heldout     nc-events held-out split and the held-out stations of public-recordings
                     (US.OXF, II.KAPI, Rutford ST09/ST10), the recordings only
+    OUT/continuous-train   with --continuous-train only: the continuous broadband days of the training
+                    stations (IU.ANMO x 4, TA.109C), augmented as OUT/train (a data-mix experiment of the LM card)
 
 Both are resumable (rerun the same command). Windows are --window-seconds long (default 128,
 the base LM's context).
@@ -49,13 +51,18 @@ def main(argv=None) -> int:
     parser.add_argument("--copies", type=int, default=3, help="augmentation copies per segment, original included")
     parser.add_argument("--window-seconds", type=int, default=128)
     parser.add_argument("--num-proc", type=int, default=1)
+    parser.add_argument("--continuous-train", action="store_true",
+                        help="write OUT/continuous-train (the training stations' broadband days) instead")
     args = parser.parse_args(argv)
 
     train, held_out, noise = corpus_inputs()
     prep = Preprocessing(window_seconds=args.window_seconds, min_window_seconds=30)
     train_prep = Preprocessing(window_seconds=args.window_seconds, min_window_seconds=30,
                                augmentation=Augmentation(copies=args.copies, seed=0, noise_files=tuple(noise)))
-    for name, files, settings in (("heldout", held_out, prep), ("train", train, train_prep)):
+    corpora = (("heldout", held_out, prep), ("train", train, train_prep))
+    if args.continuous_train:
+        corpora = (("continuous-train", [f for f in train if "/ispaq/" in f.replace("\\", "/")], train_prep),)
+    for name, files, settings in corpora:
         if (args.out / name).exists():
             print(f"{args.out / name} exists: kept")
             continue
