@@ -1272,6 +1272,15 @@ def _anchor_scores(index: SearchIndex, s: int, codes: np.ndarray, pieces: np.nda
     return total
 
 
+def _check_match_options(top, min_score, min_significance) -> None:
+    """InputError for a bad `top`, `min_score` or `min_significance` of a template search."""
+    if not isinstance(top, (int, np.integer)) or top < 1:
+        raise InputError(f"top must be a whole number >= 1, got {top!r}")
+    if min_score is not None and not -1 <= min_score <= 1:
+        raise InputError(f"min_score must lie in [-1, 1] (a correlation), got {min_score}")
+    _check_significance(min_significance)
+
+
 def _check_significance(min_significance) -> None:
     if min_significance is not None and not (isinstance(min_significance, (int, float, np.floating))
                                              and not isinstance(min_significance, bool)
@@ -1328,7 +1337,7 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
     """The search, with what the figure needs; `search` returns its table only.
 
     template: a file path, an obspy Stream/Trace (one channel: `prepare_template`) or a prepared Template.
-    index_path: an index folder, or a list of them (e.g. one per machine or per network: each searched in
+    index_path: an index folder (or a loaded SearchIndex), or a list of them (e.g. one per machine or per network: each searched in
     turn, their matches merged by score; the scores are correlations on decoded samples, comparable across
     indexes). trace_id: search that channel of the archive only (a multi-channel template's channel,
     `run_network_search`). min_significance: list only matches whose score is at least this many MADs of the
@@ -1357,15 +1366,11 @@ def run_search(template, index_path, *, top: int = 10, min_score: float | None =
             return SearchResult(matches, results[0].template, results[0].filtered_template, waveforms, notes)
         index_path = index_path[0]
 
-    if not isinstance(top, (int, np.integer)) or top < 1:
-        raise InputError(f"top must be a whole number >= 1, got {top!r}")
-    if min_score is not None and not -1 <= min_score <= 1:
-        raise InputError(f"min_score must lie in [-1, 1] (a correlation), got {min_score}")
-    _check_significance(min_significance)
+    _check_match_options(top, min_score, min_significance)
     if searched_anchors is not None and (not isinstance(searched_anchors, (int, np.integer))
                                          or isinstance(searched_anchors, bool) or searched_anchors < 1):
         raise InputError(f"searched_anchors must be a whole number >= 1, got {searched_anchors!r}")
-    index = load_index(index_path)
+    index = index_path if isinstance(index_path, SearchIndex) else load_index(index_path)
     codec_model = _index_codec(index, codec)
     tpl = template if isinstance(template, Template) else prepare_template(template, start=start, end=end,
                                                                            seed_id=seed_id)
@@ -1620,11 +1625,7 @@ def run_network_search(templates: list[Template], index_path, *, top: int = 10, 
             raise InputError("a template of several channels is searched in one index at a time "
                              f"({len(index_path)} given)")
         index_path = index_path[0]
-    if not isinstance(top, (int, np.integer)) or top < 1:
-        raise InputError(f"top must be a whole number >= 1, got {top!r}")
-    if min_score is not None and not -1 <= min_score <= 1:
-        raise InputError(f"min_score must lie in [-1, 1] (a correlation), got {min_score}")
-    _check_significance(min_significance)
+    _check_match_options(top, min_score, min_significance)
     index = load_index(index_path)
     codec_model = _index_codec(index, codec)
     band = tuple(index.params["band"]) if index.params["band"] else None
@@ -1646,7 +1647,7 @@ def run_network_search(templates: list[Template], index_path, *, top: int = 10, 
     # 1. proposals: where the earliest channel would start (POSIX seconds)
     proposals = []
     for t, d in zip(held, delay):
-        found = run_search(t, index_path, top=NETWORK_PROPOSALS, codec=codec,
+        found = run_search(t, index, top=NETWORK_PROPOSALS, codec=codec,  # the index read once
                            candidates=candidates or DEFAULT_CANDIDATES, trace_id=t.trace_id).matches
         proposals += [obspy.UTCDateTime(x).timestamp - d / SAMPLING_RATE for x in found.starttime]
     proposals = np.sort(np.asarray(proposals, np.float64))
